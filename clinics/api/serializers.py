@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils.translation import gettext_lazy as _
+from rest_framework import serializers
+
+from clinics import validators
+from clinics.models import Clinic
+from whatsapp.models import MASK_SUFFIX
+
+from .fields import EmptyAsNullCharField, NormalizedCharField, StrictBooleanField
+
+
+def _optional_text(limit: int, what: str) -> Any:
+    return lambda value: validators.normalize_limited_text(value, limit=limit, what=what)
+
+
+def _optional_meta_id(value: str) -> str:
+    return validators.normalize_meta_id(value) if value else ""
+
+
+def _token_or_masked(value: str) -> str:
+    # The masked value from a GET comes back unchanged: the service keeps the stored token.
+    if MASK_SUFFIX in value:
+        return value
+    return validators.normalize_secret(value)
+
+
+class ClinicProfileInputSerializer(serializers.Serializer):
+    """Fields of PUT/PATCH /api/clinics/me/; every one optional, unknown keys ignored."""
+
+    name = NormalizedCharField(validators.normalize_name, max_length=validators.NAME_MAX_LENGTH)
+    phone = NormalizedCharField(
+        validators.normalize_clinic_phone, allow_blank=True, allow_null=True, max_length=40
+    )
+    address = NormalizedCharField(
+        _optional_text(validators.ADDRESS_MAX_LENGTH, "address"),
+        allow_blank=True,
+        allow_null=True,
+        max_length=validators.ADDRESS_MAX_LENGTH,
+    )
+    city = NormalizedCharField(
+        _optional_text(validators.CITY_MAX_LENGTH, "city"),
+        allow_blank=True,
+        allow_null=True,
+        max_length=validators.CITY_MAX_LENGTH,
+    )
+    timezone = NormalizedCharField(validators.normalize_timezone, max_length=64)
+    currency = NormalizedCharField(validators.normalize_currency, max_length=3)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # `null` for an optional text field means "clear it".
+        return {key: ("" if value is None else value) for key, value in attrs.items()}
+
+
+class ClinicSettingsInputSerializer(ClinicProfileInputSerializer):
+    """Fields of PUT/PATCH /api/clinics/settings/. Read-only keys sent by a client are ignored."""
+
+    whatsapp_phone_number_id = NormalizedCharField(
+        _optional_meta_id, allow_blank=True, allow_null=True, max_length=validators.META_ID_MAX_LENGTH
+    )
+    whatsapp_business_account_id = NormalizedCharField(
+        _optional_meta_id, allow_blank=True, allow_null=True, max_length=validators.META_ID_MAX_LENGTH
+    )
+    whatsapp_access_token = NormalizedCharField(
+        _token_or_masked,
+        allow_null=True,
+        max_length=validators.SECRET_MAX_LENGTH,
+        help_text="A new token replaces the stored one; the masked value (`...****`) keeps it; null clears it.",
+        style={"input_type": "password"},
+    )
+    whatsapp_verify_token = NormalizedCharField(
+        validators.normalize_verify_token, max_length=validators.VERIFY_TOKEN_MAX_LENGTH
+    )
+    bot_enabled = StrictBooleanField()
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        keep_null = {"whatsapp_access_token"}
+        return {
+            key: (value if value is not None or key in keep_null else "") for key, value in attrs.items()
+        }
+
+
+class ClinicProfileOutputSerializer(serializers.ModelSerializer):
+    """The profile object: no token of any kind."""
+
+    phone = EmptyAsNullCharField()
+    address = EmptyAsNullCharField()
+    city = EmptyAsNullCharField()
+    country = EmptyAsNullCharField()
+    logo_url = EmptyAsNullCharField()
+    whatsapp_phone_number_id = EmptyAsNullCharField(source="whatsapp.phone_number_id")
+    whatsapp_business_account_id = EmptyAsNullCharField(source="whatsapp.business_account_id")
+
+    class Meta:
+        model = Clinic
+        fields = [
+            "id",
+            "name",
+            "slug",
+            "phone",
+            "address",
+            "city",
+            "country",
+            "timezone",
+            "currency",
+            "logo_url",
+            "is_active",
+            "subscription_plan",
+            "whatsapp_phone_number_id",
+            "whatsapp_business_account_id",
+        ]
+        read_only_fields = fields
+
+
+class ClinicSettingsOutputSerializer(ClinicProfileOutputSerializer):
+    """The settings object: exactly the seed's keys; the access token only masked."""
+
+    whatsapp_access_token = EmptyAsNullCharField(
+        source="whatsapp.masked_access_token",
+        help_text=_("First 8 characters followed by ...****; ...**** alone for short tokens; null when none."),
+    )
+    whatsapp_verify_token = EmptyAsNullCharField(source="whatsapp.verify_token")
+    whatsapp_status = serializers.CharField(source="whatsapp.status", read_only=True)
+    subscription_expires_at = serializers.DateTimeField(read_only=True, allow_null=True)
+
+    class Meta(ClinicProfileOutputSerializer.Meta):
+        fields = [
+            "id",
+            "name",
+            "slug",
+            "phone",
+            "address",
+            "city",
+            "country",
+            "timezone",
+            "currency",
+            "logo_url",
+            "whatsapp_phone_number_id",
+            "whatsapp_business_account_id",
+            "whatsapp_access_token",
+            "whatsapp_verify_token",
+            "whatsapp_status",
+            "bot_enabled",
+            "is_active",
+            "subscription_plan",
+            "subscription_expires_at",
+        ]
+        read_only_fields = fields
+
+
+class TokenInputSerializer(serializers.Serializer):
+    email = serializers.EmailField(max_length=254)
+    password = serializers.CharField(max_length=4096, trim_whitespace=False, style={"input_type": "password"})
+
+
+class TokenOutputSerializer(serializers.Serializer):
+    token = serializers.CharField()

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from django.utils.translation import gettext_lazy as _
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.request import Request
+
+from .models import ApiToken, User
+
+
+class ApiTokenAuthentication(BaseAuthentication):
+    """`Authorization: Token <key>` or `Authorization: Bearer <key>`.
+
+    One query loads the token, its user, the clinic and its WhatsApp state, so a
+    settings read needs no other query.
+    """
+
+    keywords = (b"token", b"bearer")
+
+    def authenticate(self, request: Request) -> tuple[User, ApiToken] | None:
+        parts = get_authorization_header(request).split()
+        if not parts or parts[0].lower() not in self.keywords:
+            return None
+        if len(parts) != 2:
+            raise exceptions.AuthenticationFailed(
+                _("Invalid Authorization header: use 'Token <key>' or 'Bearer <key>'.")
+            )
+        try:
+            key = parts[1].decode("ascii")
+        except UnicodeDecodeError:
+            raise exceptions.AuthenticationFailed(_("Invalid token.")) from None
+        token = (
+            ApiToken.objects.select_related("user__clinic__whatsapp")
+            .filter(digest=ApiToken.hash_key(key))
+            .first()
+        )
+        if token is None:
+            raise exceptions.AuthenticationFailed(_("Invalid token. Sign in again to get a new one."))
+        if not token.user.is_active:
+            raise exceptions.AuthenticationFailed(_("This user account is disabled."))
+        return token.user, token
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Token realm="api"'

@@ -1,0 +1,176 @@
+from __future__ import annotations
+
+import hashlib
+import secrets
+import string
+import uuid
+from typing import Any, ClassVar
+
+from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
+from django.db import models
+from django.utils import timezone
+from django.utils.text import slugify
+from django.utils.translation import gettext_lazy as _
+
+from . import validators
+
+SLUG_SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
+SLUG_SUFFIX_LENGTH = 6
+SLUG_BASE_MAX_LENGTH = 60
+
+
+def make_clinic_slug(name: str) -> str:
+    """ASCII-folded, URL-safe name + '-' + 6 random [a-z0-9]: `clinica-san-salvador-abc123`."""
+    base = slugify(name)[:SLUG_BASE_MAX_LENGTH].strip("-") or "clinica"
+    suffix = "".join(secrets.choice(SLUG_SUFFIX_ALPHABET) for _ in range(SLUG_SUFFIX_LENGTH))
+    return f"{base}-{suffix}"
+
+
+class Clinic(models.Model):
+    class SubscriptionPlan(models.TextChoices):
+        FREE = "free", _("Free")
+        BASIC = "basic", _("Basic")
+        PRO = "pro", _("Pro")
+        ENTERPRISE = "enterprise", _("Enterprise")
+
+    # A UUID is known before insert: encrypted fields bind ciphertext to the row id.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(_("name"), max_length=validators.NAME_MAX_LENGTH)
+    # Set once at creation; a rename keeps it so links and bookmarks keep working.
+    slug = models.SlugField(_("slug"), max_length=80, unique=True, editable=False)
+    phone = models.CharField(
+        _("phone"), max_length=20, blank=True, validators=[validators.validate_clinic_phone]
+    )
+    address = models.CharField(_("address"), max_length=validators.ADDRESS_MAX_LENGTH, blank=True)
+    city = models.CharField(_("city"), max_length=validators.CITY_MAX_LENGTH, blank=True)
+    country = models.CharField(_("country"), max_length=100, blank=True)
+    timezone = models.CharField(
+        _("time zone"),
+        max_length=64,
+        default="America/El_Salvador",
+        validators=[validators.validate_timezone],
+    )
+    currency = models.CharField(
+        _("currency"), max_length=3, default="USD", validators=[validators.validate_currency]
+    )
+    logo_url = models.URLField(_("logo URL"), max_length=500, blank=True)
+    bot_enabled = models.BooleanField(_("bot enabled"), default=False)
+    is_active = models.BooleanField(_("active"), default=True)
+    subscription_plan = models.CharField(
+        _("subscription plan"),
+        max_length=20,
+        choices=SubscriptionPlan.choices,
+        default=SubscriptionPlan.FREE,
+    )
+    subscription_expires_at = models.DateTimeField(_("subscription expires at"), null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("clinic")
+        verbose_name_plural = _("clinics")
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self.slug:
+            self.slug = make_clinic_slug(self.name)
+        super().save(*args, **kwargs)
+
+
+class UserManager(BaseUserManager["User"]):
+    use_in_migrations = True
+
+    def _create_user(self, email: str, password: str | None, **extra: Any) -> User:
+        if not email:
+            raise ValueError("An email address is required.")
+        user = self.model(email=self.normalize_email(email).lower(), **extra)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_user(self, email: str, password: str | None = None, **extra: Any) -> User:
+        extra.setdefault("is_staff", False)
+        extra.setdefault("is_superuser", False)
+        return self._create_user(email, password, **extra)
+
+    def create_superuser(self, email: str, password: str | None = None, **extra: Any) -> User:
+        extra["is_staff"] = True
+        extra["is_superuser"] = True
+        return self._create_user(email, password, **extra)
+
+    def get_by_natural_key(self, username: str | None) -> User:
+        # Emails are stored lower-case; signing in with `Ana@Clinic.com` still works.
+        return self.get(email__iexact=username or "")
+
+
+class User(AbstractBaseUser, PermissionsMixin):
+    """Signs in with email; belongs to one clinic as admin or staff (superusers may have none)."""
+
+    class Role(models.TextChoices):
+        ADMIN = "admin", _("Admin")
+        STAFF = "staff", _("Staff")
+
+    email = models.EmailField(_("email"), unique=True)
+    full_name = models.CharField(_("full name"), max_length=150, blank=True)
+    clinic = models.ForeignKey(
+        Clinic,
+        verbose_name=_("clinic"),
+        on_delete=models.PROTECT,
+        related_name="members",
+        null=True,
+        blank=True,
+    )
+    role = models.CharField(_("role"), max_length=10, choices=Role.choices, default=Role.STAFF)
+    is_active = models.BooleanField(_("active"), default=True)
+    # Django admin access (superusers); clinic roles are `role`.
+    is_staff = models.BooleanField(_("admin site access"), default=False)
+    date_joined = models.DateTimeField(default=timezone.now)
+
+    objects: ClassVar[UserManager] = UserManager()
+
+    USERNAME_FIELD = "email"
+    EMAIL_FIELD = "email"
+    REQUIRED_FIELDS: ClassVar[list[str]] = []
+
+    class Meta:
+        verbose_name = _("user")
+        verbose_name_plural = _("users")
+
+    def __str__(self) -> str:
+        return self.email
+
+    @property
+    def is_clinic_admin(self) -> bool:
+        return self.clinic_id is not None and self.role == self.Role.ADMIN
+
+
+class ApiToken(models.Model):
+    """An API key. Only its SHA-256 is stored: a database leak gives no usable key."""
+
+    KEY_BYTES = 32
+
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    # The first characters, to tell keys apart in admin without revealing them.
+    prefix = models.CharField(max_length=8, editable=False)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("API token")
+        verbose_name_plural = _("API tokens")
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"
+
+    @staticmethod
+    def hash_key(key: str) -> str:
+        return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+    @classmethod
+    def issue(cls, user: User) -> tuple[ApiToken, str]:
+        key = secrets.token_urlsafe(cls.KEY_BYTES)
+        token = cls.objects.create(user=user, digest=cls.hash_key(key), prefix=key[:8])
+        return token, key

@@ -1,0 +1,101 @@
+"""Shared personas and clients (healthchecks-style): one clinic's admin and staff,
+another clinic's admin, an inactive clinic's admin, a user with no clinic, a superuser."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from clinics import services
+from clinics.models import ApiToken, Clinic, User
+
+PASSWORD = "correct-horse-battery-9"  # noqa: S105  (test persona)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    # Throttles and the status-refresh gate live in the cache: no test sees another's.
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def clinic(db) -> Clinic:
+    return services.clinic_create(name="Clínica San Salvador", city="San Salvador")
+
+
+@pytest.fixture
+def other_clinic(db) -> Clinic:
+    return services.clinic_create(name="Clínica Santa Ana", city="Santa Ana")
+
+
+@pytest.fixture
+def inactive_clinic(db) -> Clinic:
+    clinic = services.clinic_create(name="Clínica Cerrada")
+    Clinic.objects.filter(pk=clinic.pk).update(is_active=False)
+    clinic.refresh_from_db()
+    return clinic
+
+
+def _user(clinic: Clinic | None, email: str, role: str = User.Role.ADMIN) -> User:
+    if clinic is None:
+        return User.objects.create_user(email=email, password=PASSWORD)
+    return services.clinic_add_user(clinic=clinic, email=email, password=PASSWORD, role=role)
+
+
+@pytest.fixture
+def clinic_admin(clinic) -> User:
+    return _user(clinic, "admin@sansalvador.example")
+
+
+@pytest.fixture
+def clinic_staff(clinic) -> User:
+    return _user(clinic, "staff@sansalvador.example", User.Role.STAFF)
+
+
+@pytest.fixture
+def other_clinic_admin(other_clinic) -> User:
+    return _user(other_clinic, "admin@santaana.example")
+
+
+@pytest.fixture
+def inactive_clinic_admin(inactive_clinic) -> User:
+    return _user(inactive_clinic, "admin@cerrada.example")
+
+
+@pytest.fixture
+def clinicless_user(db) -> User:
+    return _user(None, "nobody@example.com")
+
+
+@pytest.fixture
+def superuser(db) -> User:
+    return User.objects.create_superuser(email="root@clinics.example", password=PASSWORD)
+
+
+@pytest.fixture
+def anon_client() -> APIClient:
+    return APIClient(HTTP_ACCEPT_LANGUAGE="en")
+
+
+@pytest.fixture
+def api_client():
+    """`api_client(user)`: an APIClient authenticated with a real token of that user."""
+
+    def make(user: User, *, keyword: str = "Token") -> APIClient:
+        _token, key = ApiToken.issue(user)
+        client = APIClient(HTTP_ACCEPT_LANGUAGE="en")
+        client.credentials(HTTP_AUTHORIZATION=f"{keyword} {key}")
+        return client
+
+    return make
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("postgres"):
+        from django.conf import settings
+
+        if "postgresql" not in settings.DATABASES["default"]["ENGINE"]:
+            pytest.skip("needs PostgreSQL: run with DATABASE_URL=postgres://...")

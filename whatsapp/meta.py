@@ -1,0 +1,599 @@
+"""A small client for the parts of Meta's Graph API that onboard a WhatsApp number.
+
+One ``MetaClient`` per access token (one clinic). Every public method is one
+Graph call (or, for ``list_phone_numbers``, one call per page) and returns a
+small typed value; failures become one of three exceptions:
+
+* ``MetaRefusedError`` - Graph answered 4xx: the request was understood and
+  refused. ``code`` is Graph's ``error.code`` (0 when the body had no usable
+  envelope). Build logic on ``code``, never on the HTTP status.
+* ``MetaUnavailableError`` - Graph answered 5xx, the connection failed, or the
+  body was not what a 2xx should carry (invalid JSON, an HTML page, too large,
+  ``"success": false``). When a 5xx carried an envelope, its ``code`` etc. are
+  kept on the exception too.
+* ``MetaTimeoutError`` - the connect or read timeout expired. The request may
+  still have been carried out by Meta: callers must re-read state before
+  retrying a POST.
+
+Only the GETs are retried (twice, after 0.2 s and 0.5 s) and only on the last
+two kinds: register/deregister count against a 10-per-72-hours limit at Meta,
+so a POST is never repeated behind the caller's back.
+
+The access token travels only in the ``Authorization`` header. It is never
+logged, never part of an exception's text, and hidden from ``repr()``; the
+module imports no models, and Django settings only when a default is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+from urllib3.exceptions import ReadTimeoutError
+
+from clinics.validators import META_ID_RE
+
+logger = logging.getLogger(__name__)
+
+PHONE_NUMBER_FIELDS = (
+    "id",
+    "display_phone_number",
+    "verified_name",
+    "status",
+    "code_verification_status",
+    "name_status",
+    "quality_rating",
+    "platform_type",
+)
+_FIELDS_PARAM = ",".join(PHONE_NUMBER_FIELDS)
+
+# Pauses before the 2nd and 3rd attempt of a GET: long enough to ride out a
+# blip, short enough that a request-handling worker is not held for long.
+_RETRY_BACKOFF_SECONDS = (0.2, 0.5)
+_MAX_PAGES = 10
+_CHUNK_BYTES = 64 * 1024
+_TOKEN_RE = re.compile(r"^[\x21-\x7e]+$")
+_CODE_METHODS = frozenset({"SMS", "VOICE"})
+_LANGUAGE_RE = re.compile(r"^[A-Za-z]{2,3}(?:_[A-Za-z0-9]{2,4})?$")
+_CODE_RE = re.compile(r"^[0-9]{4,8}$")
+_CODE_SEPARATORS_RE = re.compile(r"[\s-]+")
+_PIN_RE = re.compile(r"^[0-9]{6}$")
+_DIGITS_RE = re.compile(r"[0-9]")
+_CC_RE = re.compile(r"^[0-9]{1,4}$")
+_PHONE_RE = re.compile(r"^\+?[0-9][0-9 ().-]{2,30}$")
+
+
+class MetaError(Exception):
+    """Base class of every failure of a Graph call. ``str()`` never contains the token."""
+
+
+class MetaRefusedError(MetaError):
+    """Graph answered 4xx: it understood the request and refused it (see ``code``)."""
+
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        *,
+        details: str | None = None,
+        fbtrace_id: str | None = None,
+        http_status: int = 400,
+        subcode: int | None = None,
+    ) -> None:
+        self.code = code
+        self.message = message
+        self.details = details
+        self.fbtrace_id = fbtrace_id
+        self.http_status = http_status
+        self.subcode = subcode
+        super().__init__(_describe("Meta refused the request", code, message, details, fbtrace_id, http_status))
+
+
+class MetaUnavailableError(MetaError):
+    """Meta could not be reached or did not answer properly: 5xx, network, malformed body.
+
+    ``code``/``message``/``details``/``fbtrace_id``/``subcode`` are filled when a
+    5xx carried Graph's error envelope (e.g. 131000 or 2); ``http_status`` when
+    there was a response at all.
+    """
+
+    def __init__(
+        self,
+        text: str,
+        *,
+        code: int | None = None,
+        message: str | None = None,
+        details: str | None = None,
+        fbtrace_id: str | None = None,
+        http_status: int | None = None,
+        subcode: int | None = None,
+    ) -> None:
+        self.code = code
+        self.message = message
+        self.details = details
+        self.fbtrace_id = fbtrace_id
+        self.http_status = http_status
+        self.subcode = subcode
+        if code is not None:
+            text = _describe(text, code, message, details, fbtrace_id, http_status)
+        super().__init__(text)
+
+
+class MetaTimeoutError(MetaError):
+    """The connect or read timeout expired; Meta may or may not have acted on the request."""
+
+
+def _describe(
+    prefix: str,
+    code: int,
+    message: str | None,
+    details: str | None,
+    fbtrace_id: str | None,
+    http_status: int | None,
+) -> str:
+    text = f"{prefix} (code {code}"
+    if http_status is not None:
+        text += f", HTTP {http_status}"
+    text += ")"
+    if message:
+        text += f": {message}"
+    if details:
+        text += f" - {details}"
+    if fbtrace_id:
+        text += f" [fbtrace_id {fbtrace_id}]"
+    return text
+
+
+@dataclass(frozen=True)
+class PhoneNumberInfo:
+    """One WhatsApp business phone number as Graph describes it; absent fields are None."""
+
+    id: str
+    display_phone_number: str | None
+    verified_name: str | None
+    status: str | None
+    code_verification_status: str | None
+    name_status: str | None
+    quality_rating: str | None
+    platform_type: str | None
+
+    @property
+    def display_digits(self) -> str:
+        """Only the digits: Graph GETs say "+1 631-555-5555", webhooks say "16315555555"."""
+        return "".join(_DIGITS_RE.findall(self.display_phone_number or ""))
+
+    @classmethod
+    def from_graph(cls, data: dict[str, Any]) -> PhoneNumberInfo:
+        number_id = data.get("id")
+        if isinstance(number_id, int) and not isinstance(number_id, bool):
+            number_id = str(number_id)
+        if not isinstance(number_id, str) or not META_ID_RE.match(number_id):
+            raise MetaUnavailableError("Meta returned a phone number without a valid id")
+        return cls(
+            id=number_id,
+            display_phone_number=_opt_str(data.get("display_phone_number")),
+            verified_name=_opt_str(data.get("verified_name")),
+            status=_opt_str(data.get("status")),
+            code_verification_status=_opt_str(data.get("code_verification_status")),
+            name_status=_opt_str(data.get("name_status")),
+            quality_rating=_opt_str(data.get("quality_rating")),
+            platform_type=_opt_str(data.get("platform_type")),
+        )
+
+
+def _opt_str(value: Any) -> str | None:
+    # Graph sends strings; anything else is a surprise we would rather not store.
+    return value if isinstance(value, str) else None
+
+
+def _opt_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return None
+
+
+def _check_id(value: str, what: str) -> str:
+    # Defence in depth: services validate earlier, but nothing that could change
+    # the path or add a query may ever reach a URL that carries our token.
+    if not isinstance(value, str) or not META_ID_RE.match(value):
+        raise ValueError(f"Invalid Meta {what}: use 1 to 64 letters, digits, '_' or '-'.")
+    return value
+
+
+class MetaClient:
+    """Graph API client for one access token.
+
+    >>> client = MetaClient(token)               # base URL and timeouts from settings
+    >>> client.get_phone_number("106540352242922").status
+    'CONNECTED'
+
+    ``base_url`` includes the version (``https://graph.facebook.com/v26.0``).
+    ``session`` may be shared between clients: the token is sent per request and
+    never stored on the session. ``read_retries`` is how many times a GET is
+    repeated after a timeout or an unavailable answer.
+    """
+
+    # A phone number or a page of them is a few KB; 1 MB leaves room and keeps a
+    # broken or hostile upstream from filling a worker's memory.
+    max_body_bytes = 1_000_000
+
+    def __init__(
+        self,
+        access_token: str,
+        *,
+        base_url: str | None = None,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+        session: requests.Session | None = None,
+        read_retries: int = 2,
+    ) -> None:
+        # A token with white space or control characters would make requests
+        # raise InvalidHeader with the header value (the token) in its text.
+        if not isinstance(access_token, str) or not _TOKEN_RE.match(access_token):
+            raise ValueError("The Meta access token must be non-empty visible ASCII without spaces.")
+        if base_url is None or connect_timeout is None or read_timeout is None:
+            from django.conf import settings
+
+            base_url = settings.META_GRAPH_URL if base_url is None else base_url
+            connect_timeout = settings.META_CONNECT_TIMEOUT if connect_timeout is None else connect_timeout
+            read_timeout = settings.META_READ_TIMEOUT if read_timeout is None else read_timeout
+        if read_retries < 0:
+            raise ValueError("read_retries cannot be negative.")
+        self._access_token = access_token
+        self.base_url = base_url.rstrip("/")
+        self.timeout: tuple[float, float] = (float(connect_timeout), float(read_timeout))
+        self.read_retries = read_retries
+        self._owns_session = session is None
+        self.session = session if session is not None else requests.Session()
+
+    def __repr__(self) -> str:
+        return f"<MetaClient base_url={self.base_url!r} token=***>"
+
+    def close(self) -> None:
+        """Close the session if this client created it."""
+        if self._owns_session:
+            self.session.close()
+
+    def __enter__(self) -> MetaClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- Operations -----------------------------------------------------------
+
+    def get_phone_number(self, phone_number_id: str) -> PhoneNumberInfo:
+        """``GET /{pnid}`` with the fields we store."""
+        pnid = _check_id(phone_number_id, "phone number id")
+        data = self._request("GET", pnid, params={"fields": _FIELDS_PARAM})
+        return PhoneNumberInfo.from_graph(data)
+
+    def list_phone_numbers(self, waba_id: str) -> list[PhoneNumberInfo]:
+        """``GET /{waba}/phone_numbers``, following up to 10 pages."""
+        waba = _check_id(waba_id, "WhatsApp Business Account id")
+        numbers: list[PhoneNumberInfo] = []
+        params = {"fields": _FIELDS_PARAM}
+        for _page in range(_MAX_PAGES):
+            data = self._request("GET", f"{waba}/phone_numbers", params=params)
+            items = data.get("data")
+            if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+                raise MetaUnavailableError("Meta returned a phone number list without a data array")
+            numbers.extend(PhoneNumberInfo.from_graph(item) for item in items)
+            after = _next_cursor(data.get("paging"))
+            if after is None:
+                return numbers
+            # Never follow paging.next itself: it may point elsewhere and often
+            # carries access_token in its query, which would then end up in
+            # exception texts. Rebuild the URL with our base and the cursor.
+            params = {"fields": _FIELDS_PARAM, "after": after}
+        logger.warning("Meta GET %s/phone_numbers: stopped after %d pages", waba, _MAX_PAGES)
+        return numbers
+
+    def add_phone_number(self, waba_id: str, *, cc: str, phone_number: str, verified_name: str) -> str:
+        """``POST /{waba}/phone_numbers``; returns the new (unverified) phone number id."""
+        waba = _check_id(waba_id, "WhatsApp Business Account id")
+        if not _CC_RE.match(cc or ""):
+            raise ValueError("cc must be the country calling code: 1 to 4 digits.")
+        if not _PHONE_RE.match(phone_number or ""):
+            raise ValueError("phone_number must be the number's digits.")
+        if not (verified_name or "").strip():
+            raise ValueError("verified_name cannot be empty.")
+        body = {"cc": cc, "phone_number": phone_number, "verified_name": verified_name}
+        data = self._request("POST", f"{waba}/phone_numbers", json_body=body)
+        new_id = data.get("id")
+        if isinstance(new_id, int) and not isinstance(new_id, bool):
+            new_id = str(new_id)
+        if not isinstance(new_id, str) or not META_ID_RE.match(new_id):
+            raise MetaUnavailableError("Meta created a phone number but returned no valid id")
+        return new_id
+
+    def request_code(self, phone_number_id: str, *, method: str, language: str) -> None:
+        """``POST /{pnid}/request_code``: Meta sends an OTP by SMS or voice call."""
+        pnid = _check_id(phone_number_id, "phone number id")
+        code_method = (method or "").upper()
+        if code_method not in _CODE_METHODS:
+            raise ValueError("method must be SMS or VOICE.")
+        if not _LANGUAGE_RE.match(language or ""):
+            raise ValueError("language must be a locale such as 'es' or 'en_US'.")
+        # Form fields (as in Meta's -F examples) rather than the query string
+        # keep the parameters out of URLs that proxies and error texts show.
+        self._request(
+            "POST", f"{pnid}/request_code", form_body={"code_method": code_method, "language": language}
+        )
+
+    def verify_code(self, phone_number_id: str, code: str) -> None:
+        """``POST /{pnid}/verify_code`` with the OTP (separators such as "123-830" are dropped)."""
+        pnid = _check_id(phone_number_id, "phone number id")
+        digits = _CODE_SEPARATORS_RE.sub("", code or "")
+        if not _CODE_RE.match(digits):
+            raise ValueError("code must be 4 to 8 digits.")
+        self._request("POST", f"{pnid}/verify_code", form_body={"code": digits})
+
+    def register(self, phone_number_id: str, pin: str) -> None:
+        """``POST /{pnid}/register`` with the two-step verification PIN (counts toward 10 per 72 h)."""
+        pnid = _check_id(phone_number_id, "phone number id")
+        if not _PIN_RE.match(pin or ""):
+            raise ValueError("pin must be 6 digits.")
+        self._request("POST", f"{pnid}/register", json_body={"messaging_product": "whatsapp", "pin": pin})
+
+    def deregister(self, phone_number_id: str) -> None:
+        """``POST /{pnid}/deregister`` (counts toward the same 10 per 72 h)."""
+        pnid = _check_id(phone_number_id, "phone number id")
+        self._request("POST", f"{pnid}/deregister")
+
+    def subscribe_app(self, waba_id: str) -> None:
+        """``POST /{waba}/subscribed_apps``: without it no webhooks arrive for the WABA."""
+        waba = _check_id(waba_id, "WhatsApp Business Account id")
+        self._request("POST", f"{waba}/subscribed_apps")
+
+    # -- Transport ------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        json_body: dict[str, Any] | None = None,
+        form_body: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """One Graph call: returns the JSON object of a 2xx or raises a ``MetaError``.
+
+        GETs are retried on ``MetaUnavailableError``/``MetaTimeoutError``; POSTs never.
+        """
+        attempts = 1 + (self.read_retries if method == "GET" else 0)
+        for attempt in range(attempts):
+            try:
+                return self._request_once(method, path, params, json_body, form_body)
+            except (MetaUnavailableError, MetaTimeoutError) as exc:
+                if attempt + 1 >= attempts:
+                    raise
+                pause = _RETRY_BACKOFF_SECONDS[min(attempt, len(_RETRY_BACKOFF_SECONDS) - 1)]
+                logger.info(
+                    "Meta %s /%s: retrying in %.1f s after %s", method, path, pause, type(exc).__name__
+                )
+                time.sleep(pause)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _request_once(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None,
+        json_body: dict[str, Any] | None,
+        form_body: dict[str, str] | None,
+    ) -> dict[str, Any]:
+        url = f"{self.base_url}/{path}"
+        headers = {"Authorization": f"Bearer {self._access_token}", "Accept": "application/json"}
+        started = time.monotonic()
+        status: int | None = None
+        fbtrace_id: str | None = None
+        try:
+            try:
+                response = self.session.request(
+                    method,
+                    url,
+                    params=params,
+                    json=json_body,
+                    data=form_body,
+                    headers=headers,
+                    timeout=self.timeout,
+                    stream=True,
+                    # A redirect would send the token on to wherever it points.
+                    allow_redirects=False,
+                )
+            except requests.exceptions.Timeout as exc:
+                raise MetaTimeoutError(f"Meta did not answer {method} /{path} in time") from exc
+            except requests.exceptions.RequestException as exc:
+                # The text of requests' exceptions names the URL; ours does not
+                # need to, and the token is only ever in a header.
+                raise MetaUnavailableError(
+                    f"Could not reach Meta for {method} /{path} ({type(exc).__name__})"
+                ) from exc
+            status = response.status_code
+            fbtrace_id = response.headers.get("x-fb-trace-id")
+            try:
+                body = self._read_body(response, started, method, path)
+            finally:
+                response.close()
+            data, envelope = self._parse(body)
+            if envelope is not None:
+                fbtrace_id = envelope.get("fbtrace_id") or fbtrace_id
+            result = self._interpret(method, path, status, data, envelope, fbtrace_id)
+        except MetaError as exc:
+            logger.warning(
+                "Meta %s /%s -> %s in %d ms (fbtrace_id=%s): %s",
+                method,
+                path,
+                status if status is not None else "-",
+                _elapsed_ms(started),
+                fbtrace_id or "-",
+                self._scrub(str(exc)),
+            )
+            raise
+        logger.info(
+            "Meta %s /%s -> %s in %d ms (fbtrace_id=%s)",
+            method,
+            path,
+            status,
+            _elapsed_ms(started),
+            fbtrace_id or "-",
+        )
+        return result
+
+    def _read_body(self, response: requests.Response, started: float, method: str, path: str) -> bytes:
+        declared = _opt_int(response.headers.get("Content-Length"))
+        if declared is not None and declared > self.max_body_bytes:
+            raise MetaUnavailableError(
+                f"Meta's answer to {method} /{path} is too large ({declared} bytes)",
+                http_status=response.status_code,
+            )
+        # The read timeout bounds each socket read; this bounds the whole body
+        # so a server dripping a byte at a time cannot hold a worker forever.
+        deadline = started + self.timeout[0] + 2 * self.timeout[1]
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_content(_CHUNK_BYTES):
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    raise MetaUnavailableError(
+                        f"Meta's answer to {method} /{path} is larger than {self.max_body_bytes} bytes",
+                        http_status=response.status_code,
+                    )
+                if time.monotonic() > deadline:
+                    raise MetaTimeoutError(f"Meta's answer to {method} /{path} took too long to arrive")
+                chunks.append(chunk)
+        except requests.exceptions.ConnectionError as exc:
+            # requests reports a read timeout while streaming as ConnectionError.
+            if exc.args and isinstance(exc.args[0], ReadTimeoutError):
+                raise MetaTimeoutError(f"Meta did not finish answering {method} /{path} in time") from exc
+            raise MetaUnavailableError(
+                f"The connection broke while reading Meta's answer to {method} /{path}"
+            ) from exc
+        except requests.exceptions.RequestException as exc:
+            raise MetaUnavailableError(
+                f"Could not read Meta's answer to {method} /{path} ({type(exc).__name__})"
+            ) from exc
+        return b"".join(chunks)
+
+    @staticmethod
+    def _parse(body: bytes) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The body as a JSON object (None if it is not one) and its ``error`` object, if any."""
+        try:
+            data = json.loads(body)
+        except ValueError:  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
+            return None, None
+        if not isinstance(data, dict):
+            return None, None
+        error = data.get("error")
+        return data, error if isinstance(error, dict) else None
+
+    def _interpret(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        data: dict[str, Any] | None,
+        envelope: dict[str, Any] | None,
+        fbtrace_id: str | None,
+    ) -> dict[str, Any]:
+        if 200 <= status < 300:
+            if data is None:
+                raise MetaUnavailableError(
+                    f"Meta answered {method} /{path} with a body that is not a JSON object",
+                    http_status=status,
+                )
+            if envelope is not None:
+                # Graph never does this; treat it as the refusal it describes.
+                raise self._error_from_envelope(envelope, status, fbtrace_id, refused=True)
+            if data.get("success") is False:
+                raise MetaUnavailableError(
+                    f"Meta answered {method} /{path} with success: false", http_status=status
+                )
+            return data
+        if 400 <= status < 500:
+            if envelope is not None:
+                raise self._error_from_envelope(envelope, status, fbtrace_id, refused=True)
+            raise MetaRefusedError(
+                0,
+                f"HTTP {status} without a Graph error body",
+                fbtrace_id=fbtrace_id,
+                http_status=status,
+            )
+        if status >= 500 and envelope is not None:
+            raise self._error_from_envelope(envelope, status, fbtrace_id, refused=False)
+        raise MetaUnavailableError(f"Meta answered {method} /{path} with HTTP {status}", http_status=status)
+
+    def _error_from_envelope(
+        self, envelope: dict[str, Any], status: int, fbtrace_id: str | None, *, refused: bool
+    ) -> MetaError:
+        code = _opt_int(envelope.get("code"))
+        message = self._scrub(_opt_str(envelope.get("message")) or "")
+        error_data = envelope.get("error_data")
+        # error_data is usually {"details": ...} but some generic errors send a string.
+        if isinstance(error_data, dict):
+            details = _opt_str(error_data.get("details"))
+        else:
+            details = _opt_str(error_data)
+        details = self._scrub(details) if details else None
+        subcode = _opt_int(envelope.get("error_subcode"))
+        trace = _opt_str(envelope.get("fbtrace_id")) or fbtrace_id
+        if refused:
+            return MetaRefusedError(
+                code if code is not None else 0,
+                message,
+                details=details,
+                fbtrace_id=trace,
+                http_status=status,
+                subcode=subcode,
+            )
+        return MetaUnavailableError(
+            "Meta is unavailable",
+            code=code if code is not None else 0,
+            message=message,
+            details=details,
+            fbtrace_id=trace,
+            http_status=status,
+            subcode=subcode,
+        )
+
+    def _scrub(self, text: str) -> str:
+        # Meta does not echo tokens, but a proxy or a future message might.
+        return text.replace(self._access_token, "***") if self._access_token in text else text
+
+
+def _next_cursor(paging: Any) -> str | None:
+    """The ``after`` cursor when Graph says there is a next page, else None."""
+    if not isinstance(paging, dict) or not paging.get("next"):
+        return None
+    next_url = paging["next"]
+    after: str | None = None
+    if isinstance(next_url, str):
+        after = (parse_qs(urlsplit(next_url).query).get("after") or [None])[0]
+    if not after:
+        cursors = paging.get("cursors")
+        after = _opt_str(cursors.get("after")) if isinstance(cursors, dict) else None
+    if not after:
+        raise MetaUnavailableError("Meta announced a next page without an 'after' cursor")
+    return after
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)

@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import secrets
+import uuid
+
+from django.db import models
+from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
+
+from clinics.fields import EncryptedTextField
+from clinics.models import Clinic
+
+MASK_SUFFIX = "...****"
+MASK_VISIBLE_CHARS = 8
+# Tokens this short would be mostly revealed by their first 8 characters.
+MASK_MIN_LENGTH_TO_SHOW_PREFIX = 17
+
+
+def mask_secret(value: str | None) -> str | None:
+    """`EAAOKw1x...****` for a long secret, `...****` for a short one, None for none."""
+    if value is None or value == "":
+        return None
+    if len(value) < MASK_MIN_LENGTH_TO_SHOW_PREFIX:
+        return MASK_SUFFIX
+    return value[:MASK_VISIBLE_CHARS] + MASK_SUFFIX
+
+
+def new_verify_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class WhatsAppStatus(models.TextChoices):
+    DISCONNECTED = "disconnected", _("Disconnected")
+    PENDING_OTP = "pending_otp", _("Waiting for the code")
+    VERIFYING = "verifying", _("Verifying")
+    ACTIVE = "active", _("Active")
+    FAILED = "failed", _("Failed")
+
+
+class WhatsAppAccount(models.Model):
+    """One clinic's WhatsApp Business connection. Only whatsapp.services changes `status`."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    clinic = models.OneToOneField(Clinic, on_delete=models.CASCADE, related_name="whatsapp")
+    # Indexed: webhooks are routed by these ids and by the number.
+    phone_number_id = models.CharField(_("phone number id"), max_length=64, blank=True, db_index=True)
+    business_account_id = models.CharField(
+        _("WhatsApp Business Account id"), max_length=64, blank=True, db_index=True
+    )
+    access_token = EncryptedTextField(_("access token"), null=True, blank=True)
+    verify_token = EncryptedTextField(_("webhook verify token"), null=True, blank=True)
+    app_secret = EncryptedTextField(_("app secret"), null=True, blank=True)
+    # Meta keeps the first PIN registered on a number and refuses any other (133005),
+    # so it is generated once per number and reused; `pin_phone_number_id` says which.
+    registration_pin = EncryptedTextField(_("two-step verification PIN"), null=True, blank=True)
+    pin_phone_number_id = models.CharField(max_length=64, blank=True)
+    status = models.CharField(
+        _("status"), max_length=20, choices=WhatsAppStatus.choices, default=WhatsAppStatus.DISCONNECTED
+    )
+    number = models.CharField(_("number"), max_length=20, blank=True, db_index=True)
+    detail = models.TextField(_("detail"), blank=True)
+    meta_code = models.IntegerField(_("Meta error code"), null=True, blank=True)
+    status_checked_at = models.DateTimeField(null=True, blank=True)
+    connected_at = models.DateTimeField(null=True, blank=True)
+    subscribed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("WhatsApp connection")
+        verbose_name_plural = _("WhatsApp connections")
+
+    def __str__(self) -> str:
+        return f"WhatsApp of {self.clinic_id} ({self.status})"
+
+    def __repr__(self) -> str:
+        return f"<WhatsAppAccount {self.pk} status={self.status}>"
+
+    @property
+    def masked_access_token(self) -> str | None:
+        return mask_secret(self.access_token)
+
+    @property
+    def has_access_token(self) -> bool:
+        return bool(self.access_token)
+
+    @property
+    def webhook_path(self) -> str:
+        return reverse("whatsapp:webhook", kwargs={"clinic_id": self.clinic_id})
+
+
+class MetaAttempt(models.Model):
+    """A register or deregister call sent to Meta for a number.
+
+    Meta allows 10 per number in a moving 72-hour window and then blocks the
+    number for 72 hours, so every attempt is counted here before it is made.
+    """
+
+    class Kind(models.TextChoices):
+        REGISTER = "register", _("register")
+        DEREGISTER = "deregister", _("deregister")
+
+    phone_number_id = models.CharField(max_length=64)
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="meta_attempts")
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["phone_number_id", "created_at"], name="wa_attempt_number_time")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.phone_number_id} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class WrongCodeAttempt(models.Model):
+    """A verification code Meta refused; at most 5 per clinic per 15 minutes are sent."""
+
+    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="wrong_codes")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["clinic", "created_at"], name="wa_wrongcode_clinic_time")]
+
+    def __str__(self) -> str:
+        return f"wrong code for {self.clinic_id} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class WebhookDelivery(models.Model):
+    """One authentic POST from Meta, kept as received so nothing is lost."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    # Built from Meta's own ids (message ids, status ids, entry ids and times), so
+    # a delivery Meta retries is stored once.
+    dedupe_key = models.CharField(max_length=64)
+    fields = models.CharField(max_length=255, blank=True)
+    raw_body = models.TextField()
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        verbose_name = _("webhook delivery")
+        verbose_name_plural = _("webhook deliveries")
+        ordering = ["-received_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["clinic", "dedupe_key"], name="wa_delivery_unique_per_clinic")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.fields or 'delivery'} at {self.received_at:%Y-%m-%d %H:%M:%S}"
