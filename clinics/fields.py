@@ -69,9 +69,7 @@ class EncryptedTextField(models.TextField):
     descriptor_class = _EncryptedAttribute
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._refused_options = [
-            name for name in ("unique", "db_index", "primary_key") if kwargs.get(name)
-        ]
+        self._refused_options = [name for name in ("unique", "db_index", "primary_key") if kwargs.get(name)]
         super().__init__(*args, **kwargs)
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:

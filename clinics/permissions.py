@@ -8,15 +8,11 @@ from rest_framework.request import Request
 
 from .selectors import clinic_for_user
 
-NO_CLINIC_MESSAGE = _(
-    "Your account is not linked to any clinic. Ask your clinic's administrator to add you."
-)
+NO_CLINIC_MESSAGE = _("Your account is not linked to any clinic. Ask your clinic's administrator to add you.")
 INACTIVE_CLINIC_MESSAGE = _(
     "Your clinic's account is inactive, so its settings cannot be used. Contact support to reactivate it."
 )
-ADMIN_ONLY_MESSAGE = _(
-    "Only your clinic's administrators can do this. Ask an administrator of your clinic."
-)
+ADMIN_ONLY_MESSAGE = _("Only your clinic's administrators can do this. Ask an administrator of your clinic.")
 
 
 class IsClinicMember(BasePermission):

@@ -75,9 +75,7 @@ def clinic_update_settings(*, clinic: Clinic, data: Mapping[str, Any]) -> Clinic
     """
     from whatsapp.services import whatsapp_check_connection, whatsapp_store_credentials
 
-    credentials = {
-        argument: data[key] for key, argument in WHATSAPP_SETTINGS_FIELDS.items() if key in data
-    }
+    credentials = {argument: data[key] for key, argument in WHATSAPP_SETTINGS_FIELDS.items() if key in data}
     with transaction.atomic():
         updated = _apply_clinic_fields(clinic, data, (*PROFILE_FIELDS, "bot_enabled"))
         credentials_changed = False

@@ -110,9 +110,7 @@ def normalize_timezone(value: str) -> str:
 def normalize_currency(value: str) -> str:
     code = (value or "").strip().upper()
     if not re.fullmatch(r"[A-Z]{3}", code) or pycountry.currencies.get(alpha_3=code) is None:
-        raise ValidationError(
-            _("Use an ISO 4217 currency code such as USD."), code="invalid_currency"
-        )
+        raise ValidationError(_("Use an ISO 4217 currency code such as USD."), code="invalid_currency")
     return code
 
 
@@ -157,9 +155,7 @@ def normalize_otp_method(value: str) -> str:
 def normalize_code(value: str) -> str:
     code = _CODE_SEPARATORS_RE.sub("", value or "")
     if not _CODE_RE.match(code):
-        raise ValidationError(
-            _("Enter the code from the SMS or call: 4 to 8 digits."), code="invalid_code"
-        )
+        raise ValidationError(_("Enter the code from the SMS or call: 4 to 8 digits."), code="invalid_code")
     return code
 
 

@@ -19,7 +19,9 @@ def check_meta_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.C
                 id="whatsapp.E001",
             )
         )
-    elif url.scheme == "http" and url.hostname not in ("127.0.0.1", "localhost", "::1") and not settings.DEBUG:
+    elif (
+        url.scheme == "http" and url.hostname not in ("127.0.0.1", "localhost", "::1") and not settings.DEBUG
+    ):
         messages.append(
             checks.Warning(
                 "META_GRAPH_URL uses plain http: access tokens would cross the network unencrypted.",

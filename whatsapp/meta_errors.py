@@ -40,8 +40,7 @@ META_ERROR_SENTENCES: dict[int, Promise] = {
         "two-step verification for the number in WhatsApp Manager, then register it again."
     ),
     133006: _(
-        "Meta needs the number verified again before it can be registered. Request a new code "
-        "and enter it."
+        "Meta needs the number verified again before it can be registered. Request a new code and enter it."
     ),
     133016: _(
         "Meta has blocked registration of this number for 72 hours after too many register or "

@@ -143,7 +143,11 @@ def _set_status(
     """The one place a status changes; callers save."""
     if status != account.status:
         logger.info(
-            "whatsapp status clinic=%s %s -> %s meta_code=%s", account.clinic_id, account.status, status, meta_code
+            "whatsapp status clinic=%s %s -> %s meta_code=%s",
+            account.clinic_id,
+            account.status,
+            status,
+            meta_code,
         )
     if status == WhatsAppStatus.ACTIVE and account.status != WhatsAppStatus.ACTIVE:
         account.connected_at = timezone.now()
@@ -286,7 +290,9 @@ def _phone_status_outcome(meta_status: str | None) -> tuple[str | None, str]:
     if status == "CONNECTED":
         return WhatsAppStatus.ACTIVE, ""
     if status == "PENDING":
-        return WhatsAppStatus.VERIFYING, _("Meta is still setting up the number. This page updates by itself.")
+        return WhatsAppStatus.VERIFYING, _(
+            "Meta is still setting up the number. This page updates by itself."
+        )
     if status == "BANNED":
         return WhatsAppStatus.FAILED, _(
             "Meta has banned this number from WhatsApp. Open WhatsApp Manager to read the notice and request a review."
@@ -354,9 +360,7 @@ def _subscribe_if_needed(*, clinic: Clinic, account: WhatsAppAccount) -> WhatsAp
 
 def _attempts_left(phone_number_id: str, now: datetime) -> tuple[int, datetime | None]:
     recent = list(
-        MetaAttempt.objects.filter(
-            phone_number_id=phone_number_id, created_at__gt=now - META_ATTEMPT_WINDOW
-        )
+        MetaAttempt.objects.filter(phone_number_id=phone_number_id, created_at__gt=now - META_ATTEMPT_WINDOW)
         .order_by("created_at")
         .values_list("created_at", flat=True)
     )
@@ -391,7 +395,10 @@ def _spend_meta_attempt(account: WhatsAppAccount, kind: str) -> int:
     """Count one register/deregister call before it is made; returns how many remain."""
     left = _meta_budget_guard(account)
     MetaAttempt.objects.create(
-        phone_number_id=account.phone_number_id, kind=kind, clinic_id=account.clinic_id, created_at=timezone.now()
+        phone_number_id=account.phone_number_id,
+        kind=kind,
+        clinic_id=account.clinic_id,
+        created_at=timezone.now(),
     )
     return left - 1
 

@@ -110,7 +110,9 @@ def _delivery(request: HttpRequest, account: WhatsAppAccount) -> HttpResponse:
     delivery = _store(account, body, payload)
     if delivery is None:
         return JsonResponse({"status": "duplicate"})
-    outcome = _apply(account, payload, across_clinics=not own_secret) if payload is not None else "invalid JSON"
+    outcome = (
+        _apply(account, payload, across_clinics=not own_secret) if payload is not None else "invalid JSON"
+    )
     WebhookDelivery.objects.filter(pk=delivery.pk).update(processed_at=timezone.now(), outcome=outcome[:255])
     return JsonResponse({"status": "received"})
 
@@ -202,7 +204,9 @@ def _describe(kind: str, value: dict[str, Any]) -> str:
     """What Meta reported, in a sentence for the settings page."""
     if kind == "ACCOUNT_RESTRICTION":
         types = [
-            str(r.get("restriction_type", "")) for r in value.get("restriction_info") or [] if isinstance(r, dict)
+            str(r.get("restriction_type", ""))
+            for r in value.get("restriction_info") or []
+            if isinstance(r, dict)
         ]
         return "Meta restricted this account: " + (", ".join(types) or "see WhatsApp Manager") + "."
     if kind == "ACCOUNT_VIOLATION":
@@ -212,7 +216,10 @@ def _describe(kind: str, value: dict[str, Any]) -> str:
             "Read the notice in WhatsApp Manager."
         )
     if kind == "phone_number_quality_update":
-        return f"Meta updated the number's messaging limit: {value.get('event', '')} {value.get('current_limit', '')}".strip() + "."
+        return (
+            f"Meta updated the number's messaging limit: {value.get('event', '')} {value.get('current_limit', '')}".strip()
+            + "."
+        )
     if kind == "phone_number_name_update":
         decision = value.get("decision", "")
         name = value.get("requested_verified_name", "")

@@ -77,9 +77,7 @@ class ClinicSettingsInputSerializer(ClinicProfileInputSerializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         keep_null = {"whatsapp_access_token"}
-        return {
-            key: (value if value is not None or key in keep_null else "") for key, value in attrs.items()
-        }
+        return {key: (value if value is not None or key in keep_null else "") for key, value in attrs.items()}
 
 
 class ClinicProfileOutputSerializer(serializers.ModelSerializer):
@@ -119,7 +117,9 @@ class ClinicSettingsOutputSerializer(ClinicProfileOutputSerializer):
 
     whatsapp_access_token = EmptyAsNullCharField(
         source="whatsapp.masked_access_token",
-        help_text=_("First 8 characters followed by ...****; ...**** alone for short tokens; null when none."),
+        help_text=_(
+            "First 8 characters followed by ...****; ...**** alone for short tokens; null when none."
+        ),
     )
     whatsapp_verify_token = EmptyAsNullCharField(source="whatsapp.verify_token")
     whatsapp_status = serializers.CharField(source="whatsapp.status", read_only=True)

@@ -15,19 +15,26 @@ def _secret_or_masked(value: str) -> str:
 
 
 class WhatsAppConfigureInputSerializer(serializers.Serializer):
-    phoneNumberId = NormalizedCharField(validators.normalize_meta_id, max_length=validators.META_ID_MAX_LENGTH)
+    phoneNumberId = NormalizedCharField(
+        validators.normalize_meta_id, max_length=validators.META_ID_MAX_LENGTH
+    )
     businessAccountId = NormalizedCharField(
         validators.normalize_meta_id, max_length=validators.META_ID_MAX_LENGTH
     )
     accessToken = NormalizedCharField(
-        _secret_or_masked, required=False, max_length=validators.SECRET_MAX_LENGTH,
+        _secret_or_masked,
+        required=False,
+        max_length=validators.SECRET_MAX_LENGTH,
         help_text="Required unless a token is stored; omitted or masked keeps the stored token.",
     )
     verifyToken = NormalizedCharField(
         validators.normalize_verify_token, required=False, max_length=validators.VERIFY_TOKEN_MAX_LENGTH
     )
     appSecret = NormalizedCharField(
-        _secret_or_masked, required=False, allow_null=True, max_length=validators.SECRET_MAX_LENGTH,
+        _secret_or_masked,
+        required=False,
+        allow_null=True,
+        max_length=validators.SECRET_MAX_LENGTH,
         help_text="Webhook signature secret of this clinic's Meta app; omitted keeps it, null clears it.",
     )
 
@@ -37,7 +44,9 @@ class WhatsAppRegisterInputSerializer(serializers.Serializer):
     otpMethod = NormalizedCharField(validators.normalize_otp_method, max_length=10)
     wabaId = NormalizedCharField(validators.normalize_meta_id, max_length=validators.META_ID_MAX_LENGTH)
     accessToken = NormalizedCharField(
-        _secret_or_masked, required=False, max_length=validators.SECRET_MAX_LENGTH,
+        _secret_or_masked,
+        required=False,
+        max_length=validators.SECRET_MAX_LENGTH,
         help_text="A masked value (`...****`) or an omitted one means the stored token.",
     )
 

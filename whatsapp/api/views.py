@@ -24,9 +24,13 @@ from .serializers import (
 )
 
 _META_ERRORS = {
-    400: OpenApiResponse(WhatsAppErrorSerializer, description="Invalid input, or Meta refused (with meta_code)"),
+    400: OpenApiResponse(
+        WhatsAppErrorSerializer, description="Invalid input, or Meta refused (with meta_code)"
+    ),
     409: OpenApiResponse(WhatsAppErrorSerializer, description="Not allowed in the current status"),
-    429: OpenApiResponse(WhatsAppErrorSerializer, description="A local limit protects the number; see Retry-After"),
+    429: OpenApiResponse(
+        WhatsAppErrorSerializer, description="A local limit protects the number; see Retry-After"
+    ),
     502: OpenApiResponse(WhatsAppErrorSerializer, description="Meta unreachable or failing"),
     504: OpenApiResponse(WhatsAppErrorSerializer, description="Meta did not answer in time"),
 }
