@@ -24,11 +24,12 @@ SECRET_MAX_LENGTH = 2048
 VERIFY_TOKEN_MAX_LENGTH = 255
 
 # Meta ids go into Graph URLs: nothing that could change the path or query.
-META_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Always used with fullmatch(): `$` would let a trailing newline through.
+META_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Printable ASCII without space: what Meta issues, and nothing a header could split on.
-_VISIBLE_RE = re.compile(r"^[\x21-\x7e]+$")
+_VISIBLE_RE = re.compile(r"[\x21-\x7e]+")
 _CODE_SEPARATORS_RE = re.compile(r"[\s-]+")
-_CODE_RE = re.compile(r"^[0-9]{4,8}$")
+_CODE_RE = re.compile(r"[0-9]{4,8}")
 
 
 def normalize_name(value: str) -> str:
@@ -116,7 +117,7 @@ def normalize_currency(value: str) -> str:
 
 def normalize_meta_id(value: str) -> str:
     text = (value or "").strip()
-    if not META_ID_RE.match(text):
+    if not META_ID_RE.fullmatch(text):
         raise ValidationError(
             _("Use the id from Meta's dashboard: 1 to 64 letters, digits, '_' or '-'."),
             code="invalid_meta_id",
@@ -133,7 +134,7 @@ def normalize_secret(value: str, *, limit: int = SECRET_MAX_LENGTH) -> str:
         raise ValidationError(
             _("Use at most %(limit)d characters."), code="max_length", params={"limit": limit}
         )
-    if not _VISIBLE_RE.match(text):
+    if not _VISIBLE_RE.fullmatch(text):
         raise ValidationError(
             _("Paste the value exactly as Meta shows it: visible characters only, no spaces."),
             code="invalid_secret",
@@ -154,7 +155,7 @@ def normalize_otp_method(value: str) -> str:
 
 def normalize_code(value: str) -> str:
     code = _CODE_SEPARATORS_RE.sub("", value or "")
-    if not _CODE_RE.match(code):
+    if not _CODE_RE.fullmatch(code):
         raise ValidationError(_("Enter the code from the SMS or call: 4 to 8 digits."), code="invalid_code")
     return code
 

@@ -57,6 +57,7 @@ _FIELDS_PARAM = ",".join(PHONE_NUMBER_FIELDS)
 # Pauses before the 2nd and 3rd attempt of a GET: long enough to ride out a
 # blip, short enough that a request-handling worker is not held for long.
 _RETRY_BACKOFF_SECONDS = (0.2, 0.5)
+_sleep = time.sleep  # a module attribute so tests can skip the pauses
 _MAX_PAGES = 10
 _CHUNK_BYTES = 64 * 1024
 _TOKEN_RE = re.compile(r"^[\x21-\x7e]+$")
@@ -93,7 +94,9 @@ class MetaRefusedError(MetaError):
         self.fbtrace_id = fbtrace_id
         self.http_status = http_status
         self.subcode = subcode
-        super().__init__(_describe("Meta refused the request", code, message, details, fbtrace_id, http_status))
+        super().__init__(
+            _describe("Meta refused the request", code, message, details, fbtrace_id, http_status)
+        )
 
 
 class MetaUnavailableError(MetaError):
@@ -174,7 +177,7 @@ class PhoneNumberInfo:
         number_id = data.get("id")
         if isinstance(number_id, int) and not isinstance(number_id, bool):
             number_id = str(number_id)
-        if not isinstance(number_id, str) or not META_ID_RE.match(number_id):
+        if not isinstance(number_id, str) or not META_ID_RE.fullmatch(number_id):
             raise MetaUnavailableError("Meta returned a phone number without a valid id")
         return cls(
             id=number_id,
@@ -206,7 +209,7 @@ def _opt_int(value: Any) -> int | None:
 def _check_id(value: str, what: str) -> str:
     # Defence in depth: services validate earlier, but nothing that could change
     # the path or add a query may ever reach a URL that carries our token.
-    if not isinstance(value, str) or not META_ID_RE.match(value):
+    if not isinstance(value, str) or not META_ID_RE.fullmatch(value):
         raise ValueError(f"Invalid Meta {what}: use 1 to 64 letters, digits, '_' or '-'.")
     return value
 
@@ -240,7 +243,7 @@ class MetaClient:
     ) -> None:
         # A token with white space or control characters would make requests
         # raise InvalidHeader with the header value (the token) in its text.
-        if not isinstance(access_token, str) or not _TOKEN_RE.match(access_token):
+        if not isinstance(access_token, str) or not _TOKEN_RE.fullmatch(access_token):
             raise ValueError("The Meta access token must be non-empty visible ASCII without spaces.")
         if base_url is None or connect_timeout is None or read_timeout is None:
             from django.conf import settings
@@ -308,9 +311,9 @@ class MetaClient:
     def add_phone_number(self, waba_id: str, *, cc: str, phone_number: str, verified_name: str) -> str:
         """``POST /{waba}/phone_numbers``; returns the new (unverified) phone number id."""
         waba = _check_id(waba_id, "WhatsApp Business Account id")
-        if not _CC_RE.match(cc or ""):
+        if not _CC_RE.fullmatch(cc or ""):
             raise ValueError("cc must be the country calling code: 1 to 4 digits.")
-        if not _PHONE_RE.match(phone_number or ""):
+        if not _PHONE_RE.fullmatch(phone_number or ""):
             raise ValueError("phone_number must be the number's digits.")
         if not (verified_name or "").strip():
             raise ValueError("verified_name cannot be empty.")
@@ -319,7 +322,7 @@ class MetaClient:
         new_id = data.get("id")
         if isinstance(new_id, int) and not isinstance(new_id, bool):
             new_id = str(new_id)
-        if not isinstance(new_id, str) or not META_ID_RE.match(new_id):
+        if not isinstance(new_id, str) or not META_ID_RE.fullmatch(new_id):
             raise MetaUnavailableError("Meta created a phone number but returned no valid id")
         return new_id
 
@@ -329,7 +332,7 @@ class MetaClient:
         code_method = (method or "").upper()
         if code_method not in _CODE_METHODS:
             raise ValueError("method must be SMS or VOICE.")
-        if not _LANGUAGE_RE.match(language or ""):
+        if not _LANGUAGE_RE.fullmatch(language or ""):
             raise ValueError("language must be a locale such as 'es' or 'en_US'.")
         # Form fields (as in Meta's -F examples) rather than the query string
         # keep the parameters out of URLs that proxies and error texts show.
@@ -341,14 +344,14 @@ class MetaClient:
         """``POST /{pnid}/verify_code`` with the OTP (separators such as "123-830" are dropped)."""
         pnid = _check_id(phone_number_id, "phone number id")
         digits = _CODE_SEPARATORS_RE.sub("", code or "")
-        if not _CODE_RE.match(digits):
+        if not _CODE_RE.fullmatch(digits):
             raise ValueError("code must be 4 to 8 digits.")
         self._request("POST", f"{pnid}/verify_code", form_body={"code": digits})
 
     def register(self, phone_number_id: str, pin: str) -> None:
         """``POST /{pnid}/register`` with the two-step verification PIN (counts toward 10 per 72 h)."""
         pnid = _check_id(phone_number_id, "phone number id")
-        if not _PIN_RE.match(pin or ""):
+        if not _PIN_RE.fullmatch(pin or ""):
             raise ValueError("pin must be 6 digits.")
         self._request("POST", f"{pnid}/register", json_body={"messaging_product": "whatsapp", "pin": pin})
 
@@ -388,7 +391,7 @@ class MetaClient:
                 logger.info(
                     "Meta %s /%s: retrying in %.1f s after %s", method, path, pause, type(exc).__name__
                 )
-                time.sleep(pause)
+                _sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _request_once(

@@ -115,7 +115,12 @@ def _locked_account(clinic: Clinic) -> Iterator[WhatsAppAccount]:
 
 
 def _client(account: WhatsAppAccount) -> MetaClient:
-    return MetaClient(account.access_token or "")
+    if not account.access_token:
+        raise StatusConflictError(
+            status=account.status,
+            detail=_("No access token is stored for this clinic. Save the WhatsApp credentials first."),
+        )
+    return MetaClient(account.access_token)
 
 
 def _is_masked(value: str | None) -> bool:
