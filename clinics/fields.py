@@ -32,16 +32,49 @@ class Ciphertext(str):
         return "Ciphertext(<hidden>)"
 
 
+class PendingCiphertext(str):
+    """A string shaped like `enc:v1:...` coming from deserialisation (loaddata, full_clean).
+
+    It is only trusted as ciphertext if it decrypts for the row it is saved to;
+    otherwise it is a plaintext that merely looks like one, and gets encrypted.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "PendingCiphertext(<hidden>)"
+
+
 class EncryptedValueError(ValueError):
     """Plaintext tried to reach the database without going through Model.save()."""
 
 
+class EncryptedFieldsQuerySet(models.QuerySet):
+    """Refuses `update()` of an encrypted field with anything but ciphertext or NULL.
+
+    `get_db_prep_value` already refuses a plain string, but an expression such as
+    `Value("x")` carries its own output field and would reach SQL as plaintext.
+    """
+
+    def update(self, **kwargs: Any) -> int:
+        for name, value in kwargs.items():
+            field = self.model._meta.get_field(name)
+            if isinstance(field, EncryptedTextField) and not (value is None or isinstance(value, Ciphertext)):
+                raise EncryptedValueError(
+                    f"{self.model._meta.object_name}.{name} is encrypted: assign it on the instance and save()."
+                )
+        return super().update(**kwargs)
+
+    update.alters_data = True  # type: ignore[attr-defined]
+
+
 class _EncryptedAttribute(DeferredAttribute):
-    """Decrypts lazily with the instance's pk; a data descriptor so it always runs.
+    """Decrypts lazily with the row id the ciphertext is bound to; a data descriptor so it always runs.
 
     ``instance.__dict__`` holds the attribute as loaded (a ``Ciphertext``) until the
-    first read decrypts it; the loaded ciphertext is kept beside it so that saving
-    an unassigned secret writes the same bytes back instead of re-encrypting.
+    first read decrypts it; the loaded ciphertext and the pk it was bound to are
+    kept beside it, so saving an unassigned secret writes the same bytes back, and
+    a copy saved under a new pk (``obj.pk = None; obj.save()``) is re-encrypted for it.
     """
 
     def __get__(self, instance: models.Model | None, cls: type | None = None) -> Any:
@@ -50,7 +83,7 @@ class _EncryptedAttribute(DeferredAttribute):
         value = super().__get__(instance, cls)
         if isinstance(value, Ciphertext):
             field: EncryptedTextField = self.field  # type: ignore[assignment]
-            value = field.decrypt_for(instance, value)
+            value = field.decrypt_for(instance, value, row_id=field.bound_row_id(instance))
             instance.__dict__[self.field.attname] = value
         return value
 
@@ -58,7 +91,11 @@ class _EncryptedAttribute(DeferredAttribute):
         field: EncryptedTextField = self.field  # type: ignore[assignment]
         # A Ciphertext comes from the database; anything else is a new assignment,
         # which is encrypted afresh (a new nonce) on the next save.
-        instance.__dict__[field.loaded_attname] = value if isinstance(value, Ciphertext) else None
+        if isinstance(value, Ciphertext):
+            instance.__dict__[field.loaded_attname] = value
+            instance.__dict__[field.bound_attname] = instance.__dict__.get(instance._meta.pk.attname)
+        else:
+            instance.__dict__[field.loaded_attname] = None
         instance.__dict__[field.attname] = value
 
 
@@ -95,9 +132,18 @@ class EncryptedTextField(models.TextField):
     def loaded_attname(self) -> str:
         return "_encrypted_loaded_" + self.attname
 
-    def decrypt_for(self, instance: models.Model, stored: str) -> str:
+    @property
+    def bound_attname(self) -> str:
+        return "_encrypted_bound_" + self.attname
+
+    def bound_row_id(self, instance: models.Model) -> str:
+        bound = instance.__dict__.get(self.bound_attname)
+        return str(instance.pk if bound is None else bound)
+
+    def decrypt_for(self, instance: models.Model, stored: str, *, row_id: str | None = None) -> str:
+        row_id = str(instance.pk) if row_id is None else row_id
         try:
-            return get_keyring().decrypt(stored, label=self.label, row_id=str(instance.pk))
+            return get_keyring().decrypt(stored, label=self.label, row_id=row_id)
         except DecryptionError as exc:
             raise type(exc)(
                 label=f"{instance._meta.object_name}.{self.name}",
@@ -115,18 +161,37 @@ class EncryptedTextField(models.TextField):
 
     def pre_save(self, model_instance: models.Model, add: bool) -> Ciphertext | None:
         value = model_instance.__dict__.get(self.attname)
-        if value is None or isinstance(value, Ciphertext):
-            return value
-        loaded = model_instance.__dict__.get(self.loaded_attname)
-        if loaded is not None:
-            # Read but not assigned since it was loaded: write the same bytes back.
-            return loaded
-        ciphertext = self.encrypt_for(model_instance, str(value))
-        model_instance.__dict__[self.loaded_attname] = ciphertext
+        if value is None:
+            return None
+        row_id = str(model_instance.pk)
+        bound = self.bound_row_id(model_instance)
+        if isinstance(value, Ciphertext):
+            if bound == row_id:
+                return value
+            # Saved under another pk (a copy): re-encrypt for the new row.
+            value = self.decrypt_for(model_instance, value, row_id=bound)
+        elif isinstance(value, PendingCiphertext):
+            try:
+                self.decrypt_for(model_instance, value)
+            except DecryptionError:
+                value = str(value)  # a plaintext that only looks like ciphertext
+            else:
+                return self._remember(model_instance, Ciphertext(value))
+        else:
+            loaded = model_instance.__dict__.get(self.loaded_attname)
+            if loaded is not None and bound == row_id:
+                # Read but not assigned since it was loaded: write the same bytes back.
+                return loaded
+        return self._remember(model_instance, self.encrypt_for(model_instance, str(value)))
+
+    def _remember(self, instance: models.Model, ciphertext: Ciphertext) -> Ciphertext:
+        instance.__dict__[self.loaded_attname] = ciphertext
+        instance.__dict__[self.bound_attname] = instance.pk
         return ciphertext
 
     def get_db_prep_value(self, value: Any, connection: Any, prepared: bool = False) -> Any:
-        if value is None or isinstance(value, Ciphertext):
+        # PendingCiphertext only reaches here on a raw save (loaddata of dumpdata output).
+        if value is None or isinstance(value, (Ciphertext, PendingCiphertext)):
             return None if value is None else str(value)
         raise EncryptedValueError(
             f"Plaintext for encrypted field {self.model._meta.object_name}.{self.name} can only "
@@ -137,9 +202,12 @@ class EncryptedTextField(models.TextField):
         return None if value is None else Ciphertext(value)
 
     def to_python(self, value: Any) -> Any:
-        if value is None or isinstance(value, Ciphertext):
+        if value is None or isinstance(value, (Ciphertext, PendingCiphertext)):
             return value
-        return str(value)
+        text = str(value)
+        if text.startswith("enc:v1:"):
+            return PendingCiphertext(text)
+        return text
 
     def value_to_string(self, obj: models.Model) -> str | None:
         # dumpdata writes what is on disk, never the plaintext.

@@ -13,8 +13,14 @@ def clinic_for_user(user: User | AnonymousUser) -> Clinic | None:
         return None
     # Token authentication has already joined the clinic and its WhatsApp state.
     if User.clinic.is_cached(user):
-        return user.clinic
-    clinic = Clinic.objects.select_related("whatsapp").filter(pk=user.clinic_id).first()
-    if clinic is not None:
+        clinic = user.clinic
+    else:
+        clinic = Clinic.objects.select_related("whatsapp").filter(pk=user.clinic_id).first()
+        if clinic is None:
+            return None
         user.clinic = clinic
+    # Every clinic has its WhatsApp state; one made outside clinic_create gets it now.
+    from whatsapp.services import whatsapp_account_for
+
+    whatsapp_account_for(clinic)
     return clinic

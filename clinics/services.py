@@ -18,6 +18,8 @@ WHATSAPP_SETTINGS_FIELDS = {
     "whatsapp_verify_token": "verify_token",
 }
 SETTINGS_FIELDS = (*PROFILE_FIELDS, "bot_enabled", *WHATSAPP_SETTINGS_FIELDS)
+# Only superusers change these (Django admin); the API shows them read-only.
+PLATFORM_FIELDS = ("country", "logo_url", "is_active", "subscription_plan", "subscription_expires_at")
 
 
 def clinic_create(
@@ -57,6 +59,8 @@ def _apply_clinic_fields(clinic: Clinic, data: Mapping[str, Any], allowed: tuple
     if changed:
         locked.full_clean(exclude=["slug"])
         locked.save(update_fields=[*changed, "updated_at"])
+    if Clinic.whatsapp.is_cached(clinic):
+        locked.whatsapp = clinic.whatsapp  # already loaded: spare the caller a query
     return locked
 
 
@@ -64,6 +68,12 @@ def _apply_clinic_fields(clinic: Clinic, data: Mapping[str, Any], allowed: tuple
 def clinic_update_profile(*, clinic: Clinic, data: Mapping[str, Any]) -> Clinic:
     """Name, contact and location. `data` holds already-validated values; omitted keys stay."""
     return _apply_clinic_fields(clinic, data, PROFILE_FIELDS)
+
+
+@transaction.atomic
+def clinic_update_platform_fields(*, clinic: Clinic, data: Mapping[str, Any]) -> Clinic:
+    """Plan, expiry, activity, country and logo: the platform's side of a clinic (superusers only)."""
+    return _apply_clinic_fields(clinic, data, PLATFORM_FIELDS)
 
 
 def clinic_update_settings(*, clinic: Clinic, data: Mapping[str, Any]) -> Clinic:

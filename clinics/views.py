@@ -123,7 +123,9 @@ def render_settings(request: HttpRequest, clinic: Clinic, **bound: forms.Form) -
         "register_form": register_form,
         "verify_form": bound.get("verify_form") or VerifyForm(),
         "deregister_form": bound.get("deregister_form") or DeregisterForm(number=account.number),
-        "show_register": report.status in (WhatsAppStatus.DISCONNECTED, WhatsAppStatus.FAILED),
+        # Registering may (re)start from any state but active (the contract's endpoint 6).
+        "show_register": report.status
+        in (WhatsAppStatus.DISCONNECTED, WhatsAppStatus.FAILED, WhatsAppStatus.VERIFYING),
         "show_verify": report.status == WhatsAppStatus.PENDING_OTP,
         "poll": is_admin and report.status in REGISTERING,
         "can_deregister": report.status != WhatsAppStatus.DISCONNECTED or bool(account.number),

@@ -58,6 +58,10 @@ META_ERROR_SENTENCES: dict[int, Promise] = {
         "Meta has locked this WhatsApp Business Account or could not verify its details. Open "
         "WhatsApp Manager to see the notice and what Meta asks for."
     ),
+    133000: _(
+        "A previous deregistration of this number did not finish at Meta. Deregister it again, "
+        "then register it."
+    ),
     2: _("Meta's service is temporarily unavailable. Try again in a few minutes."),
     131000: _("Meta had an unexpected problem. Try again in a few minutes."),
 }

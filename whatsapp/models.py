@@ -7,7 +7,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 
-from clinics.fields import EncryptedTextField
+from clinics.fields import EncryptedFieldsQuerySet, EncryptedTextField
 from clinics.models import Clinic
 
 MASK_SUFFIX = "...****"
@@ -65,6 +65,8 @@ class WhatsAppAccount(models.Model):
     subscribed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = EncryptedFieldsQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("WhatsApp connection")

@@ -46,7 +46,13 @@ from .meta import (
     MetaTimeoutError,
     PhoneNumberInfo,
 )
-from .meta_errors import NOT_REGISTERED, TRANSIENT_CODES, WRONG_CODE, meta_error_sentence
+from .meta_errors import (
+    META_ERROR_SENTENCES,
+    NOT_REGISTERED,
+    TRANSIENT_CODES,
+    WRONG_CODE,
+    meta_error_sentence,
+)
 from .models import (
     MASK_SUFFIX,
     MetaAttempt,
@@ -103,6 +109,7 @@ def whatsapp_account_for(clinic: Clinic) -> WhatsAppAccount:
         account, _created = WhatsAppAccount.objects.get_or_create(
             clinic=clinic, defaults={"verify_token": new_verify_token()}
         )
+        clinic.whatsapp = account
         return account
 
 
@@ -168,15 +175,23 @@ def _translate_meta_error(exc: MetaError, *, status: str) -> WhatsAppError:
             status=status,
             detail=_("Meta did not answer in time. Nothing was lost; try again in a minute."),
         )
-    if isinstance(exc, MetaRefusedError) and exc.code not in TRANSIENT_CODES:
-        return MetaRefusalError(
-            status=status,
-            detail=meta_error_sentence(exc.code, exc.message, exc.details),
-            meta_code=exc.code,
-        )
     code = getattr(exc, "code", None)
-    if code in TRANSIENT_CODES:
-        detail = meta_error_sentence(code, "", None)
+    message = getattr(exc, "message", "") or ""
+    details = getattr(exc, "details", None)
+    if isinstance(exc, MetaRefusedError) and code not in TRANSIENT_CODES:
+        return MetaRefusalError(
+            status=status, detail=meta_error_sentence(code, message, details), meta_code=code
+        )
+    if code in META_ERROR_SENTENCES:
+        detail = meta_error_sentence(code, message, details)
+    elif code and (message or details):
+        # Meta's own words for its trouble: the clinic (or support) can act on them.
+        detail = _(
+            "Meta reported a temporary problem (%(code)s): %(message)s Try again in a few minutes."
+        ) % {
+            "code": code,
+            "message": (details or message)[:300],
+        }
     else:
         detail = _("Meta could not be reached. Nothing was lost; try again in a few minutes.")
     return MetaUnreachableError(status=status, detail=detail)
@@ -221,6 +236,10 @@ def whatsapp_store_credentials(
             assign("phone_number_id", phone_number_id or "", facing=True)
         if business_account_id is not UNSET:
             assign("business_account_id", business_account_id or "", facing=True)
+            if "business_account_id" in changed and account.subscribed_at is not None:
+                # A new WhatsApp Business Account needs its own webhook subscription.
+                account.subscribed_at = None
+                changed.append("subscribed_at")
         if access_token is not UNSET and not _is_masked(access_token):
             assign("access_token", access_token or None, facing=True)
         if verify_token is not UNSET and verify_token is not None:
@@ -278,6 +297,11 @@ def whatsapp_configure(
     app_secret: str | None = UNSET,
 ) -> WhatsAppAccount:
     """Endpoint 5: store first (nothing is lost if Meta is unreachable), then ask Meta."""
+    keeps_stored_token = access_token is UNSET or access_token is None or _is_masked(access_token)
+    if keeps_stored_token and not whatsapp_account_for(clinic).access_token:
+        raise ValidationError(
+            {"accessToken": [_("Send the access token: none is stored for this clinic yet.")]}
+        )
     whatsapp_store_credentials(
         clinic=clinic,
         phone_number_id=phone_number_id,

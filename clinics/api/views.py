@@ -94,7 +94,6 @@ class ClinicProfileView(ClinicScopedMixin, APIView):
         serializer = ClinicProfileInputSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         clinic = services.clinic_update_profile(clinic=self.clinic, data=serializer.validated_data)
-        clinic.whatsapp = self.clinic.whatsapp
         return Response(ClinicProfileOutputSerializer(clinic).data)
 
     @extend_schema(

@@ -17,8 +17,11 @@ def read_password(*, email: str, interactive: bool) -> str:
         password = getpass.getpass(f"Password for {email}: ")
         if password != getpass.getpass("Password (again): "):
             raise CommandError("The two passwords differ.")
+    from clinics.models import User
+
     try:
-        validate_password(password)
+        # With the user, so a password that resembles the email is refused too.
+        validate_password(password, user=User(email=email))
     except ValidationError as exc:
         raise CommandError(" ".join(exc.messages)) from None
     return password

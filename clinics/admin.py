@@ -1,0 +1,283 @@
+"""Django admin for superusers: clinics (with their WhatsApp connection), users, API tokens.
+
+Writes go through the services, as healthchecks' and HackSoft's admins do: a
+new clinic is made by clinic_create (slug, WhatsApp account, verify token), the
+profile by clinic_update_settings, the WhatsApp credentials by
+whatsapp_store_credentials, and the actions by the WhatsApp services.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from whatsapp import services as whatsapp_services
+from whatsapp.admin import WhatsAppAccountInline, status_badge
+from whatsapp.exceptions import WhatsAppError
+from whatsapp.models import WhatsAppAccount
+
+from . import services, validators
+from .models import ApiToken, Clinic, User
+
+# Fields only a superuser changes; no service owns them, so the admin saves them itself.
+
+CREATE_FIELDS = (*services.PROFILE_FIELDS, "bot_enabled", *services.PLATFORM_FIELDS)
+
+
+class ClinicAdminForm(forms.ModelForm):
+    """The same field formats as the API and the settings page (clinics.validators)."""
+
+    logo_url = forms.URLField(label=_("logo URL"), required=False, max_length=500, assume_scheme="https")
+
+    class Meta:
+        model = Clinic
+        fields = (
+            *services.PROFILE_FIELDS,
+            "country",
+            "logo_url",
+            "bot_enabled",
+            "is_active",
+            "subscription_plan",
+            "subscription_expires_at",
+        )
+
+    def clean_name(self) -> str:
+        return validators.normalize_name(self.cleaned_data.get("name", ""))
+
+    def clean_phone(self) -> str:
+        return validators.normalize_clinic_phone(self.cleaned_data.get("phone", ""))
+
+    def clean_timezone(self) -> str:
+        return validators.normalize_timezone(self.cleaned_data.get("timezone", ""))
+
+    def clean_currency(self) -> str:
+        return validators.normalize_currency(self.cleaned_data.get("currency", ""))
+
+
+@admin.register(Clinic)
+class ClinicAdmin(admin.ModelAdmin):
+    form = ClinicAdminForm
+    list_display = (
+        "name",
+        "city",
+        "subscription_plan",
+        "subscription_expires_at",
+        "whatsapp_status",
+        "is_active",
+    )
+    list_filter = ("subscription_plan", "is_active", "whatsapp__status")
+    search_fields = ("name", "slug", "city", "members__email")
+    list_select_related = ("whatsapp",)
+    readonly_fields = ("slug", "created_at", "updated_at")
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "name",
+                    "slug",
+                    "phone",
+                    "address",
+                    "city",
+                    "country",
+                    "timezone",
+                    "currency",
+                    "logo_url",
+                )
+            },
+        ),
+        (_("Subscription"), {"fields": ("is_active", "subscription_plan", "subscription_expires_at")}),
+        (_("Bot"), {"fields": ("bot_enabled",)}),
+        (_("Dates"), {"fields": ("created_at", "updated_at")}),
+    )
+    actions = ("refresh_whatsapp_status", "deregister_whatsapp")
+    inlines = (WhatsAppAccountInline,)
+
+    class Media:
+        css = {"all": ("clinics/admin.css",)}
+
+    @admin.display(description=_("WhatsApp"), ordering="whatsapp__status")
+    def whatsapp_status(self, obj: Clinic) -> SafeString | str:
+        try:
+            return status_badge(obj.whatsapp.status)
+        except WhatsAppAccount.DoesNotExist:
+            return "—"
+
+    def get_inlines(self, request: HttpRequest, obj: Clinic | None) -> list[type]:
+        # clinic_create makes the WhatsApp account: none on the add page.
+        return list(self.inlines) if obj is not None else []
+
+    def save_model(self, request: HttpRequest, obj: Clinic, form: forms.ModelForm, change: bool) -> None:
+        data = form.cleaned_data
+        if not change:
+            created = services.clinic_create(**{key: data[key] for key in CREATE_FIELDS if key in data})
+            # The admin logs and redirects with `obj`: make it the clinic the service made.
+            obj.pk = created.pk
+            obj.slug = created.slug
+            obj._state.adding = False
+            obj._state.db = created._state.db
+            return
+        changed = set(form.changed_data)
+        settings_data = {
+            key: data[key] for key in (*services.PROFILE_FIELDS, "bot_enabled") if key in changed
+        }
+        if settings_data:
+            services.clinic_update_settings(clinic=obj, data=settings_data)
+        platform_data = {key: data[key] for key in services.PLATFORM_FIELDS if key in changed}
+        if platform_data:
+            services.clinic_update_platform_fields(clinic=obj, data=platform_data)
+
+    def save_formset(self, request: HttpRequest, form: forms.ModelForm, formset: Any, change: bool) -> None:
+        if formset.model is not WhatsAppAccount:
+            super().save_formset(request, form, formset, change)
+            return
+        # Never formset.save(): the credentials go through the service that owns them.
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        clinic = form.instance
+        for account_form in formset.forms:
+            if not account_form.has_changed():
+                continue
+            data = account_form.cleaned_data
+            credentials: dict[str, Any] = {
+                "phone_number_id": data.get("phone_number_id", ""),
+                "business_account_id": data.get("business_account_id", ""),
+            }
+            if data.get("new_access_token"):
+                credentials["access_token"] = data["new_access_token"]
+            if data.get("new_app_secret"):
+                credentials["app_secret"] = data["new_app_secret"]
+            try:
+                account, meta_facing = whatsapp_services.whatsapp_store_credentials(
+                    clinic=clinic, **credentials
+                )
+            except ValidationError as exc:
+                self.message_user(request, "; ".join(exc.messages), messages.ERROR)
+                continue
+            if meta_facing:
+                account = whatsapp_services.whatsapp_check_connection(clinic=clinic)
+            # Field labels only (never values) go into the history entry.
+            formset.changed_objects.append((account, account_form.changed_data))
+
+    @admin.action(description=_("Refresh the WhatsApp status from Meta"))
+    def refresh_whatsapp_status(self, request: HttpRequest, queryset: QuerySet[Clinic]) -> None:
+        for clinic in queryset:
+            try:
+                account = whatsapp_services.whatsapp_check_connection(clinic=clinic)
+            except WhatsAppError as exc:
+                self.message_user(request, f"{clinic}: {exc.detail}", messages.ERROR)
+                continue
+            label = account.get_status_display()
+            text = f"{clinic}: {label}" + (f" — {account.detail}" if account.detail else "")
+            level = messages.ERROR if account.status == "failed" else messages.SUCCESS
+            self.message_user(request, text, level)
+
+    @admin.action(description=_("Deregister the WhatsApp number (turns the bot off)"))
+    def deregister_whatsapp(self, request: HttpRequest, queryset: QuerySet[Clinic]) -> None:
+        done = 0
+        for clinic in queryset:
+            try:
+                whatsapp_services.whatsapp_deregister(clinic=clinic)
+            except WhatsAppError as exc:
+                self.message_user(request, f"{clinic}: {exc.detail}", messages.ERROR)
+            else:
+                done += 1
+        if done:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d clinic disconnected from WhatsApp.",
+                    "%(count)d clinics disconnected from WhatsApp.",
+                    done,
+                )
+                % {"count": done},
+                messages.SUCCESS,
+            )
+
+
+class ClinicUserCreationForm(AdminUserCreationForm):
+    """Django's add form (password twice, or unusable) for a user model whose USERNAME_FIELD is email."""
+
+    class Meta(AdminUserCreationForm.Meta):
+        model = User
+        fields = ("email", "full_name", "clinic", "role")
+
+    def clean_email(self) -> str:
+        email = User.objects.normalize_email(self.cleaned_data.get("email", "")).lower()
+        if User.objects.filter(email__iexact=email).exists():
+            raise ValidationError(_("A user with this email already exists."), code="unique")
+        return email
+
+
+class ClinicUserChangeForm(UserChangeForm):
+    class Meta(UserChangeForm.Meta):
+        model = User
+        fields = "__all__"
+
+    def clean_email(self) -> str:
+        return User.objects.normalize_email(self.cleaned_data.get("email", "")).lower()
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    form = ClinicUserChangeForm
+    add_form = ClinicUserCreationForm
+    list_display = ("email", "clinic", "role", "is_active", "is_staff", "is_superuser")
+    list_filter = ("role", "is_active", "is_staff", "is_superuser", "clinic")
+    list_select_related = ("clinic",)
+    search_fields = ("email", "full_name", "clinic__name")
+    ordering = ("email",)
+    readonly_fields = ("last_login", "date_joined")
+    autocomplete_fields = ("clinic",)
+    fieldsets = (
+        (None, {"fields": ("email", "password")}),
+        (_("Clinic"), {"fields": ("full_name", "clinic", "role")}),
+        (
+            _("Permissions"),
+            {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")},
+        ),
+        (_("Dates"), {"fields": ("last_login", "date_joined")}),
+    )
+    add_fieldsets = (
+        (
+            None,
+            {
+                "classes": ("wide",),
+                "fields": (
+                    "email",
+                    "full_name",
+                    "clinic",
+                    "role",
+                    "usable_password",
+                    "password1",
+                    "password2",
+                ),
+            },
+        ),
+    )
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Only the key's first characters are stored in clear; revoking is deleting."""
+
+    list_display = ("prefix", "user", "created_at")
+    search_fields = ("prefix", "user__email")
+    list_select_related = ("user",)
+    readonly_fields = ("prefix", "user", "created_at")
+    exclude = ("digest",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

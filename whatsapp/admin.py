@@ -1,0 +1,159 @@
+"""WhatsApp in the Django admin: the connection inline of a clinic, webhook deliveries read-only.
+
+No secret is ever a form field's initial value: the encrypted columns are
+excluded from every ModelForm (their value is plaintext in memory), the token
+is shown masked, and a write-only field replaces it through the service.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.http import HttpRequest
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext_lazy as _
+
+from clinics import validators
+
+from .models import WebhookDelivery, WhatsAppAccount, WhatsAppStatus, mask_secret
+
+ENCRYPTED_FIELDS = ("access_token", "verify_token", "app_secret", "registration_pin")
+
+
+def status_badge(status: str) -> SafeString:
+    """The connection status as a coloured pill (styles in static/clinics/admin.css)."""
+    try:
+        label = WhatsAppStatus(status).label
+    except ValueError:
+        label = status
+    return format_html('<span class="wa-badge wa-badge--{}">{}</span>', status, label)
+
+
+def _write_only(label: str, help_text: str) -> forms.CharField:
+    return forms.CharField(
+        label=label,
+        required=False,
+        strip=False,
+        help_text=help_text,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+    )
+
+
+class WhatsAppAccountAdminForm(forms.ModelForm):
+    """Ids as ordinary fields; secrets only as empty write-only fields."""
+
+    new_access_token = _write_only(_("New access token"), _("Leave blank to keep the stored token."))
+    new_app_secret = _write_only(_("New app secret"), _("Leave blank to keep the stored app secret."))
+
+    class Meta:
+        model = WhatsAppAccount
+        fields = ("phone_number_id", "business_account_id")
+
+    def clean_phone_number_id(self) -> str:
+        value = self.cleaned_data.get("phone_number_id") or ""
+        return validators.normalize_meta_id(value) if value else ""
+
+    def clean_business_account_id(self) -> str:
+        value = self.cleaned_data.get("business_account_id") or ""
+        return validators.normalize_meta_id(value) if value else ""
+
+    def clean_new_access_token(self) -> str:
+        value = self.cleaned_data.get("new_access_token") or ""
+        return validators.normalize_secret(value) if value else ""
+
+    def clean_new_app_secret(self) -> str:
+        value = self.cleaned_data.get("new_app_secret") or ""
+        return validators.normalize_secret(value) if value else ""
+
+
+class WhatsAppAccountInline(admin.StackedInline):
+    """Saved by ClinicAdmin.save_formset through whatsapp.services, never by ModelForm.save()."""
+
+    model = WhatsAppAccount
+    form = WhatsAppAccountAdminForm
+    can_delete = False
+    extra = 0
+    max_num = 1
+    min_num = 1
+    verbose_name = _("WhatsApp connection")
+    verbose_name_plural = _("WhatsApp connection")
+    fields = (
+        "status_display",
+        "number",
+        "detail",
+        "meta_code",
+        "phone_number_id",
+        "business_account_id",
+        "masked_token",
+        "new_access_token",
+        "app_secret_state",
+        "new_app_secret",
+        "masked_verify_token",
+        "status_checked_at",
+        "connected_at",
+        "subscribed_at",
+    )
+    readonly_fields = (
+        "status_display",
+        "number",
+        "detail",
+        "meta_code",
+        "masked_token",
+        "app_secret_state",
+        "masked_verify_token",
+        "status_checked_at",
+        "connected_at",
+        "subscribed_at",
+    )
+
+    @admin.display(description=_("status"))
+    def status_display(self, obj: WhatsAppAccount) -> SafeString:
+        return status_badge(obj.status)
+
+    @admin.display(description=_("access token"))
+    def masked_token(self, obj: WhatsAppAccount) -> str:
+        return obj.masked_access_token or str(_("None stored"))
+
+    @admin.display(description=_("app secret"))
+    def app_secret_state(self, obj: WhatsAppAccount) -> str:
+        return str(_("Stored")) if obj.app_secret else str(_("None stored"))
+
+    @admin.display(description=_("webhook verify token"))
+    def masked_verify_token(self, obj: WhatsAppAccount) -> str:
+        return mask_secret(obj.verify_token) or str(_("None stored"))
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    """What Meta sent, as received: evidence, so nobody adds, edits or deletes it here."""
+
+    list_display = ("received_at", "clinic", "fields", "outcome", "processed_at")
+    list_filter = ("fields", "received_at")
+    search_fields = ("clinic__name", "clinic__slug", "dedupe_key", "outcome")
+    list_select_related = ("clinic",)
+    readonly_fields = (
+        "id",
+        "clinic",
+        "dedupe_key",
+        "fields",
+        "raw_body",
+        "received_at",
+        "processed_at",
+        "outcome",
+    )
+    date_hierarchy = "received_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

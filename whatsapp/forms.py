@@ -1,0 +1,184 @@
+"""WhatsApp forms of the settings page. Formats come from clinics.validators; rules from the services.
+
+Secrets are write-only: their inputs never carry a value back to the browser,
+and a blank input means "keep what is stored" (the service's UNSET).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.utils.translation import gettext_lazy as _
+
+from clinics import validators
+from clinics.forms import NormalizedFormMixin
+
+from .services import UNSET
+
+# Service/API key -> form field, so a service's ValidationError lands next to its field.
+SERVICE_FIELD_MAP = {
+    "accessToken": "access_token",
+    "phoneNumberId": "phone_number_id",
+    "businessAccountId": "business_account_id",
+    "wabaId": "waba_id",
+    "verifyToken": "verify_token",
+    "appSecret": "app_secret",
+    "otpMethod": "otp_method",
+}
+
+
+def _secret_input(autocomplete: str = "off") -> forms.PasswordInput:
+    # render_value=False: a stored or submitted secret is never written into the page.
+    return forms.PasswordInput(
+        render_value=False, attrs={"autocomplete": autocomplete, "spellcheck": "false"}
+    )
+
+
+def _optional_secret(value: str) -> Any:
+    return validators.normalize_secret(value) if value else UNSET
+
+
+def _optional_verify_token(value: str) -> Any:
+    return validators.normalize_verify_token(value) if value else UNSET
+
+
+class CredentialsForm(NormalizedFormMixin, forms.Form):
+    phone_number_id = forms.CharField(
+        label=_("Phone number id"), help_text=_("From Meta's dashboard: WhatsApp > API Setup.")
+    )
+    business_account_id = forms.CharField(label=_("WhatsApp Business Account id"))
+    access_token = forms.CharField(
+        label=_("Access token"),
+        required=False,
+        strip=False,
+        widget=_secret_input(),
+        help_text=_("Leave blank to keep the stored token."),
+    )
+    verify_token = forms.CharField(
+        label=_("Webhook verify token"),
+        required=False,
+        strip=False,
+        widget=_secret_input(),
+        help_text=_("Leave blank to keep the current one (shown above)."),
+    )
+    app_secret = forms.CharField(
+        label=_("App secret"),
+        required=False,
+        strip=False,
+        widget=_secret_input(),
+        help_text=_("Signs the webhook calls. Leave blank to keep the stored one."),
+    )
+    clear_app_secret = forms.BooleanField(label=_("Remove the stored app secret"), required=False)
+
+    normalizers = {
+        "phone_number_id": validators.normalize_meta_id,
+        "business_account_id": validators.normalize_meta_id,
+        "access_token": _optional_secret,
+        "verify_token": _optional_verify_token,
+        "app_secret": _optional_secret,
+    }
+
+    def __init__(self, *args: Any, has_token: bool = False, **kwargs: Any) -> None:
+        self.has_token = has_token
+        # Own ids: several forms on one page have an access token or a phone field.
+        kwargs.setdefault("auto_id", "cred_%s")
+        super().__init__(*args, **kwargs)
+        if not has_token:
+            self.fields["access_token"].help_text = _("Paste the permanent access token from Meta.")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if (
+            data.get("access_token", UNSET) is UNSET
+            and not self.has_token
+            and "access_token" not in self.errors
+        ):
+            self.add_error("access_token", _("Paste the access token: none is stored yet."))
+        if data.get("clear_app_secret"):
+            data["app_secret"] = None
+        return data
+
+
+class RegisterForm(NormalizedFormMixin, forms.Form):
+    phone = forms.CharField(
+        label=_("WhatsApp number"),
+        help_text=_("International format with the country code, e.g. +503 7765-4321."),
+        widget=forms.TextInput(attrs={"autocomplete": "tel", "inputmode": "tel"}),
+    )
+    otp_method = forms.ChoiceField(
+        label=_("Receive the code by"),
+        choices=[("sms", _("SMS")), ("voice", _("Voice call"))],
+        initial="sms",
+        widget=forms.RadioSelect,
+    )
+    waba_id = forms.CharField(label=_("WhatsApp Business Account id"))
+    access_token = forms.CharField(
+        label=_("Access token"),
+        required=False,
+        strip=False,
+        widget=_secret_input(),
+        help_text=_("Leave blank to use the stored token."),
+    )
+
+    normalizers = {
+        "phone": validators.normalize_whatsapp_phone,
+        "otp_method": validators.normalize_otp_method,
+        "waba_id": validators.normalize_meta_id,
+        "access_token": lambda value: validators.normalize_secret(value) if value else None,
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("auto_id", "reg_%s")
+        super().__init__(*args, **kwargs)
+
+
+class ResendForm(NormalizedFormMixin, forms.Form):
+    """Register again with what is stored: Meta sends a new code."""
+
+    otp_method = forms.ChoiceField(choices=[("sms", "sms"), ("voice", "voice")])
+    normalizers = {"otp_method": validators.normalize_otp_method}
+
+
+class VerifyForm(NormalizedFormMixin, forms.Form):
+    code = forms.CharField(
+        label=_("Code"),
+        help_text=_("The 6 digits Meta sent by SMS or call."),
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
+    )
+    normalizers = {"code": validators.normalize_code}
+
+
+def _digits(value: str) -> str:
+    return re.sub(r"\D", "", value or "")
+
+
+class DeregisterForm(forms.Form):
+    """A typed confirmation: the registered number, or the word the page asks for."""
+
+    confirmation = forms.CharField(label=_("Confirmation"), strip=True)
+
+    def __init__(self, *args: Any, number: str = "", **kwargs: Any) -> None:
+        self.number = number
+        super().__init__(*args, **kwargs)
+        self.fields["confirmation"].help_text = self.prompt()
+
+    def confirmation_word(self) -> str:
+        return str(_("DISCONNECT"))
+
+    def prompt(self) -> str:
+        if self.number:
+            return str(_("Type the number %(number)s to confirm.") % {"number": self.number})
+        return str(_("Type %(word)s to confirm.") % {"word": self.confirmation_word()})
+
+    def clean_confirmation(self) -> str:
+        value = self.cleaned_data["confirmation"]
+        if self.number:
+            ok = _digits(value) == _digits(self.number)
+        else:
+            ok = value.strip().upper() == self.confirmation_word().upper()
+        if not ok:
+            raise ValidationError(_("That does not match. %(prompt)s"), params={"prompt": self.prompt()})
+        return value

@@ -1,0 +1,147 @@
+"""Parallel requests against real PostgreSQL row locks (skipped on SQLite).
+
+Each thread is its own Django request with its own database connection,
+closed when the thread ends. `responses` patches requests for every thread;
+its callbacks count calls under a lock.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.db import connections
+from rest_framework.test import APIClient
+
+from clinics.models import ApiToken, Clinic
+from whatsapp.tests import helpers
+from whatsapp.tests.helpers import (
+    PNID,
+    SETTINGS_URL,
+    VERIFY_URL,
+    WABA,
+    account_of,
+    arrange_pending,
+    graph_error,
+    phone_number,
+)
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+# Shared fixtures (pytest finds them as module attributes).
+graph = helpers.graph
+
+
+class CallCounter:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+
+    def respond(self, name: str, status: int, body: dict[str, Any], *, delay: float = 0.0) -> Callable:
+        def callback(_request):
+            with self.lock:
+                self.counts[name] += 1
+            if delay:
+                time.sleep(delay)  # keep the row lock held while the other requests arrive
+            return status, {}, json.dumps(body)
+
+        return callback
+
+
+def client_for(user) -> APIClient:
+    _token, key = ApiToken.issue(user)
+    client = APIClient(HTTP_ACCEPT_LANGUAGE="en")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    return client
+
+
+def in_parallel(jobs: list[Callable[[], Any]]) -> list[Any]:
+    """Run the jobs at the same moment, one thread and one DB connection each."""
+    barrier = threading.Barrier(len(jobs))
+    results: list[Any] = [None] * len(jobs)
+
+    def run(i: int, job: Callable[[], Any]) -> None:
+        try:
+            barrier.wait(timeout=10)
+            results[i] = job()
+        except Exception as exc:  # noqa: BLE001  (reported by the test)
+            results[i] = exc
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(i, job)) for i, job in enumerate(jobs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    errors = [result for result in results if isinstance(result, Exception)]
+    assert not errors, errors
+    return results
+
+
+def test_two_right_codes_register_the_number_once(clinic, clinic_admin, graph):
+    arrange_pending(clinic)
+    counter = CallCounter()
+    graph.callback("POST", f"{PNID}/verify_code", counter.respond("verify_code", 200, {"success": True}))
+    graph.callback("POST", f"{PNID}/register", counter.respond("register", 200, {"success": True}, delay=0.3))
+    graph.callback("GET", PNID, counter.respond("get", 200, phone_number("CONNECTED")))
+    graph.callback("POST", f"{WABA}/subscribed_apps", counter.respond("subscribe", 200, {"success": True}))
+    clients = [client_for(clinic_admin) for _ in range(2)]
+
+    responses_ = in_parallel(
+        [lambda c=c: c.post(VERIFY_URL, {"code": "123456"}, format="json") for c in clients]
+    )
+
+    codes = sorted(r.status_code for r in responses_)
+    assert codes == [200, 409]
+    assert sorted(r.json()["status"] for r in responses_) == ["active", "active"]
+    assert counter.counts["register"] == 1
+    assert counter.counts["verify_code"] == 1
+    assert counter.counts["subscribe"] == 1
+    assert account_of(clinic).status == "active"
+
+
+def test_twenty_wrong_codes_reach_meta_at_most_five_times(clinic, clinic_admin, graph):
+    arrange_pending(clinic)
+    counter = CallCounter()
+    wrong = graph_error(136025, "(#136025) Verify code error", details="Verify code error")
+    graph.callback("POST", f"{PNID}/verify_code", counter.respond("verify_code", 400, wrong, delay=0.02))
+    clients = [client_for(clinic_admin) for _ in range(20)]
+
+    responses_ = in_parallel(
+        [
+            lambda c=c, i=i: c.post(VERIFY_URL, {"code": f"{i:06d}"}, format="json")
+            for i, c in enumerate(clients)
+        ]
+    )
+
+    codes = Counter(r.status_code for r in responses_)
+    assert counter.counts["verify_code"] <= 5
+    assert codes[400] == counter.counts["verify_code"]
+    assert codes[429] == 20 - codes[400]
+    assert all(r.has_header("Retry-After") for r in responses_ if r.status_code == 429)
+    assert account_of(clinic).status == "pending_otp"
+
+
+def test_parallel_settings_changes_lose_no_update(clinic, clinic_admin, graph):
+    name_client, city_client = client_for(clinic_admin), client_for(clinic_admin)
+
+    for round_ in range(10):
+        results = in_parallel(
+            [
+                lambda r=round_: name_client.patch(
+                    SETTINGS_URL, {"name": f"Clínica Ronda {r}"}, format="json"
+                ),
+                lambda r=round_: city_client.patch(SETTINGS_URL, {"city": f"Ciudad {r}"}, format="json"),
+            ]
+        )
+        assert [r.status_code for r in results] == [200, 200]
+        clinic_now = Clinic.objects.get(pk=clinic.pk)
+        assert (clinic_now.name, clinic_now.city) == (f"Clínica Ronda {round_}", f"Ciudad {round_}")
+    assert graph.calls == []
