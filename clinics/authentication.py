@@ -29,11 +29,10 @@ class ApiTokenAuthentication(BaseAuthentication):
             key = parts[1].decode("ascii")
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed(_("Invalid token.")) from None
-        token = (
-            ApiToken.objects.select_related("user__clinic__whatsapp")
-            .filter(digest=ApiToken.hash_key(key))
-            .first()
-        )
+        try:
+            token = ApiToken.objects.select_related("user__clinic__whatsapp").get(digest=ApiToken.hash_key(key))
+        except ApiToken.DoesNotExist:
+            token = None
         if token is None:
             raise exceptions.AuthenticationFailed(_("Invalid token. Sign in again to get a new one."))
         if not token.user.is_active:
