@@ -30,7 +30,9 @@ class ApiTokenAuthentication(BaseAuthentication):
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed(_("Invalid token.")) from None
         try:
-            token = ApiToken.objects.select_related("user__clinic__whatsapp").get(digest=ApiToken.hash_key(key))
+            token = ApiToken.objects.select_related("user__clinic__whatsapp").get(
+                digest=ApiToken.hash_key(key)
+            )
         except ApiToken.DoesNotExist:
             token = None
         if token is None:

@@ -197,6 +197,18 @@ def _translate_meta_error(exc: MetaError, *, status: str) -> WhatsAppError:
     return MetaUnreachableError(status=status, detail=detail)
 
 
+def _record_meta_failure(account: WhatsAppAccount, exc: MetaError) -> WhatsAppError:
+    """A refusal makes the connection `failed` with Meta's reason; other failures leave the status.
+
+    The caller saves the account and raises (or reports) the returned error.
+    """
+    error = _translate_meta_error(exc, status=account.status)
+    if isinstance(error, MetaRefusalError):
+        _set_status(account, WhatsAppStatus.FAILED, detail=error.detail, meta_code=error.meta_code)
+        error.status = account.status
+    return error
+
+
 def _call_meta(account: WhatsAppAccount, call: Callable[[MetaClient], T]) -> T:
     return call(_client(account))
 
@@ -270,10 +282,8 @@ def whatsapp_check_connection(*, clinic: Clinic) -> WhatsAppAccount:
         try:
             info = _call_meta(account, lambda meta: meta.get_phone_number(account.phone_number_id))
         except MetaError as exc:
-            error = _translate_meta_error(exc, status=account.status)
-            if isinstance(error, MetaRefusalError):
-                _set_status(account, WhatsAppStatus.FAILED, detail=error.detail, meta_code=error.meta_code)
-            else:
+            error = _record_meta_failure(account, exc)
+            if not isinstance(error, MetaRefusalError):
                 _set_status(
                     account,
                     account.status,
@@ -511,12 +521,8 @@ def whatsapp_register_number(
         except AttemptsExhaustedError as exc:
             pending_error: WhatsAppError | None = exc
         except MetaError as exc:
-            error = _translate_meta_error(exc, status=account.status)
-            if isinstance(error, MetaRefusalError):
-                _set_status(account, WhatsAppStatus.FAILED, detail=error.detail, meta_code=error.meta_code)
-                account.save()
-                error.status = account.status
-            pending_error = error
+            pending_error = _record_meta_failure(account, exc)
+            account.save()
         else:
             how = _("by voice call") if otp_method == "voice" else _("by SMS")
             detail = _("Meta is sending a code %(how)s to %(number)s. Enter it to continue.") % {
@@ -606,10 +612,8 @@ def _register_verified_number(account: WhatsAppAccount, client: MetaClient) -> W
     try:
         client.register(number_id, account.registration_pin or "")
     except MetaError as exc:
-        error = _translate_meta_error(exc, status=account.status)
-        if isinstance(error, MetaRefusalError):
-            _set_status(account, WhatsAppStatus.FAILED, detail=error.detail, meta_code=error.meta_code)
-        else:
+        error = _record_meta_failure(account, exc)
+        if not isinstance(error, MetaRefusalError):
             # The code was right; Meta may or may not have registered the number.
             # `verifying` lets polling find out instead of spending another attempt.
             _set_status(
@@ -686,9 +690,7 @@ def whatsapp_refresh_status(*, clinic: Clinic) -> ConnectionReport:
         try:
             info = _call_meta(locked, lambda meta: meta.get_phone_number(locked.phone_number_id))
         except MetaError as exc:
-            error = _translate_meta_error(exc, status=locked.status)
-            if isinstance(error, MetaRefusalError):
-                _set_status(locked, WhatsAppStatus.FAILED, detail=error.detail, meta_code=error.meta_code)
+            if isinstance(_record_meta_failure(locked, exc), MetaRefusalError):
                 locked.status_checked_at = timezone.now()
                 locked.save()
             else:

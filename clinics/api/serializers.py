@@ -125,8 +125,7 @@ def _utc_iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def profile_data(clinic: Clinic) -> dict[str, Any]:
-    whatsapp = clinic.whatsapp
+def _clinic_fields(clinic: Clinic) -> dict[str, Any]:
     return {
         "id": str(clinic.id),
         "name": clinic.name,
@@ -138,6 +137,13 @@ def profile_data(clinic: Clinic) -> dict[str, Any]:
         "timezone": clinic.timezone,
         "currency": clinic.currency,
         "logo_url": clinic.logo_url or None,
+    }
+
+
+def profile_data(clinic: Clinic) -> dict[str, Any]:
+    whatsapp = clinic.whatsapp
+    return {
+        **_clinic_fields(clinic),
         "is_active": clinic.is_active,
         "subscription_plan": clinic.subscription_plan,
         "whatsapp_phone_number_id": whatsapp.phone_number_id or None,
@@ -148,16 +154,7 @@ def profile_data(clinic: Clinic) -> dict[str, Any]:
 def settings_data(clinic: Clinic) -> dict[str, Any]:
     whatsapp = clinic.whatsapp
     return {
-        "id": str(clinic.id),
-        "name": clinic.name,
-        "slug": clinic.slug,
-        "phone": clinic.phone or None,
-        "address": clinic.address or None,
-        "city": clinic.city or None,
-        "country": clinic.country or None,
-        "timezone": clinic.timezone,
-        "currency": clinic.currency,
-        "logo_url": clinic.logo_url or None,
+        **_clinic_fields(clinic),
         "whatsapp_phone_number_id": whatsapp.phone_number_id or None,
         "whatsapp_business_account_id": whatsapp.business_account_id or None,
         "whatsapp_access_token": whatsapp.masked_access_token,
