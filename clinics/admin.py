@@ -128,14 +128,16 @@ class ClinicAdmin(admin.ModelAdmin):
             obj._state.db = created._state.db
             return
         changed = set(form.changed_data)
+        # The form already wrote its values onto `obj`; the services compare against the stored row.
+        stored = Clinic.objects.select_related("whatsapp").get(pk=obj.pk)
         settings_data = {
             key: data[key] for key in (*services.PROFILE_FIELDS, "bot_enabled") if key in changed
         }
         if settings_data:
-            services.clinic_update_settings(clinic=obj, data=settings_data)
+            services.clinic_update_settings(clinic=stored, data=settings_data)
         platform_data = {key: data[key] for key in services.PLATFORM_FIELDS if key in changed}
         if platform_data:
-            services.clinic_update_platform_fields(clinic=obj, data=platform_data)
+            services.clinic_update_platform_fields(clinic=stored, data=platform_data)
 
     def save_formset(self, request: HttpRequest, form: forms.ModelForm, formset: Any, change: bool) -> None:
         if formset.model is not WhatsAppAccount:

@@ -5,7 +5,14 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
 
+from .compiled_query import CompiledLookup
 from .models import ApiToken, User
+
+# The one query of every token-authenticated request: token, user, clinic and its
+# WhatsApp state, compiled once per process (see compiled_query.py for why).
+token_lookup: CompiledLookup[ApiToken] = CompiledLookup(
+    lambda digest: ApiToken.objects.select_related("user__clinic__whatsapp").filter(digest=digest)
+)
 
 
 class ApiTokenAuthentication(BaseAuthentication):
@@ -29,12 +36,7 @@ class ApiTokenAuthentication(BaseAuthentication):
             key = parts[1].decode("ascii")
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed(_("Invalid token.")) from None
-        try:
-            token = ApiToken.objects.select_related("user__clinic__whatsapp").get(
-                digest=ApiToken.hash_key(key)
-            )
-        except ApiToken.DoesNotExist:
-            token = None
+        token = token_lookup.get(ApiToken.hash_key(key))
         if token is None:
             raise exceptions.AuthenticationFailed(_("Invalid token. Sign in again to get a new one."))
         if not token.user.is_active:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from .models import ApiToken, Clinic, User
 
@@ -50,27 +52,34 @@ def clinic_create(
 
 
 def _apply_clinic_fields(clinic: Clinic, data: Mapping[str, Any], allowed: tuple[str, ...]) -> Clinic:
-    # Lock the row and write only what changed: two admins editing different
-    # fields at the same time both keep their change.
-    locked = Clinic.objects.select_for_update().get(pk=clinic.pk)
-    changed = [key for key in allowed if key in data and getattr(locked, key) != data[key]]
-    for key in changed:
-        setattr(locked, key, data[key])
-    if changed:
-        locked.full_clean(exclude=["slug"])
-        locked.save(update_fields=[*changed, "updated_at"])
-    if Clinic.whatsapp.is_cached(clinic):
-        locked.whatsapp = clinic.whatsapp  # already loaded: spare the caller a query
-    return locked
+    """Write the fields whose value changes, in one UPDATE; returns the clinic with them applied.
+
+    Only those columns are written, so two admins editing different fields at the
+    same time both keep their change (no read-modify-write of the whole row), and
+    a body sent back unchanged writes nothing at all.
+    """
+    sent = {key: data[key] for key in allowed if key in data and getattr(clinic, key) != data[key]}
+    if not sent:
+        return clinic
+    previous = {key: getattr(clinic, key) for key in sent}
+    for key, value in sent.items():
+        setattr(clinic, key, value)
+    try:
+        clinic.full_clean(exclude=["slug"])
+    except ValidationError:
+        for key, value in previous.items():
+            setattr(clinic, key, value)
+        raise
+    clinic.updated_at = timezone.now()
+    Clinic.objects.filter(pk=clinic.pk).update(**sent, updated_at=clinic.updated_at)
+    return clinic
 
 
-@transaction.atomic
 def clinic_update_profile(*, clinic: Clinic, data: Mapping[str, Any]) -> Clinic:
     """Name, contact and location. `data` holds already-validated values; omitted keys stay."""
     return _apply_clinic_fields(clinic, data, PROFILE_FIELDS)
 
 
-@transaction.atomic
 def clinic_update_platform_fields(*, clinic: Clinic, data: Mapping[str, Any]) -> Clinic:
     """Plan, expiry, activity, country and logo: the platform's side of a clinic (superusers only)."""
     return _apply_clinic_fields(clinic, data, PLATFORM_FIELDS)

@@ -14,12 +14,13 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.utils import timezone
@@ -107,13 +108,18 @@ def _delivery(request: HttpRequest, account: WhatsAppAccount) -> HttpResponse:
         payload: Any = json.loads(body)
     except (ValueError, RecursionError):
         payload = None
-    delivery = _store(account, body, payload)
+    events = list(_events(payload)) if payload is not None else []
+    # Stored before anything is applied, so nothing is lost; a delivery with no
+    # status event (messages, statuses...) is complete as soon as it is stored.
+    outcome = "stored" if payload is not None else "invalid JSON"
+    delivery = _store(account, body, payload, processed=not events, outcome=outcome)
     if delivery is None:
         return JsonResponse({"status": "duplicate"})
-    outcome = (
-        _apply(account, payload, across_clinics=not own_secret) if payload is not None else "invalid JSON"
-    )
-    WebhookDelivery.objects.filter(pk=delivery.pk).update(processed_at=timezone.now(), outcome=outcome[:255])
+    if events:
+        outcome = _apply(account, events, across_clinics=not own_secret)
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(
+            processed_at=timezone.now(), outcome=outcome[:255]
+        )
     return JsonResponse({"status": "received"})
 
 
@@ -151,18 +157,27 @@ def _changes(payload: Any) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
                 yield entry, change
 
 
-def _store(account: WhatsAppAccount, body: bytes, payload: Any) -> WebhookDelivery | None:
+def _store(
+    account: WhatsAppAccount, body: bytes, payload: Any, *, processed: bool, outcome: str
+) -> WebhookDelivery | None:
     fields = sorted({str(change.get("field", ""))[:40] for _entry, change in _changes(payload)})
+    delivery = WebhookDelivery(
+        clinic_id=account.clinic_id,
+        dedupe_key=_dedupe_key(body, payload),
+        fields=",".join(fields)[:255],
+        raw_body=body.decode("utf-8", errors="replace"),
+        processed_at=timezone.now() if processed else None,
+        outcome=outcome if processed else "",
+    )
+    # In autocommit (production) a single INSERT needs no BEGIN/COMMIT around it;
+    # inside a transaction a savepoint keeps a duplicate from aborting it.
+    savepoint = transaction.atomic() if connection.in_atomic_block else nullcontext()
     try:
-        with transaction.atomic():
-            return WebhookDelivery.objects.create(
-                clinic_id=account.clinic_id,
-                dedupe_key=_dedupe_key(body, payload),
-                fields=",".join(fields)[:255],
-                raw_body=body.decode("utf-8", errors="replace"),
-            )
+        with savepoint:
+            delivery.save(force_insert=True)
     except IntegrityError:
         return None  # a replay of a delivery we already have
+    return delivery
 
 
 @dataclass(frozen=True)
@@ -244,9 +259,9 @@ def _route(account: WhatsAppAccount, event: _Event, *, across_clinics: bool) -> 
     return list(scope.filter(query).select_related("clinic")[:50])
 
 
-def _apply(account: WhatsAppAccount, payload: Any, *, across_clinics: bool) -> str:
+def _apply(account: WhatsAppAccount, events: list[_Event], *, across_clinics: bool) -> str:
     outcomes: list[str] = []
-    for event in _events(payload):
+    for event in events:
         for target in _route(account, event, across_clinics=across_clinics):
             outcomes.append(
                 services.whatsapp_apply_account_event(
