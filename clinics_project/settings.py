@@ -163,6 +163,8 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     # Otherwise the schema endpoint documents (and fuzzers fuzz) itself.
     "SERVE_INCLUDE_SCHEMA": False,
+    # One name for the connection status wherever it appears (settings, endpoints 5-9).
+    "ENUM_NAME_OVERRIDES": {"WhatsAppStatusEnum": "whatsapp.models.WhatsAppStatus"},
     "COMPONENT_SPLIT_REQUEST": True,
     # Swagger UI from our own static files: no CDN, the product works on a closed network.
     "SWAGGER_UI_DIST": "SIDECAR",
