@@ -95,12 +95,13 @@ def clinic_update_settings(*, clinic: Clinic, data: Mapping[str, Any]) -> Clinic
     from whatsapp.services import whatsapp_check_connection, whatsapp_store_credentials
 
     credentials = {argument: data[key] for key, argument in WHATSAPP_SETTINGS_FIELDS.items() if key in data}
+    if not credentials:
+        # One UPDATE at most: no transaction needed around a single statement.
+        return _apply_clinic_fields(clinic, data, (*PROFILE_FIELDS, "bot_enabled"))
     with transaction.atomic():
         updated = _apply_clinic_fields(clinic, data, (*PROFILE_FIELDS, "bot_enabled"))
-        credentials_changed = False
-        if credentials:
-            account, credentials_changed = whatsapp_store_credentials(clinic=updated, **credentials)
-            updated.whatsapp = account
+        account, credentials_changed = whatsapp_store_credentials(clinic=updated, **credentials)
+        updated.whatsapp = account
     if credentials_changed:
         # Outside the transaction: the credentials are kept whatever Meta answers.
         updated.whatsapp = whatsapp_check_connection(clinic=updated)

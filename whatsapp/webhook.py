@@ -46,7 +46,8 @@ def _forbidden(reason: str) -> HttpResponse:
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
 def webhook(request: HttpRequest, clinic_id: UUID) -> HttpResponse:
-    account = WhatsAppAccount.objects.select_related("clinic").filter(clinic_id=clinic_id).first()
+    # No select_related: the delivery path needs only the account's own columns.
+    account = WhatsAppAccount.objects.filter(clinic_id=clinic_id).first()
     if account is None:
         return HttpResponse("Unknown webhook.", status=404, content_type="text/plain")
     if request.method == "GET":

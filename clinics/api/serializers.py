@@ -31,24 +31,28 @@ def _token_or_masked(value: str) -> str:
 class ClinicProfileInputSerializer(serializers.Serializer):
     """Fields of PUT/PATCH /api/clinics/me/; every one optional, unknown keys ignored."""
 
-    name = NormalizedCharField(validators.normalize_name, max_length=validators.NAME_MAX_LENGTH)
+    name = NormalizedCharField(
+        validators.normalize_name, required=False, max_length=validators.NAME_MAX_LENGTH
+    )
     phone = NormalizedCharField(
-        validators.normalize_clinic_phone, allow_blank=True, allow_null=True, max_length=40
+        validators.normalize_clinic_phone, required=False, allow_blank=True, allow_null=True, max_length=40
     )
     address = NormalizedCharField(
         _optional_text(validators.ADDRESS_MAX_LENGTH, "address"),
+        required=False,
         allow_blank=True,
         allow_null=True,
         max_length=validators.ADDRESS_MAX_LENGTH,
     )
     city = NormalizedCharField(
         _optional_text(validators.CITY_MAX_LENGTH, "city"),
+        required=False,
         allow_blank=True,
         allow_null=True,
         max_length=validators.CITY_MAX_LENGTH,
     )
-    timezone = NormalizedCharField(validators.normalize_timezone, max_length=64)
-    currency = NormalizedCharField(validators.normalize_currency, max_length=3)
+    timezone = NormalizedCharField(validators.normalize_timezone, required=False, max_length=64)
+    currency = NormalizedCharField(validators.normalize_currency, required=False, max_length=3)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         # `null` for an optional text field means "clear it".
@@ -59,22 +63,31 @@ class ClinicSettingsInputSerializer(ClinicProfileInputSerializer):
     """Fields of PUT/PATCH /api/clinics/settings/. Read-only keys sent by a client are ignored."""
 
     whatsapp_phone_number_id = NormalizedCharField(
-        _optional_meta_id, allow_blank=True, allow_null=True, max_length=validators.META_ID_MAX_LENGTH
+        _optional_meta_id,
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        max_length=validators.META_ID_MAX_LENGTH,
     )
     whatsapp_business_account_id = NormalizedCharField(
-        _optional_meta_id, allow_blank=True, allow_null=True, max_length=validators.META_ID_MAX_LENGTH
+        _optional_meta_id,
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        max_length=validators.META_ID_MAX_LENGTH,
     )
     whatsapp_access_token = NormalizedCharField(
         _token_or_masked,
+        required=False,
         allow_null=True,
         max_length=validators.SECRET_MAX_LENGTH,
         help_text="A new token replaces the stored one; the masked value (`...****`) keeps it; null clears it.",
         style={"input_type": "password"},
     )
     whatsapp_verify_token = NormalizedCharField(
-        validators.normalize_verify_token, max_length=validators.VERIFY_TOKEN_MAX_LENGTH
+        validators.normalize_verify_token, required=False, max_length=validators.VERIFY_TOKEN_MAX_LENGTH
     )
-    bot_enabled = StrictBooleanField()
+    bot_enabled = StrictBooleanField(required=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         keep_null = {"whatsapp_access_token"}

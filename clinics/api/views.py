@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from django.contrib.auth import authenticate
 from django.utils.translation import gettext as _
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import permissions, status
 from rest_framework.exceptions import ValidationError
@@ -25,6 +27,11 @@ from .serializers import (
     ClinicSettingsOutputSerializer,
     TokenInputSerializer,
     TokenOutputSerializer,
+)
+
+# DRF's usual validation body: {"field": ["why", ...]} (or "non_field_errors").
+VALIDATION_ERROR = OpenApiResponse(
+    OpenApiTypes.OBJECT, description='Invalid input: {"field": ["why"]}; nothing was saved.'
 )
 
 
@@ -62,7 +69,7 @@ class ClinicSettingsView(ClinicScopedMixin, APIView):
 
     @extend_schema(
         request=ClinicSettingsInputSerializer,
-        responses={200: ClinicSettingsOutputSerializer},
+        responses={200: ClinicSettingsOutputSerializer, 400: VALIDATION_ERROR},
         summary="Change any subset of the clinic's settings (PUT is partial too)",
     )
     def patch(self, request: Request) -> Response:
@@ -73,7 +80,7 @@ class ClinicSettingsView(ClinicScopedMixin, APIView):
 
     @extend_schema(
         request=ClinicSettingsInputSerializer,
-        responses={200: ClinicSettingsOutputSerializer},
+        responses={200: ClinicSettingsOutputSerializer, 400: VALIDATION_ERROR},
         summary="Change any subset of the clinic's settings (same as PATCH)",
     )
     def put(self, request: Request) -> Response:
@@ -87,7 +94,7 @@ class ClinicProfileView(ClinicScopedMixin, APIView):
 
     @extend_schema(
         request=ClinicProfileInputSerializer,
-        responses={200: ClinicProfileOutputSerializer},
+        responses={200: ClinicProfileOutputSerializer, 400: VALIDATION_ERROR},
         summary="Change name, contact and location (PUT is partial too)",
     )
     def patch(self, request: Request) -> Response:
@@ -98,7 +105,7 @@ class ClinicProfileView(ClinicScopedMixin, APIView):
 
     @extend_schema(
         request=ClinicProfileInputSerializer,
-        responses={200: ClinicProfileOutputSerializer},
+        responses={200: ClinicProfileOutputSerializer, 400: VALIDATION_ERROR},
         summary="Change name, contact and location (same as PATCH)",
     )
     def put(self, request: Request) -> Response:
@@ -114,7 +121,9 @@ class LoginEmailThrottle(SimpleRateThrottle):
         email = request.data.get("email") if isinstance(request.data, dict) else None
         if not isinstance(email, str) or not email:
             return None
-        return self.cache_format % {"scope": "auth-email", "ident": email.strip().lower()[:254]}
+        # Hashed: a raw email could hold characters a cache key must not.
+        ident = hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()
+        return self.cache_format % {"scope": "auth-email", "ident": ident}
 
 
 class ObtainTokenView(NoStoreMixin, APIView):
@@ -125,7 +134,11 @@ class ObtainTokenView(NoStoreMixin, APIView):
 
     @extend_schema(
         request=TokenInputSerializer,
-        responses={200: TokenOutputSerializer, 400: OpenApiResponse(description="Wrong email or password")},
+        responses={
+            200: TokenOutputSerializer,
+            400: VALIDATION_ERROR,
+            429: OpenApiResponse(OpenApiTypes.OBJECT, description="Too many attempts; see Retry-After"),
+        },
         summary="Exchange email and password for an API token",
     )
     def post(self, request: Request) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.utils import translation
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import permissions, viewsets
 from rest_framework.request import Request
@@ -24,8 +25,10 @@ from .serializers import (
 )
 
 _META_ERRORS = {
+    # Two shapes share 400: Meta's refusal and DRF's validation body.
     400: OpenApiResponse(
-        WhatsAppErrorSerializer, description="Invalid input, or Meta refused (with meta_code)"
+        OpenApiTypes.OBJECT,
+        description='Meta refused: {"status", "detail", "meta_code"}; or invalid input: {"field": ["why"]}.',
     ),
     409: OpenApiResponse(WhatsAppErrorSerializer, description="Not allowed in the current status"),
     429: OpenApiResponse(
