@@ -43,20 +43,35 @@ class CompiledLookup(Generic[M]):
     """`lookup.get(value)`: the first row of `build(value)`, or None.
 
     `build` must return a queryset whose only use of `value` is one SQL parameter.
-    If it is used otherwise (or not at all), this falls back to the ORM.
+    If it is used otherwise (or not at all), this falls back to the ORM. For a
+    column that is not text, give `placeholder` (a valid value of that type) and
+    `prepare(value, connection)`, the field's own `get_db_prep_value`, so the
+    parameter is found and filled exactly as the ORM would send it.
     """
 
-    def __init__(self, build: Callable[[Any], QuerySet[M]]) -> None:
+    def __init__(
+        self,
+        build: Callable[[Any], QuerySet[M]],
+        *,
+        placeholder: Any = _PLACEHOLDER,
+        prepare: Callable[[Any, Any], Any] | None = None,
+    ) -> None:
         self._build = build
+        self._placeholder = placeholder
+        self._prepare = prepare
         self._compiled: dict[tuple[str, str], _Compiled | None] = {}
         self._lock = threading.Lock()
         self._model: type[M] | None = None
 
+    def _param(self, value: Any, connection: Any) -> Any:
+        return self._prepare(value, connection) if self._prepare else value
+
     def _compile(self, alias: str) -> _Compiled | None:
-        queryset = self._build(_PLACEHOLDER)
+        queryset = self._build(self._placeholder)
         compiler = queryset.query.get_compiler(using=alias)
         sql, params = compiler.as_sql()
-        if list(params).count(_PLACEHOLDER) != 1:
+        marker = self._param(self._placeholder, connections[alias])
+        if list(params).count(marker) != 1:
             return None
         select, klass_info = compiler.select, compiler.klass_info
         select_fields = klass_info["select_fields"]
@@ -65,7 +80,7 @@ class CompiledLookup(Generic[M]):
             compiler=compiler,
             sql=sql,
             params=tuple(params),
-            position=list(params).index(_PLACEHOLDER),
+            position=list(params).index(marker),
             init_list=[column[0].target.attname for column in select[start:end]],
             start=start,
             end=end,
@@ -75,7 +90,7 @@ class CompiledLookup(Generic[M]):
 
     def get(self, value: Any) -> M | None:
         if self._model is None:
-            self._model = self._build(_PLACEHOLDER).model
+            self._model = self._build(self._placeholder).model
         alias = router.db_for_read(self._model)
         connection = connections[alias]
         key = (alias, connection.vendor)
@@ -87,7 +102,7 @@ class CompiledLookup(Generic[M]):
         if compiled is None:
             return self._build(value).first()
         params = list(compiled.params)
-        params[compiled.position] = value
+        params[compiled.position] = self._param(value, connection)
         with connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
             rows = cursor.fetchmany(1)

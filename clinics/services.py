@@ -65,7 +65,8 @@ def _apply_clinic_fields(clinic: Clinic, data: Mapping[str, Any], allowed: tuple
     for key, value in sent.items():
         setattr(clinic, key, value)
     try:
-        clinic.full_clean(exclude=["slug"])
+        # Only the sent fields: an unchanged phone is not parsed again on every write.
+        clinic.full_clean(exclude=[f.name for f in Clinic._meta.fields if f.name not in sent])
     except ValidationError:
         for key, value in previous.items():
             setattr(clinic, key, value)

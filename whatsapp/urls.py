@@ -1,15 +1,14 @@
 from __future__ import annotations
 
-from django.urls import re_path
+from django.urls import path
 
 from . import webhook
 
 app_name = "whatsapp"
 
+# The uuid converter hands the view a real UUID (anything else is a 404), and
+# both slash forms answer directly: a redirected POST would lose its body.
 urlpatterns = [
-    re_path(
-        r"^webhook/(?P<clinic_id>[0-9a-fA-F-]{36})/?$",
-        webhook.webhook,
-        name="webhook",
-    ),
+    path("webhook/<uuid:clinic_id>/", webhook.webhook, name="webhook"),
+    path("webhook/<uuid:clinic_id>", webhook.webhook),
 ]

@@ -27,10 +27,21 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
+from clinics.compiled_query import CompiledLookup
+
 from . import services
 from .models import WebhookDelivery, WhatsAppAccount
 
 logger = logging.getLogger(__name__)
+
+# Every delivery starts with this lookup: compiled once per process (clinics/compiled_query.py).
+account_by_clinic: CompiledLookup[WhatsAppAccount] = CompiledLookup(
+    lambda clinic_id: WhatsAppAccount.objects.filter(clinic_id=clinic_id),
+    placeholder=UUID(int=0),
+    prepare=lambda value, connection: WhatsAppAccount._meta.get_field("clinic").get_db_prep_value(
+        value, connection
+    ),
+)
 
 _SIGNATURE_RE = re.compile(r"^sha256=([0-9a-fA-F]{64})$")
 MAX_CHALLENGE_LENGTH = 256
@@ -46,8 +57,7 @@ def _forbidden(reason: str) -> HttpResponse:
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
 def webhook(request: HttpRequest, clinic_id: UUID) -> HttpResponse:
-    # No select_related: the delivery path needs only the account's own columns.
-    account = WhatsAppAccount.objects.filter(clinic_id=clinic_id).first()
+    account = account_by_clinic.get(clinic_id)
     if account is None:
         return HttpResponse("Unknown webhook.", status=404, content_type="text/plain")
     if request.method == "GET":

@@ -519,3 +519,18 @@ def test_it_is_answered_within_the_request(client, clinic, own_secret, graph, dj
     assert response.status_code == 200
     assert response.json() == {"status": "received"}
     assert graph.calls == []
+
+
+@pytest.mark.parametrize("path", ["/whatsapp/webhook/" + "-" * 36 + "/", "/whatsapp/webhook/not-a-uuid/"])
+def test_it_answers_404_for_a_malformed_clinic_id(client, path):
+    assert client.get(path, {"hub.mode": "subscribe"}).status_code == 404
+    assert client.post(path, b"{}", content_type="application/json").status_code == 404
+
+
+def test_it_answers_the_handshake_without_the_trailing_slash(client, clinic):
+    token = clinic.whatsapp.verify_token
+    response = client.get(
+        f"/whatsapp/webhook/{clinic.pk}",
+        {"hub.mode": "subscribe", "hub.verify_token": token, "hub.challenge": "42"},
+    )
+    assert (response.status_code, response.content) == (200, b"42")
