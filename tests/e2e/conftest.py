@@ -49,6 +49,8 @@ PRODUCT_VARIABLES = (
     "DJANGO_SETTINGS_MODULE",
     "CLINIC_USER_PASSWORD",
     "LOG_LEVEL",
+    # Set by the browser tests' conftest for Playwright; never for a real server.
+    "DJANGO_ALLOW_ASYNC_UNSAFE",
 )
 
 

@@ -44,17 +44,6 @@ def _prod_env(**extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: `check --deploy --fail-level WARNING` fails with drf_spectacular.W001 'encountered multiple "
-        "names for the same choice set (StatusEnum)': commit d7602cf made "
-        "ClinicSettingsOutputSerializer.whatsapp_status a ChoiceField(WhatsAppStatus.choices) "
-        "(clinics/api/serializers.py:180) while whatsapp/api/serializers.py:60-76 name the same choices "
-        "`status`. Fix: SPECTACULAR_SETTINGS['ENUM_NAME_OVERRIDES'] = "
-        "{'WhatsAppStatusEnum': 'whatsapp.models.WhatsAppStatus'} in clinics_project/settings.py."
-    ),
-)
 def test_check_deploy_is_clean_under_production_variables():
     result = subprocess.run(  # noqa: S603
         [sys.executable, str(ROOT / "manage.py"), "check", "--deploy", "--fail-level", "WARNING"],
