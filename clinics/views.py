@@ -13,6 +13,7 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import LoginView
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
@@ -26,10 +27,11 @@ from whatsapp.forms import CredentialsForm, DeregisterForm, RegisterForm, Verify
 from whatsapp.models import WhatsAppStatus
 
 from . import services
-from .forms import BotForm, ClinicProfileForm, add_service_errors
+from .forms import BotForm, ClinicProfileForm, EmailAuthenticationForm, add_service_errors
 from .models import Clinic
 from .permissions import ADMIN_ONLY_MESSAGE, INACTIVE_CLINIC_MESSAGE, NO_CLINIC_MESSAGE
 from .selectors import clinic_for_user
+from .throttling import sign_in_retry_after
 
 # States in which the page shows the number's register/verify/deregister steps.
 REGISTERING = (WhatsAppStatus.PENDING_OTP, WhatsAppStatus.VERIFYING)
@@ -178,3 +180,26 @@ def bot_update(request: HttpRequest, clinic: Clinic) -> HttpResponse:
                 messages.success(request, _("The bot is off."))
             return back_to_settings("bot")
     return render_settings(request, clinic, bot_form=form)
+
+
+class SignInView(LoginView):
+    """Django's sign-in view, with attempts limited per IP and per email (THROTTLE_AUTH_RATE)."""
+
+    authentication_form = EmailAuthenticationForm
+    redirect_authenticated_user = True
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        wait = sign_in_retry_after(
+            ip=request.META.get("REMOTE_ADDR", ""), email=str(request.POST.get("username", ""))
+        )
+        if wait:
+            form = self.get_form()
+            form.errors.clear()
+            form.add_error(
+                None,
+                _("Too many sign-in attempts. Wait %(seconds)d seconds, then try again.") % {"seconds": wait},
+            )
+            response = self.render_to_response(self.get_context_data(form=form), status=429)
+            response["Retry-After"] = str(wait)
+            return response
+        return super().post(request, *args, **kwargs)

@@ -6,7 +6,7 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from clinics.forms import EmailAuthenticationForm
+from clinics.views import SignInView
 from clinics.views_health import healthz
 
 urlpatterns = [
@@ -18,12 +18,10 @@ urlpatterns = [
     path("api/", include("whatsapp.api.urls")),
     path("whatsapp/", include("whatsapp.urls")),
     path("admin/", admin.site.urls),
-    # Sign-in: Django's own views, with an email field (USERNAME_FIELD is email).
+    # Sign-in: Django's own views, with an email field (USERNAME_FIELD is email) and a throttle.
     path(
         "accounts/login/",
-        auth_views.LoginView.as_view(
-            authentication_form=EmailAuthenticationForm, redirect_authenticated_user=True
-        ),
+        SignInView.as_view(),
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -318,3 +318,20 @@ def test_it_keeps_the_token_when_staff_view_a_short_token(clinic_staff, clinic):
     html = signed_in(clinic_staff).get(SETTINGS).content.decode()
     assert "short-token" not in html
     assert "...****" in html
+
+
+@pytest.mark.django_db
+def test_it_throttles_sign_in_attempts(client, clinic_admin, settings):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "auth": "3/min"},
+    }
+    wrong = {"username": clinic_admin.email, "password": "not-the-password"}
+    answers = [client.post("/accounts/login/", wrong).status_code for _ in range(3)]
+    blocked = client.post("/accounts/login/", {"username": clinic_admin.email, "password": PASSWORD})
+
+    assert answers == [200, 200, 200]
+    assert blocked.status_code == 429
+    assert int(blocked["Retry-After"]) > 0
+    assert "_auth_user_id" not in client.session  # even the right password waits
+    assert "Too many sign-in attempts" in blocked.content.decode()
