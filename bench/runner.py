@@ -647,10 +647,12 @@ def execute(args: argparse.Namespace) -> Run:
         run.results["healthz"] = combine("healthz", healthz_runs)
         from whatsapp.models import WebhookDelivery
 
-        run.webhook_stored = (
-            WebhookDelivery.objects.filter(clinic_id=target.clinic_id, dedupe_key__isnull=False)
-            .exclude(raw_body__contains="inproc")
-            .count()
+        # raw_body is encrypted (no SQL lookup on it): tell the in-process deliveries apart here.
+        run.webhook_stored = sum(
+            "inproc" not in delivery.raw_body
+            for delivery in WebhookDelivery.objects.filter(clinic_id=target.clinic_id)
+            .only("id", "raw_body")
+            .iterator()
         )
 
         for proc in procs:

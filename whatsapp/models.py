@@ -136,10 +136,13 @@ class WebhookDelivery(models.Model):
     # a delivery Meta retries is stored once.
     dedupe_key = models.CharField(max_length=64)
     fields = models.CharField(max_length=255, blank=True)
-    raw_body = models.TextField()
+    # Patients' messages and numbers: encrypted at rest like the clinic's secrets.
+    raw_body = EncryptedTextField()
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
     processed_at = models.DateTimeField(null=True, blank=True)
     outcome = models.CharField(max_length=255, blank=True)
+
+    objects = EncryptedFieldsQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("webhook delivery")

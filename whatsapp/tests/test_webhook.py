@@ -6,6 +6,7 @@ import json
 import uuid
 
 import pytest
+from django.db import connection
 
 from whatsapp.models import WebhookDelivery
 from whatsapp.services import whatsapp_store_credentials
@@ -134,6 +135,12 @@ def test_it_stores_a_delivery_signed_with_the_clinics_secret(client, clinic, own
     assert delivery.clinic_id == clinic.pk
     assert delivery.raw_body == body.decode()
     assert delivery.fields == "messages"
+    # Patients' words are encrypted at rest, bound to the delivery's row.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT raw_body FROM whatsapp_webhookdelivery")
+        (stored,) = cursor.fetchone()
+    assert stored.startswith("enc:v1:test2:")
+    assert "Sheena" not in stored and body.decode() not in stored
     assert delivery.processed_at is not None
     assert graph.calls == []  # nothing inside the request calls Meta
 
