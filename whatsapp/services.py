@@ -363,6 +363,10 @@ def _phone_status_outcome(meta_status: str | None) -> tuple[str | None, str]:
 
 def _apply_phone_info(account: WhatsAppAccount, info: PhoneNumberInfo) -> None:
     new_status, detail = _phone_status_outcome(info.status)
+    if account.status == WhatsAppStatus.PENDING_OTP and new_status == WhatsAppStatus.VERIFYING:
+        # Meta says PENDING because the code is not entered yet: still waiting for it,
+        # so re-saving credentials never takes the code step away from the clinic.
+        return
     number = _e164_from_meta(info.display_phone_number)
     if number:
         account.number = number

@@ -413,3 +413,16 @@ def test_it_subscribes_a_new_waba(admin_api, clinic, graph):
 
     assert response.json()["status"] == "active"
     assert len(graph.calls_to("POST", f"{OTHER_WABA}/subscribed_apps")) == 1
+
+
+def test_it_keeps_waiting_for_the_code_when_credentials_are_saved_again(admin_api, clinic, graph):
+    # The code was requested; Meta reports PENDING until it is entered. Saving the
+    # credentials again must not take the code step away (verify answers 409 otherwise).
+    helpers.arrange_pending(clinic)
+    graph.number("PENDING")
+
+    response = admin_api.put(CONFIGURE_URL, body(), format="json")
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "pending_otp"
+    assert account_of(clinic).status == "pending_otp"
