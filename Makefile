@@ -10,8 +10,14 @@ run: ## set up and serve on 127.0.0.1:8000 (SQLite)
 test: ## every test on SQLite (DATABASE_URL=postgres://... for PostgreSQL)
 	scripts/test
 
-lint: ## ruff lint and format check
-	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+lint: ## ruff lint and format check, the import contract
+	$(PY) -m ruff check . && $(PY) -m ruff format --check . && .venv/bin/lint-imports
+
+imports: ## the import contract: common <- whatsapp <- clinics, dev tools apart
+	.venv/bin/lint-imports
+
+typecheck: ## mypy with the Django and DRF plugins
+	$(PY) -m mypy
 
 fmt: ## format the code
 	$(PY) -m ruff check --fix . && $(PY) -m ruff format .
@@ -19,10 +25,10 @@ fmt: ## format the code
 migrations-check: ## fail if models and migrations differ
 	DJANGO_SETTINGS_MODULE=clinics_project.test_settings $(PY) manage.py makemigrations --check --dry-run
 
-fake-meta: ## the fake Meta Graph server on 127.0.0.1:8765
-	$(PY) manage.py fake_meta_graph --port 8765
+fake-meta: ## the fake Meta Graph server (a dev tool) on 127.0.0.1:8765
+	$(PY) -m devtools.fake_graph --port 8765
 
-check: ## what CI runs
+check: ## what CI runs (lint, import contract, mypy, migrations, every test on SQLite and PostgreSQL)
 	bash .ci/run
 
-.PHONY: help run test lint fmt migrations-check fake-meta check
+.PHONY: help run test lint imports typecheck fmt migrations-check fake-meta check

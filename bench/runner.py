@@ -539,7 +539,7 @@ def execute(args: argparse.Namespace) -> Run:
                 run.failures.append(f"in-process {key} answered {info['status']}")
 
         fake = start(
-            "fake-graph", [PYTHON, "manage.py", "fake_meta_graph", "--port", str(fake_port)], env, workdir
+            "fake-graph", [PYTHON, "-m", "devtools.fake_graph", "--port", str(fake_port)], env, workdir
         )
         procs.append(fake)
         wait_http(f"http://127.0.0.1:{fake_port}/_fake/settings", fake)

@@ -2,8 +2,9 @@
 
 Writes go through the services, as healthchecks' and HackSoft's admins do: a
 new clinic is made by clinic_create (slug, WhatsApp account, verify token), the
-profile by clinic_update_settings, the WhatsApp credentials by
-whatsapp_store_credentials, and the actions by the WhatsApp services.
+profile, bot and WhatsApp credentials by clinic_update_settings, the platform
+fields by clinic_update_platform_fields, and the actions by the same services
+as the API and the page.
 """
 
 from __future__ import annotations
@@ -21,47 +22,29 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from common.forms import NormalizedFormMixin
 from whatsapp import services as whatsapp_services
 from whatsapp.admin import WhatsAppAccountInline, status_badge
 from whatsapp.exceptions import WhatsAppError
-from whatsapp.models import WhatsAppAccount
+from whatsapp.models import WhatsAppAccount, WhatsAppStatus
 
 from . import services, validators
 from .models import ApiToken, Clinic, User
+from .selectors import whatsapp_account_of
 
-# Fields only a superuser changes; no service owns them, so the admin saves them itself.
-
-CREATE_FIELDS = (*services.PROFILE_FIELDS, "bot_enabled", *services.PLATFORM_FIELDS)
+CREATE_FIELDS = (*services.SETTINGS_CLINIC_FIELDS, *services.PLATFORM_FIELDS)
 
 
-class ClinicAdminForm(forms.ModelForm):
-    """The same field formats as the API and the settings page (clinics.validators)."""
+class ClinicAdminForm(NormalizedFormMixin, forms.ModelForm):
+    """The same field rules as the API and the settings page (clinics.validators.CLINIC_NORMALIZERS)."""
+
+    normalizers = validators.CLINIC_NORMALIZERS
 
     logo_url = forms.URLField(label=_("logo URL"), required=False, max_length=500, assume_scheme="https")
 
     class Meta:
         model = Clinic
-        fields = (
-            *services.PROFILE_FIELDS,
-            "country",
-            "logo_url",
-            "bot_enabled",
-            "is_active",
-            "subscription_plan",
-            "subscription_expires_at",
-        )
-
-    def clean_name(self) -> str:
-        return validators.normalize_name(self.cleaned_data.get("name", ""))
-
-    def clean_phone(self) -> str:
-        return validators.normalize_clinic_phone(self.cleaned_data.get("phone", ""))
-
-    def clean_timezone(self) -> str:
-        return validators.normalize_timezone(self.cleaned_data.get("timezone", ""))
-
-    def clean_currency(self) -> str:
-        return validators.normalize_currency(self.cleaned_data.get("currency", ""))
+        fields = CREATE_FIELDS
 
 
 @admin.register(Clinic)
@@ -130,9 +113,7 @@ class ClinicAdmin(admin.ModelAdmin):
         changed = set(form.changed_data)
         # The form already wrote its values onto `obj`; the services compare against the stored row.
         stored = Clinic.objects.select_related("whatsapp").get(pk=obj.pk)
-        settings_data = {
-            key: data[key] for key in (*services.PROFILE_FIELDS, "bot_enabled") if key in changed
-        }
+        settings_data = {key: data[key] for key in services.SETTINGS_CLINIC_FIELDS if key in changed}
         if settings_data:
             services.clinic_update_settings(clinic=stored, data=settings_data)
         platform_data = {key: data[key] for key in services.PLATFORM_FIELDS if key in changed}
@@ -145,42 +126,36 @@ class ClinicAdmin(admin.ModelAdmin):
             return
         # Never formset.save(): the credentials go through the service that owns them.
         formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
-        clinic = form.instance
+        clinic = Clinic.objects.select_related("whatsapp").get(pk=form.instance.pk)
         for account_form in formset.forms:
             if not account_form.has_changed():
                 continue
             data = account_form.cleaned_data
-            credentials: dict[str, Any] = {
+            credentials = {
                 "phone_number_id": data.get("phone_number_id", ""),
                 "business_account_id": data.get("business_account_id", ""),
+                "access_token": data["new_access_token"],
+                "app_secret": data["new_app_secret"],
             }
-            if data.get("new_access_token"):
-                credentials["access_token"] = data["new_access_token"]
-            if data.get("new_app_secret"):
-                credentials["app_secret"] = data["new_app_secret"]
             try:
-                account, meta_facing = whatsapp_services.whatsapp_store_credentials(
-                    clinic=clinic, **credentials
-                )
+                clinic = services.clinic_update_settings(clinic=clinic, data={}, credentials=credentials)
             except ValidationError as exc:
                 self.message_user(request, "; ".join(exc.messages), messages.ERROR)
                 continue
-            if meta_facing:
-                account = whatsapp_services.whatsapp_check_connection(clinic=clinic)
             # Field labels only (never values) go into the history entry.
-            formset.changed_objects.append((account, account_form.changed_data))
+            formset.changed_objects.append((clinic.whatsapp, account_form.changed_data))
 
     @admin.action(description=_("Refresh the WhatsApp status from Meta"))
     def refresh_whatsapp_status(self, request: HttpRequest, queryset: QuerySet[Clinic]) -> None:
         for clinic in queryset:
             try:
-                account = whatsapp_services.whatsapp_check_connection(clinic=clinic)
+                account = whatsapp_services.whatsapp_check_connection(account=whatsapp_account_of(clinic))
             except WhatsAppError as exc:
                 self.message_user(request, f"{clinic}: {exc.detail}", messages.ERROR)
                 continue
             label = account.get_status_display()
             text = f"{clinic}: {label}" + (f" — {account.detail}" if account.detail else "")
-            level = messages.ERROR if account.status == "failed" else messages.SUCCESS
+            level = messages.ERROR if account.status == WhatsAppStatus.FAILED else messages.SUCCESS
             self.message_user(request, text, level)
 
     @admin.action(description=_("Deregister the WhatsApp number (turns the bot off)"))
@@ -188,7 +163,7 @@ class ClinicAdmin(admin.ModelAdmin):
         done = 0
         for clinic in queryset:
             try:
-                whatsapp_services.whatsapp_deregister(clinic=clinic)
+                services.clinic_whatsapp_deregister(clinic=clinic)
             except WhatsAppError as exc:
                 self.message_user(request, f"{clinic}: {exc.detail}", messages.ERROR)
             else:
@@ -209,24 +184,23 @@ class ClinicAdmin(admin.ModelAdmin):
 class ClinicUserCreationForm(AdminUserCreationForm):
     """Django's add form (password twice, or unusable) for a user model whose USERNAME_FIELD is email."""
 
-    class Meta(AdminUserCreationForm.Meta):
+    class Meta(AdminUserCreationForm.Meta):  # type: ignore[name-defined]  # not in django-stubs
         model = User
         fields = ("email", "full_name", "clinic", "role")
 
     def clean_email(self) -> str:
-        email = User.objects.normalize_email(self.cleaned_data.get("email", "")).lower()
-        if User.objects.filter(email__iexact=email).exists():
-            raise ValidationError(_("A user with this email already exists."), code="unique")
-        return email
+        try:
+            return services.user_check_new_email(self.cleaned_data.get("email", ""))
+        except ValidationError as exc:
+            raise ValidationError(exc.message_dict["email"], code="unique") from None
 
 
 class ClinicUserChangeForm(UserChangeForm):
-    class Meta(UserChangeForm.Meta):
+    """The model canonicalises the e-mail (User.clean) before its uniqueness is checked."""
+
+    class Meta(UserChangeForm.Meta):  # type: ignore[name-defined]  # not in django-stubs
         model = User
         fields = "__all__"
-
-    def clean_email(self) -> str:
-        return User.objects.normalize_email(self.cleaned_data.get("email", "")).lower()
 
 
 @admin.register(User)

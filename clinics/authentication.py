@@ -5,14 +5,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
 
-from .compiled_query import CompiledLookup
 from .models import ApiToken, User
-
-# The one query of every token-authenticated request: token, user, clinic and its
-# WhatsApp state, compiled once per process (see compiled_query.py for why).
-token_lookup: CompiledLookup[ApiToken] = CompiledLookup(
-    lambda digest: ApiToken.objects.select_related("user__clinic__whatsapp").filter(digest=digest)
-)
 
 
 class ApiTokenAuthentication(BaseAuthentication):
@@ -36,9 +29,15 @@ class ApiTokenAuthentication(BaseAuthentication):
             key = parts[1].decode("ascii")
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed(_("Invalid token.")) from None
-        token = token_lookup.get(ApiToken.hash_key(key))
-        if token is None:
-            raise exceptions.AuthenticationFailed(_("Invalid token. Sign in again to get a new one."))
+        try:
+            # The one query of every token-authenticated request: token, user, clinic and its WhatsApp state.
+            token = ApiToken.objects.select_related("user__clinic__whatsapp").get(
+                digest=ApiToken.hash_key(key)
+            )
+        except ApiToken.DoesNotExist:
+            raise exceptions.AuthenticationFailed(
+                _("Invalid token. Sign in again to get a new one.")
+            ) from None
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed(_("This user account is disabled."))
         return token.user, token

@@ -80,13 +80,22 @@ class Clinic(models.Model):
         super().save(*args, **kwargs)
 
 
+def canonical_email(email: str | None) -> str:
+    """An e-mail as it is stored and looked up: trimmed and lower-cased, on every door."""
+    return (email or "").strip().lower()
+
+
 class UserManager(BaseUserManager["User"]):
     use_in_migrations = True
+
+    @classmethod
+    def normalize_email(cls, email: str | None) -> str:
+        return canonical_email(email)
 
     def _create_user(self, email: str, password: str | None, **extra: Any) -> User:
         if not email:
             raise ValueError("An email address is required.")
-        user = self.model(email=self.normalize_email(email).lower(), **extra)
+        user = self.model(email=canonical_email(email), **extra)
         user.set_password(password)
         user.save(using=self._db)
         return user
@@ -102,8 +111,8 @@ class UserManager(BaseUserManager["User"]):
         return self._create_user(email, password, **extra)
 
     def get_by_natural_key(self, username: str | None) -> User:
-        # Emails are stored lower-case; signing in with `Ana@Clinic.com` still works.
-        return self.get(email__iexact=username or "")
+        # Stored canonical, looked up canonical: signing in with `Ana@Clinic.com` still works.
+        return self.get(email=canonical_email(username))
 
 
 class User(AbstractBaseUser, PermissionsMixin):
@@ -141,6 +150,10 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def __str__(self) -> str:
         return self.email
+
+    def clean(self) -> None:
+        super().clean()
+        self.email = canonical_email(self.email)
 
     @property
     def is_clinic_admin(self) -> bool:

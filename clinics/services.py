@@ -1,4 +1,9 @@
-"""Every rule and state change of a clinic. The API, the settings page and admin call these."""
+"""Every rule and state change of a clinic. The API, the settings page, admin and the commands call these.
+
+The WhatsApp connection's own rules live in `whatsapp.services`; what the
+product adds on top (the bot goes off with the number, the credentials are
+checked with Meta when they change alongside the profile) lives here.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +13,26 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
-from .models import ApiToken, Clinic, User
+from whatsapp.models import WhatsAppAccount
+from whatsapp.services import (
+    whatsapp_account_create,
+    whatsapp_check_connection,
+    whatsapp_deregister,
+    whatsapp_store_credentials,
+)
 
+from .models import ApiToken, Clinic, User, canonical_email
+from .selectors import whatsapp_account_of
+
+# The clinic's own fields, by who may change them. Every front door takes its field lists from here.
 PROFILE_FIELDS = ("name", "phone", "address", "city", "timezone", "currency")
-# Settings keys that belong to the WhatsApp connection, and the service argument each feeds.
-WHATSAPP_SETTINGS_FIELDS = {
-    "whatsapp_phone_number_id": "phone_number_id",
-    "whatsapp_business_account_id": "business_account_id",
-    "whatsapp_access_token": "access_token",
-    "whatsapp_verify_token": "verify_token",
-}
-SETTINGS_FIELDS = (*PROFILE_FIELDS, "bot_enabled", *WHATSAPP_SETTINGS_FIELDS)
+SETTINGS_CLINIC_FIELDS = (*PROFILE_FIELDS, "bot_enabled")
 # Only superusers change these (Django admin); the API shows them read-only.
 PLATFORM_FIELDS = ("country", "logo_url", "is_active", "subscription_plan", "subscription_expires_at")
+# The WhatsApp credentials the settings endpoint and admin may change (WhatsAppAccount's names).
+CREDENTIAL_FIELDS = ("phone_number_id", "business_account_id", "access_token", "verify_token", "app_secret")
 
 
 def clinic_create(
@@ -33,15 +44,13 @@ def clinic_create(
     **extra: Any,
 ) -> Clinic:
     """A new clinic with its WhatsApp state (and a random webhook verify token)."""
-    from whatsapp.services import whatsapp_account_create
-
     for _attempt in range(5):
         clinic = Clinic(name=name, country=country, timezone=timezone, currency=currency, **extra)
         clinic.full_clean(exclude=["slug"])
         try:
             with transaction.atomic():
                 clinic.save()
-                whatsapp_account_create(clinic=clinic)
+                clinic.whatsapp = whatsapp_account_create(clinic_id=clinic.pk)
         except IntegrityError:
             # Two clinics drew the same 6-character suffix: draw again.
             if Clinic.objects.filter(slug=clinic.slug).exists():
@@ -86,27 +95,48 @@ def clinic_update_platform_fields(*, clinic: Clinic, data: Mapping[str, Any]) ->
     return _apply_clinic_fields(clinic, data, PLATFORM_FIELDS)
 
 
-def clinic_update_settings(*, clinic: Clinic, data: Mapping[str, Any]) -> Clinic:
-    """Profile, bot switch and WhatsApp credentials in one change.
+def clinic_update_settings(
+    *, clinic: Clinic, data: Mapping[str, Any], credentials: Mapping[str, Any] | None = None
+) -> Clinic:
+    """Profile, bot switch and WhatsApp credentials in one change; the one writer of `bot_enabled`.
 
-    The credentials go through the WhatsApp service, which owns the masked-token
-    rule (a value containing `...****` keeps the stored token, `None` clears it)
-    and, when they changed, reads the number from Meta after they are stored.
+    `data` holds clinic fields, `credentials` WhatsAppAccount fields (omitted keys
+    stay). Both are stored in one transaction; when a credential Meta sees
+    changed, the number is then read from Meta (outside the transaction, so the
+    credentials are kept whatever Meta answers). The masked-secret rule is the
+    WhatsApp service's.
     """
-    from whatsapp.services import whatsapp_check_connection, whatsapp_store_credentials
-
-    credentials = {argument: data[key] for key, argument in WHATSAPP_SETTINGS_FIELDS.items() if key in data}
+    credentials = {key: value for key, value in (credentials or {}).items() if key in CREDENTIAL_FIELDS}
     if not credentials:
         # One UPDATE at most: no transaction needed around a single statement.
-        return _apply_clinic_fields(clinic, data, (*PROFILE_FIELDS, "bot_enabled"))
+        return _apply_clinic_fields(clinic, data, SETTINGS_CLINIC_FIELDS)
     with transaction.atomic():
-        updated = _apply_clinic_fields(clinic, data, (*PROFILE_FIELDS, "bot_enabled"))
-        account, credentials_changed = whatsapp_store_credentials(clinic=updated, **credentials)
-        updated.whatsapp = account
-    if credentials_changed:
-        # Outside the transaction: the credentials are kept whatever Meta answers.
-        updated.whatsapp = whatsapp_check_connection(clinic=updated)
+        updated = _apply_clinic_fields(clinic, data, SETTINGS_CLINIC_FIELDS)
+        updated.whatsapp, meta_facing = whatsapp_store_credentials(
+            account=whatsapp_account_of(updated), **credentials
+        )
+    if meta_facing:
+        updated.whatsapp = whatsapp_check_connection(account=updated.whatsapp)
     return updated
+
+
+def clinic_whatsapp_deregister(*, clinic: Clinic) -> WhatsAppAccount:
+    """Take the clinic's number off the Cloud API; with no number the bot cannot answer, so it goes off."""
+    account = whatsapp_deregister(account=whatsapp_account_of(clinic))
+    clinic.whatsapp = account
+    clinic_update_settings(clinic=clinic, data={"bot_enabled": False})
+    return account
+
+
+def user_check_new_email(email: str, *, exclude: User | None = None) -> str:
+    """The canonical form of a new user's e-mail, or a ValidationError when it is taken."""
+    canonical = canonical_email(email)
+    taken = User.objects.filter(email=canonical)
+    if exclude is not None and exclude.pk is not None:
+        taken = taken.exclude(pk=exclude.pk)
+    if taken.exists():
+        raise ValidationError({"email": [_("A user with this email already exists.")]}, code="unique")
+    return canonical
 
 
 def clinic_add_user(
@@ -115,7 +145,7 @@ def clinic_add_user(
     if role not in User.Role.values:
         raise ValueError(f"Role must be one of {', '.join(User.Role.values)}.")
     return User.objects.create_user(
-        email=email, password=password, clinic=clinic, role=role, full_name=full_name
+        email=user_check_new_email(email), password=password, clinic=clinic, role=role, full_name=full_name
     )
 
 

@@ -1,7 +1,7 @@
-"""Sign-in attempts on the page, counted per IP and per email in the shared cache.
+"""Sign-in attempts, counted per IP and per email in the shared cache: one limiter for every door.
 
-The API's token endpoint uses DRF's throttles with the same rate (THROTTLE_AUTH_RATE);
-the page's Django LoginView has none, so this gives it the same protection. The
+The API's token endpoint and the sign-in page both count here, in the same
+buckets, so alternating between them does not double anyone's budget. The
 counters live in the cache (Redis in production), so they hold across servers.
 """
 
@@ -17,8 +17,8 @@ _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def _rate() -> tuple[int, int]:
-    # "10/min" -> (10, 60), the same notation as DRF's throttle rates.
-    count, period = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["auth"].split("/")
+    # "10/min" -> (10, 60), the notation of DRF's throttle rates.
+    count, period = str(settings.SIGN_IN_RATE).split("/")
     return int(count), _PERIODS[period[0]]
 
 

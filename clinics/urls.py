@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from django.urls import path
 
-from whatsapp import views as whatsapp_views
-
 from . import views
 
 app_name = "clinics"
@@ -14,10 +12,10 @@ urlpatterns = [
     path("settings/", views.settings_page, name="settings"),
     path("settings/profile/", views.profile_update, name="profile-update"),
     path("settings/bot/", views.bot_update, name="bot-update"),
-    path("settings/whatsapp/credentials/", whatsapp_views.credentials_update, name="whatsapp-credentials"),
-    path("settings/whatsapp/check/", whatsapp_views.check_connection, name="whatsapp-check"),
-    path("settings/whatsapp/register/", whatsapp_views.register_number, name="whatsapp-register"),
-    path("settings/whatsapp/resend/", whatsapp_views.resend_code, name="whatsapp-resend"),
-    path("settings/whatsapp/verify/", whatsapp_views.verify_code, name="whatsapp-verify"),
-    path("settings/whatsapp/deregister/", whatsapp_views.deregister, name="whatsapp-deregister"),
+    path("settings/whatsapp/credentials/", views.whatsapp_credentials_update, name="whatsapp-credentials"),
+    path("settings/whatsapp/check/", views.whatsapp_check, name="whatsapp-check"),
+    path("settings/whatsapp/register/", views.whatsapp_register, name="whatsapp-register"),
+    path("settings/whatsapp/resend/", views.whatsapp_resend, name="whatsapp-resend"),
+    path("settings/whatsapp/verify/", views.whatsapp_verify, name="whatsapp-verify"),
+    path("settings/whatsapp/deregister/", views.whatsapp_deregister, name="whatsapp-deregister"),
 ]

@@ -1,7 +1,10 @@
 """The settings page: one server-rendered page, one small POST view per form (Post/Redirect/Get).
 
-Every view reads the clinic from the signed-in user (clinic_for_user), never from
-the URL or the form, and calls the same service as the API.
+Every view reads the clinic from the signed-in user (clinics.permissions), never
+from the URL or the form, and calls the same service as the API. Invalid input
+re-renders the page with the errors next to the fields; a WhatsApp domain error
+(Meta refused, unreachable, wrong state, a limit) becomes a message with the
+service's `detail`; success redirects back to the page.
 """
 
 from __future__ import annotations
@@ -18,35 +21,28 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import translation
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from common.forms import add_service_errors
 from whatsapp import services as whatsapp_services
-from whatsapp.forms import CredentialsForm, DeregisterForm, RegisterForm, VerifyForm
-from whatsapp.models import WhatsAppStatus
+from whatsapp.exceptions import WhatsAppError
+from whatsapp.forms import CredentialsForm, DeregisterForm, RegisterForm, ResendForm, VerifyForm
+from whatsapp.models import WhatsAppAccount, WhatsAppStatus
 
 from . import services
-from .forms import BotForm, ClinicProfileForm, EmailAuthenticationForm, add_service_errors
+from .forms import BotForm, ClinicProfileForm, EmailAuthenticationForm
 from .models import Clinic
-from .permissions import ADMIN_ONLY_MESSAGE, INACTIVE_CLINIC_MESSAGE, NO_CLINIC_MESSAGE
-from .selectors import clinic_for_user
+from .permissions import ClinicAccessDenied, clinic_for_admin, clinic_for_member
 from .throttling import sign_in_retry_after
 
-# States in which the page shows the number's register/verify/deregister steps.
-REGISTERING = (WhatsAppStatus.PENDING_OTP, WhatsAppStatus.VERIFYING)
 # Register/deregister budget is worth showing once it gets low or the number is in flux.
 ATTEMPTS_WORTH_SHOWING = 5
+WHATSAPP_ANCHOR = "whatsapp"
 
 View = Callable[..., HttpResponse]
-
-
-def _problem(clinic: Clinic | None) -> str | None:
-    if clinic is None:
-        return str(NO_CLINIC_MESSAGE)
-    if not clinic.is_active:
-        return str(INACTIVE_CLINIC_MESSAGE)
-    return None
 
 
 def clinic_admin_action(view: View) -> View:
@@ -56,48 +52,35 @@ def clinic_admin_action(view: View) -> View:
     @require_POST
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        clinic = clinic_for_user(request.user)
-        problem = _problem(clinic)
-        if problem:
-            raise PermissionDenied(problem)
-        if not request.user.is_clinic_admin:  # type: ignore[union-attr]
-            raise PermissionDenied(str(ADMIN_ONLY_MESSAGE))
+        try:
+            clinic = clinic_for_admin(request.user)
+        except ClinicAccessDenied as denied:
+            raise PermissionDenied(denied.message) from None
         return view(request, clinic, *args, **kwargs)
 
     return wrapper
 
 
-def settings_url() -> str:
-    return reverse("clinics:settings")
-
-
 def back_to_settings(anchor: str = "") -> HttpResponseRedirect:
-    return redirect(settings_url() + (f"#{anchor}" if anchor else ""))
+    return redirect(reverse("clinics:settings") + (f"#{anchor}" if anchor else ""))
 
 
 def render_settings(request: HttpRequest, clinic: Clinic, **bound: forms.Form) -> HttpResponse:
     """The whole page; `bound` replaces a default form by a submitted one with its errors."""
-    account = whatsapp_services.whatsapp_account_for(clinic)
     # Without JavaScript a reload shows what polling would: the service asks Meta at
     # most once per few seconds, and only in states that can still move.
-    report = whatsapp_services.whatsapp_refresh_status(clinic=clinic)
-    account.refresh_from_db()
+    report = whatsapp_services.whatsapp_refresh_status(account=clinic.whatsapp)
+    account = WhatsAppAccount.objects.get(pk=clinic.whatsapp.pk)
     is_admin = request.user.is_clinic_admin  # type: ignore[union-attr]
+    in_flux = account.status in (WhatsAppStatus.PENDING_OTP, WhatsAppStatus.VERIFYING)
     attempts_left = None
-    if account.phone_number_id and account.status != WhatsAppStatus.ACTIVE:
-        left = whatsapp_services.whatsapp_attempts_left(phone_number_id=account.phone_number_id)
-        if left <= ATTEMPTS_WORTH_SHOWING or account.status in REGISTERING:
+    if account.status != WhatsAppStatus.ACTIVE:
+        left = whatsapp_services.whatsapp_attempts_left(account=account)
+        if left is not None and (left <= ATTEMPTS_WORTH_SHOWING or in_flux):
             attempts_left = left
 
     profile_form = bound.get("profile_form") or ClinicProfileForm(
-        initial={
-            "name": clinic.name,
-            "phone": clinic.phone,
-            "address": clinic.address,
-            "city": clinic.city,
-            "timezone": clinic.timezone,
-            "currency": clinic.currency,
-        }
+        initial={name: getattr(clinic, name) for name in services.PROFILE_FIELDS}
     )
     credentials_form = bound.get("credentials_form") or CredentialsForm(
         has_token=account.has_access_token,
@@ -107,7 +90,11 @@ def render_settings(request: HttpRequest, clinic: Clinic, **bound: forms.Form) -
         },
     )
     register_form = bound.get("register_form") or RegisterForm(
-        initial={"phone": account.number, "waba_id": account.business_account_id, "otp_method": "sms"}
+        initial={
+            "number": account.number,
+            "business_account_id": account.business_account_id,
+            "otp_method": "sms",
+        }
     )
     context = {
         "clinic": clinic,
@@ -125,12 +112,11 @@ def render_settings(request: HttpRequest, clinic: Clinic, **bound: forms.Form) -
         "register_form": register_form,
         "verify_form": bound.get("verify_form") or VerifyForm(),
         "deregister_form": bound.get("deregister_form") or DeregisterForm(number=account.number),
-        # Registering may (re)start from any state but active (the contract's endpoint 6).
-        "show_register": report.status
-        in (WhatsAppStatus.DISCONNECTED, WhatsAppStatus.FAILED, WhatsAppStatus.VERIFYING),
-        "show_verify": report.status == WhatsAppStatus.PENDING_OTP,
-        "poll": is_admin and report.status in REGISTERING,
-        "can_deregister": report.status != WhatsAppStatus.DISCONNECTED or bool(account.number),
+        # While a code is awaited the verify step (with "send a new code") replaces the register form.
+        "show_register": account.may_register and not account.may_verify,
+        "show_verify": account.may_verify,
+        "poll": is_admin and in_flux,
+        "can_deregister": account.may_deregister,
     }
     status = 400 if bound else 200
     response = render(request, "clinics/settings.html", context, status=status)
@@ -142,11 +128,11 @@ def render_settings(request: HttpRequest, clinic: Clinic, **bound: forms.Form) -
 @login_required
 @require_GET
 def settings_page(request: HttpRequest) -> HttpResponse:
-    clinic = clinic_for_user(request.user)
-    problem = _problem(clinic)
-    if problem:
-        return render(request, "clinics/no_clinic.html", {"problem": problem}, status=403)
-    return render_settings(request, clinic)  # type: ignore[arg-type]
+    try:
+        clinic = clinic_for_member(request.user)
+    except ClinicAccessDenied as denied:
+        return render(request, "clinics/no_clinic.html", {"problem": denied.message}, status=403)
+    return render_settings(request, clinic)
 
 
 @clinic_admin_action
@@ -182,8 +168,129 @@ def bot_update(request: HttpRequest, clinic: Clinic) -> HttpResponse:
     return render_settings(request, clinic, bot_form=form)
 
 
+# --- WhatsApp ------------------------------------------------------------------------------
+
+
+def _report_outcome(request: HttpRequest, account: WhatsAppAccount, success: str) -> None:
+    """Success, or the sentence the clinic can act on when Meta did not confirm."""
+    if account.status == WhatsAppStatus.FAILED:
+        messages.error(request, account.detail or _("Meta refused the connection."))
+    elif account.detail:
+        messages.info(request, f"{success} {account.detail}")
+    else:
+        messages.success(request, success)
+
+
+@clinic_admin_action
+def whatsapp_credentials_update(request: HttpRequest, clinic: Clinic) -> HttpResponse:
+    form = CredentialsForm(request.POST, has_token=clinic.whatsapp.has_access_token)
+    if form.is_valid():
+        try:
+            account = whatsapp_services.whatsapp_configure(account=clinic.whatsapp, **form.credentials())
+        except ValidationError as exc:
+            add_service_errors(form, exc)
+        except WhatsAppError as exc:
+            messages.error(request, exc.detail)
+            return back_to_settings(WHATSAPP_ANCHOR)
+        else:
+            _report_outcome(request, account, _("WhatsApp credentials saved."))
+            return back_to_settings(WHATSAPP_ANCHOR)
+    return render_settings(request, clinic, credentials_form=form)
+
+
+@clinic_admin_action
+def whatsapp_check(request: HttpRequest, clinic: Clinic) -> HttpResponse:
+    try:
+        account = whatsapp_services.whatsapp_check_connection(account=clinic.whatsapp)
+    except WhatsAppError as exc:
+        messages.error(request, exc.detail)
+    else:
+        _report_outcome(request, account, _("Connection checked."))
+    return back_to_settings(WHATSAPP_ANCHOR)
+
+
+@clinic_admin_action
+def whatsapp_register(request: HttpRequest, clinic: Clinic) -> HttpResponse:
+    form = RegisterForm(request.POST)
+    if form.is_valid():
+        try:
+            whatsapp_services.whatsapp_register_number(
+                account=clinic.whatsapp,
+                verified_name=clinic.name,
+                language=translation.get_language() or "es",
+                **form.cleaned_data,
+            )
+        except ValidationError as exc:
+            add_service_errors(form, exc)
+        except WhatsAppError as exc:
+            messages.error(request, exc.detail)
+            return back_to_settings(WHATSAPP_ANCHOR)
+        else:
+            messages.success(request, _("Meta is sending the code. Enter it below."))
+            return back_to_settings(WHATSAPP_ANCHOR)
+    return render_settings(request, clinic, register_form=form)
+
+
+@clinic_admin_action
+def whatsapp_resend(request: HttpRequest, clinic: Clinic) -> HttpResponse:
+    form = ResendForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _("Choose SMS or a voice call."))
+        return back_to_settings(WHATSAPP_ANCHOR)
+    try:
+        whatsapp_services.whatsapp_resend_code(
+            account=clinic.whatsapp,
+            otp_method=form.cleaned_data["otp_method"],
+            verified_name=clinic.name,
+            language=translation.get_language() or "es",
+        )
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    except WhatsAppError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(request, _("Meta is sending a new code."))
+    return back_to_settings(WHATSAPP_ANCHOR)
+
+
+@clinic_admin_action
+def whatsapp_verify(request: HttpRequest, clinic: Clinic) -> HttpResponse:
+    form = VerifyForm(request.POST)
+    if form.is_valid():
+        try:
+            account = whatsapp_services.whatsapp_verify_code(
+                account=clinic.whatsapp, code=form.cleaned_data["code"]
+            )
+        except ValidationError as exc:
+            add_service_errors(form, exc)
+        except WhatsAppError as exc:
+            messages.error(request, exc.detail)
+            return back_to_settings(WHATSAPP_ANCHOR)
+        else:
+            if account.status == WhatsAppStatus.ACTIVE:
+                messages.success(request, _("The number is verified and active."))
+            else:
+                messages.info(request, account.detail or _("The code was right. Waiting for Meta."))
+            return back_to_settings(WHATSAPP_ANCHOR)
+    return render_settings(request, clinic, verify_form=form)
+
+
+@clinic_admin_action
+def whatsapp_deregister(request: HttpRequest, clinic: Clinic) -> HttpResponse:
+    form = DeregisterForm(request.POST, number=clinic.whatsapp.number)
+    if form.is_valid():
+        try:
+            services.clinic_whatsapp_deregister(clinic=clinic)
+        except WhatsAppError as exc:
+            messages.error(request, exc.detail)
+            return back_to_settings(WHATSAPP_ANCHOR)
+        messages.success(request, _("The number was disconnected and the bot turned off."))
+        return back_to_settings(WHATSAPP_ANCHOR)
+    return render_settings(request, clinic, deregister_form=form)
+
+
 class SignInView(LoginView):
-    """Django's sign-in view, with attempts limited per IP and per email (THROTTLE_AUTH_RATE)."""
+    """Django's sign-in view, with the same attempt limit as the API's token endpoint."""
 
     authentication_form = EmailAuthenticationForm
     redirect_authenticated_user = True

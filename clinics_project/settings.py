@@ -7,6 +7,7 @@ The OS environment wins over an optional `.env` file in the project root.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -30,7 +31,7 @@ else:
         raise ImproperlyConfigured("Set ALLOWED_HOSTS when DEBUG is off.")
 
 # Newest key first; every listed key still decrypts. Parsed and checked by
-# clinics.crypto at start-up (see docs in README and clinics/crypto.py).
+# common.crypto at start-up (see docs in README and common/crypto.py).
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
 
 META_GRAPH_URL = env("META_GRAPH_URL", default="https://graph.facebook.com/v26.0").rstrip("/")
@@ -52,13 +53,15 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
-    "clinics",
+    # Imports run one way, bottom to top: common <- whatsapp <- clinics (see .importlinter).
+    "common",
     "whatsapp",
+    "clinics",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "clinics.middleware.ContentSecurityPolicyMiddleware",
+    "common.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -136,7 +139,10 @@ STORAGES = {
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=256 * 1024)
 WHATSAPP_WEBHOOK_MAX_BYTES = 3 * 1024 * 1024
 
-REST_FRAMEWORK = {
+# Sign-in attempts per IP and per email, on the page and the API alike (clinics/throttling.py).
+SIGN_IN_RATE = env("THROTTLE_AUTH_RATE", default="10/min")
+
+REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "clinics.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
@@ -145,13 +151,10 @@ REST_FRAMEWORK = {
         "rest_framework.permissions.IsAuthenticated",
         "clinics.permissions.IsClinicMember",
     ],
-    "DEFAULT_PARSER_CLASSES": ["clinics.api.parsers.SafeJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["common.api.parsers.SafeJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "clinics.api.exceptions.api_exception_handler",
-    "DEFAULT_THROTTLE_RATES": {
-        "auth": env("THROTTLE_AUTH_RATE", default="10/min"),
-    },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 if DEBUG:

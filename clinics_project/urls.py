@@ -7,7 +7,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from clinics.views import SignInView
-from clinics.views_health import healthz
+from common.health import healthz
 
 urlpatterns = [
     re_path(r"^healthz/?$", healthz, name="healthz"),
@@ -15,7 +15,6 @@ urlpatterns = [
     # The split view serves its script as a file, so the strict CSP needs no inline code.
     re_path(r"^api/docs/?$", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
     path("api/", include("clinics.api.urls")),
-    path("api/", include("whatsapp.api.urls")),
     path("whatsapp/", include("whatsapp.urls")),
     path("admin/", admin.site.urls),
     # Sign-in: Django's own views, with an email field (USERNAME_FIELD is email) and a throttle.

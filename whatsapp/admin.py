@@ -7,7 +7,7 @@ is shown masked, and a write-only field replaces it through the service.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin
@@ -16,9 +16,15 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
-from clinics import validators
+from common.forms import NormalizedFormMixin
+from common.masking import mask_secret
 
-from .models import WebhookDelivery, WhatsAppAccount, WhatsAppStatus, mask_secret
+from . import validators
+from .forms import optional_secret
+from .models import WebhookDelivery, WhatsAppAccount, WhatsAppStatus
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 ENCRYPTED_FIELDS = ("access_token", "verify_token", "app_secret", "registration_pin")
 
@@ -26,13 +32,13 @@ ENCRYPTED_FIELDS = ("access_token", "verify_token", "app_secret", "registration_
 def status_badge(status: str) -> SafeString:
     """The connection status as a coloured pill (styles in static/clinics/admin.css)."""
     try:
-        label = WhatsAppStatus(status).label
+        label = str(WhatsAppStatus(status).label)
     except ValueError:
         label = status
     return format_html('<span class="wa-badge wa-badge--{}">{}</span>', status, label)
 
 
-def _write_only(label: str, help_text: str) -> forms.CharField:
+def _write_only(label: StrOrPromise, help_text: StrOrPromise) -> forms.CharField:
     return forms.CharField(
         label=label,
         required=False,
@@ -42,8 +48,8 @@ def _write_only(label: str, help_text: str) -> forms.CharField:
     )
 
 
-class WhatsAppAccountAdminForm(forms.ModelForm):
-    """Ids as ordinary fields; secrets only as empty write-only fields."""
+class WhatsAppAccountAdminForm(NormalizedFormMixin, forms.ModelForm):
+    """Ids as ordinary fields; secrets only as empty write-only fields (blank keeps what is stored)."""
 
     new_access_token = _write_only(_("New access token"), _("Leave blank to keep the stored token."))
     new_app_secret = _write_only(_("New app secret"), _("Leave blank to keep the stored app secret."))
@@ -52,21 +58,12 @@ class WhatsAppAccountAdminForm(forms.ModelForm):
         model = WhatsAppAccount
         fields = ("phone_number_id", "business_account_id")
 
-    def clean_phone_number_id(self) -> str:
-        value = self.cleaned_data.get("phone_number_id") or ""
-        return validators.normalize_meta_id(value) if value else ""
-
-    def clean_business_account_id(self) -> str:
-        value = self.cleaned_data.get("business_account_id") or ""
-        return validators.normalize_meta_id(value) if value else ""
-
-    def clean_new_access_token(self) -> str:
-        value = self.cleaned_data.get("new_access_token") or ""
-        return validators.normalize_secret(value) if value else ""
-
-    def clean_new_app_secret(self) -> str:
-        value = self.cleaned_data.get("new_app_secret") or ""
-        return validators.normalize_secret(value) if value else ""
+    normalizers = {
+        "phone_number_id": validators.normalize_optional_meta_id,
+        "business_account_id": validators.normalize_optional_meta_id,
+        "new_access_token": optional_secret,
+        "new_app_secret": optional_secret,
+    }
 
 
 class WhatsAppAccountInline(admin.StackedInline):

@@ -1,7 +1,8 @@
-"""WhatsApp forms of the settings page. Formats come from clinics.validators; rules from the services.
+"""WhatsApp forms of the settings page. Formats come from whatsapp.validators; rules from the services.
 
-Secrets are write-only: their inputs never carry a value back to the browser,
-and a blank input means "keep what is stored" (the service's UNSET).
+Field names are the services' (the model's), so a service's ValidationError lands
+next to its field. Secrets are write-only: their inputs never carry a value back
+to the browser, and a blank input means "keep what is stored" (NOT_SENT).
 """
 
 from __future__ import annotations
@@ -13,21 +14,10 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
-from clinics import validators
-from clinics.forms import NormalizedFormMixin
+from common.forms import NormalizedFormMixin
+from common.notsent import NOT_SENT, NotSent
 
-from .services import UNSET
-
-# Service/API key -> form field, so a service's ValidationError lands next to its field.
-SERVICE_FIELD_MAP = {
-    "accessToken": "access_token",
-    "phoneNumberId": "phone_number_id",
-    "businessAccountId": "business_account_id",
-    "wabaId": "waba_id",
-    "verifyToken": "verify_token",
-    "appSecret": "app_secret",
-    "otpMethod": "otp_method",
-}
+from . import validators
 
 
 def _secret_input(autocomplete: str = "off") -> forms.PasswordInput:
@@ -37,12 +27,13 @@ def _secret_input(autocomplete: str = "off") -> forms.PasswordInput:
     )
 
 
-def _optional_secret(value: str) -> Any:
-    return validators.normalize_secret(value) if value else UNSET
+def optional_secret(value: str) -> str | NotSent:
+    """A blank secret input keeps what is stored."""
+    return validators.normalize_secret(value) if value else NOT_SENT
 
 
-def _optional_verify_token(value: str) -> Any:
-    return validators.normalize_verify_token(value) if value else UNSET
+def _optional_verify_token(value: str) -> str | NotSent:
+    return validators.normalize_verify_token(value) if value else NOT_SENT
 
 
 class CredentialsForm(NormalizedFormMixin, forms.Form):
@@ -76,13 +67,12 @@ class CredentialsForm(NormalizedFormMixin, forms.Form):
     normalizers = {
         "phone_number_id": validators.normalize_meta_id,
         "business_account_id": validators.normalize_meta_id,
-        "access_token": _optional_secret,
+        "access_token": optional_secret,
         "verify_token": _optional_verify_token,
-        "app_secret": _optional_secret,
+        "app_secret": optional_secret,
     }
 
     def __init__(self, *args: Any, has_token: bool = False, **kwargs: Any) -> None:
-        self.has_token = has_token
         # Own ids: several forms on one page have an access token or a phone field.
         kwargs.setdefault("auto_id", "cred_%s")
         super().__init__(*args, **kwargs)
@@ -90,20 +80,19 @@ class CredentialsForm(NormalizedFormMixin, forms.Form):
             self.fields["access_token"].help_text = _("Paste the permanent access token from Meta.")
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
-        if (
-            data.get("access_token", UNSET) is UNSET
-            and not self.has_token
-            and "access_token" not in self.errors
-        ):
-            self.add_error("access_token", _("Paste the access token: none is stored yet."))
+        data = super().clean() or {}
         if data.get("clear_app_secret"):
             data["app_secret"] = None
         return data
 
+    def credentials(self) -> dict[str, Any]:
+        """The cleaned values as the credentials service takes them."""
+        names = ("phone_number_id", "business_account_id", "access_token", "verify_token", "app_secret")
+        return {name: self.cleaned_data[name] for name in names}
+
 
 class RegisterForm(NormalizedFormMixin, forms.Form):
-    phone = forms.CharField(
+    number = forms.CharField(
         label=_("WhatsApp number"),
         help_text=_("International format with the country code, e.g. +503 7765-4321."),
         widget=forms.TextInput(attrs={"autocomplete": "tel", "inputmode": "tel"}),
@@ -114,7 +103,7 @@ class RegisterForm(NormalizedFormMixin, forms.Form):
         initial="sms",
         widget=forms.RadioSelect,
     )
-    waba_id = forms.CharField(label=_("WhatsApp Business Account id"))
+    business_account_id = forms.CharField(label=_("WhatsApp Business Account id"))
     access_token = forms.CharField(
         label=_("Access token"),
         required=False,
@@ -124,10 +113,10 @@ class RegisterForm(NormalizedFormMixin, forms.Form):
     )
 
     normalizers = {
-        "phone": validators.normalize_whatsapp_phone,
+        "number": validators.normalize_whatsapp_phone,
         "otp_method": validators.normalize_otp_method,
-        "waba_id": validators.normalize_meta_id,
-        "access_token": lambda value: validators.normalize_secret(value) if value else None,
+        "business_account_id": validators.normalize_meta_id,
+        "access_token": optional_secret,
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

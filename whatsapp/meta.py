@@ -38,7 +38,17 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 from urllib3.exceptions import ReadTimeoutError
 
-from clinics.validators import META_ID_RE
+from .exceptions import MetaError, MetaRefusedError, MetaTimeoutError, MetaUnavailableError
+from .validators import META_ID_RE
+
+__all__ = [
+    "MetaClient",
+    "MetaError",
+    "MetaRefusedError",
+    "MetaTimeoutError",
+    "MetaUnavailableError",
+    "PhoneNumberInfo",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -69,89 +79,6 @@ _PIN_RE = re.compile(r"^[0-9]{6}$")
 _DIGITS_RE = re.compile(r"[0-9]")
 _CC_RE = re.compile(r"^[0-9]{1,4}$")
 _PHONE_RE = re.compile(r"^\+?[0-9][0-9 ().-]{2,30}$")
-
-
-class MetaError(Exception):
-    """Base class of every failure of a Graph call. ``str()`` never contains the token."""
-
-
-class MetaRefusedError(MetaError):
-    """Graph answered 4xx: it understood the request and refused it (see ``code``)."""
-
-    def __init__(
-        self,
-        code: int,
-        message: str,
-        *,
-        details: str | None = None,
-        fbtrace_id: str | None = None,
-        http_status: int = 400,
-        subcode: int | None = None,
-    ) -> None:
-        self.code = code
-        self.message = message
-        self.details = details
-        self.fbtrace_id = fbtrace_id
-        self.http_status = http_status
-        self.subcode = subcode
-        super().__init__(
-            _describe("Meta refused the request", code, message, details, fbtrace_id, http_status)
-        )
-
-
-class MetaUnavailableError(MetaError):
-    """Meta could not be reached or did not answer properly: 5xx, network, malformed body.
-
-    ``code``/``message``/``details``/``fbtrace_id``/``subcode`` are filled when a
-    5xx carried Graph's error envelope (e.g. 131000 or 2); ``http_status`` when
-    there was a response at all.
-    """
-
-    def __init__(
-        self,
-        text: str,
-        *,
-        code: int | None = None,
-        message: str | None = None,
-        details: str | None = None,
-        fbtrace_id: str | None = None,
-        http_status: int | None = None,
-        subcode: int | None = None,
-    ) -> None:
-        self.code = code
-        self.message = message
-        self.details = details
-        self.fbtrace_id = fbtrace_id
-        self.http_status = http_status
-        self.subcode = subcode
-        if code is not None:
-            text = _describe(text, code, message, details, fbtrace_id, http_status)
-        super().__init__(text)
-
-
-class MetaTimeoutError(MetaError):
-    """The connect or read timeout expired; Meta may or may not have acted on the request."""
-
-
-def _describe(
-    prefix: str,
-    code: int,
-    message: str | None,
-    details: str | None,
-    fbtrace_id: str | None,
-    http_status: int | None,
-) -> str:
-    text = f"{prefix} (code {code}"
-    if http_status is not None:
-        text += f", HTTP {http_status}"
-    text += ")"
-    if message:
-        text += f": {message}"
-    if details:
-        text += f" - {details}"
-    if fbtrace_id:
-        text += f" [fbtrace_id {fbtrace_id}]"
-    return text
 
 
 @dataclass(frozen=True)
@@ -589,7 +516,7 @@ def _next_cursor(paging: Any) -> str | None:
     next_url = paging["next"]
     after: str | None = None
     if isinstance(next_url, str):
-        after = (parse_qs(urlsplit(next_url).query).get("after") or [None])[0]
+        after = (parse_qs(urlsplit(next_url).query).get("after") or [""])[0] or None
     if not after:
         cursors = paging.get("cursors")
         after = _opt_str(cursors.get("after")) if isinstance(cursors, dict) else None

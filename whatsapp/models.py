@@ -7,22 +7,11 @@ from django.db import models
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 
-from clinics.fields import EncryptedFieldsQuerySet, EncryptedTextField
-from clinics.models import Clinic
+from common.fields import EncryptedFieldsQuerySet, EncryptedTextField
+from common.masking import mask_secret
 
-MASK_SUFFIX = "...****"
-MASK_VISIBLE_CHARS = 8
-# Tokens this short would be mostly revealed by their first 8 characters.
-MASK_MIN_LENGTH_TO_SHOW_PREFIX = 17
-
-
-def mask_secret(value: str | None) -> str | None:
-    """`EAAOKw1x...****` for a long secret, `...****` for a short one, None for none."""
-    if value is None or value == "":
-        return None
-    if len(value) < MASK_MIN_LENGTH_TO_SHOW_PREFIX:
-        return MASK_SUFFIX
-    return value[:MASK_VISIBLE_CHARS] + MASK_SUFFIX
+# The clinic is named, never imported: whatsapp knows nothing of the product above it.
+CLINIC_MODEL = "clinics.Clinic"
 
 
 def new_verify_token() -> str:
@@ -41,7 +30,7 @@ class WhatsAppAccount(models.Model):
     """One clinic's WhatsApp Business connection. Only whatsapp.services changes `status`."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    clinic = models.OneToOneField(Clinic, on_delete=models.CASCADE, related_name="whatsapp")
+    clinic = models.OneToOneField(CLINIC_MODEL, on_delete=models.CASCADE, related_name="whatsapp")
     # Indexed: webhooks are routed by these ids and by the number.
     phone_number_id = models.CharField(_("phone number id"), max_length=64, blank=True, db_index=True)
     business_account_id = models.CharField(
@@ -73,7 +62,7 @@ class WhatsAppAccount(models.Model):
         verbose_name_plural = _("WhatsApp connections")
 
     def __str__(self) -> str:
-        return f"WhatsApp of {self.clinic_id} ({self.status})"
+        return str(self.get_status_display())
 
     def __repr__(self) -> str:
         return f"<WhatsAppAccount {self.pk} status={self.status}>"
@@ -90,6 +79,33 @@ class WhatsAppAccount(models.Model):
     def webhook_path(self) -> str:
         return reverse("whatsapp:webhook", kwargs={"clinic_id": self.clinic_id})
 
+    # What the clinic may do now. The services enforce these; the page reads them
+    # to show only the actions that would be accepted.
+
+    @property
+    def may_register(self) -> bool:
+        """A number can be (re)registered unless one is active: deregister that first."""
+        return self.status != WhatsAppStatus.ACTIVE
+
+    @property
+    def may_resend_code(self) -> bool:
+        """A new code for the number being registered: it and its WABA are stored."""
+        return self.may_register and bool(self.number and self.business_account_id)
+
+    @property
+    def may_verify(self) -> bool:
+        """A code is expected only after Meta was asked to send one."""
+        return self.status == WhatsAppStatus.PENDING_OTP
+
+    @property
+    def may_deregister(self) -> bool:
+        """From any state: there is something to take off the Cloud API, or a number to forget."""
+        return self.status != WhatsAppStatus.DISCONNECTED or bool(self.number)
+
+    @property
+    def may_check_connection(self) -> bool:
+        return bool(self.phone_number_id and self.access_token)
+
 
 class MetaAttempt(models.Model):
     """A register or deregister call sent to Meta for a number.
@@ -104,7 +120,7 @@ class MetaAttempt(models.Model):
 
     phone_number_id = models.CharField(max_length=64)
     kind = models.CharField(max_length=12, choices=Kind.choices)
-    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="meta_attempts")
+    clinic = models.ForeignKey(CLINIC_MODEL, on_delete=models.CASCADE, related_name="meta_attempts")
     created_at = models.DateTimeField(db_index=True)
 
     class Meta:
@@ -117,7 +133,7 @@ class MetaAttempt(models.Model):
 class WrongCodeAttempt(models.Model):
     """A verification code Meta refused; at most 5 per clinic per 15 minutes are sent."""
 
-    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="wrong_codes")
+    clinic = models.ForeignKey(CLINIC_MODEL, on_delete=models.CASCADE, related_name="wrong_codes")
     created_at = models.DateTimeField()
 
     class Meta:
@@ -131,7 +147,7 @@ class WebhookDelivery(models.Model):
     """One authentic POST from Meta, kept as received so nothing is lost."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    clinic = models.ForeignKey(CLINIC_MODEL, on_delete=models.CASCADE, related_name="webhook_deliveries")
     # Built from Meta's own ids (message ids, status ids, entry ids and times), so
     # a delivery Meta retries is stored once.
     dedupe_key = models.CharField(max_length=64)

@@ -5,21 +5,24 @@
                                    \\--Meta refused--> failed <--Meta refused--/
     deregister (from any state) --> disconnected
 
-Every transition of one clinic runs under a row lock on its WhatsAppAccount, so
+Every service takes the clinic's `WhatsAppAccount` (the caller scopes it) and
+knows nothing of the product above: the clinic's name, the bot and tenancy are
+`clinics`' business. Every transition of one account runs under a row lock, so
 two parallel requests can never, for example, register the same number twice.
 Meta's answers are recorded before any error is raised: a failing Meta loses
-nothing we were given.
+nothing we were given. Arguments use the model's field names; `NOT_SENT` leaves
+a field as stored, `None` clears it.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import phonenumbers
 from django.conf import settings
@@ -29,23 +32,19 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from clinics.models import Clinic
+from common.masking import is_masked
+from common.notsent import NOT_SENT, NotSent
 
 from .exceptions import (
     AttemptsExhaustedError,
-    MetaRefusalError,
-    MetaTimedOutError,
-    MetaUnreachableError,
-    StatusConflictError,
-    WhatsAppError,
-)
-from .meta import (
-    MetaClient,
     MetaError,
     MetaRefusedError,
     MetaTimeoutError,
-    PhoneNumberInfo,
+    MetaUnavailableError,
+    StatusConflictError,
+    WhatsAppError,
 )
+from .meta import MetaClient, PhoneNumberInfo
 from .meta_errors import (
     META_ERROR_SENTENCES,
     NOT_REGISTERED,
@@ -53,14 +52,7 @@ from .meta_errors import (
     WRONG_CODE,
     meta_error_sentence,
 )
-from .models import (
-    MASK_SUFFIX,
-    MetaAttempt,
-    WhatsAppAccount,
-    WhatsAppStatus,
-    WrongCodeAttempt,
-    new_verify_token,
-)
+from .models import MetaAttempt, WhatsAppAccount, WhatsAppStatus, WrongCodeAttempt, new_verify_token
 
 logger = logging.getLogger(__name__)
 
@@ -71,16 +63,11 @@ WRONG_CODE_LIMIT = 5
 WRONG_CODE_WINDOW = timedelta(minutes=15)
 # An `active` number is re-read from Meta when polled after this long.
 ACTIVE_RECHECK_AFTER = timedelta(minutes=5)
+META_LANGUAGES = {"es": "es", "en": "en_US"}
 
-T = TypeVar("T")
-
-
-class _Unset:
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET: Any = _Unset()
+# A secret as a caller may send it: a new value, the masked value it read
+# (keep the stored one), None (clear it) or nothing at all (keep it).
+SecretInput = str | None | NotSent
 
 
 @dataclass(frozen=True)
@@ -92,33 +79,29 @@ class ConnectionReport:
     detail: str | None
 
 
-# --- small helpers -------------------------------------------------------------------------
+# --- the account ---------------------------------------------------------------------------
 
 
-def whatsapp_account_create(*, clinic: Clinic) -> WhatsAppAccount:
-    # A random verify token from the start, so the webhook can be set up at once.
-    account = WhatsAppAccount(clinic=clinic, verify_token=new_verify_token())
+def whatsapp_account_create(*, clinic_id: Any) -> WhatsAppAccount:
+    """A clinic's connection, with a random verify token so the webhook can be set up at once."""
+    account = WhatsAppAccount(clinic_id=clinic_id, verify_token=new_verify_token())
     account.save()
     return account
 
 
-def whatsapp_account_for(clinic: Clinic) -> WhatsAppAccount:
-    try:
-        return clinic.whatsapp
-    except WhatsAppAccount.DoesNotExist:
-        account, _created = WhatsAppAccount.objects.get_or_create(
-            clinic=clinic, defaults={"verify_token": new_verify_token()}
-        )
-        clinic.whatsapp = account
-        return account
+def whatsapp_account_get_or_create(*, clinic_id: Any) -> WhatsAppAccount:
+    """The clinic's connection; one made before it existed (a clinic outside the services) gets it now."""
+    account, _created = WhatsAppAccount.objects.get_or_create(
+        clinic_id=clinic_id, defaults={"verify_token": new_verify_token()}
+    )
+    return account
 
 
 @contextmanager
-def _locked_account(clinic: Clinic) -> Iterator[WhatsAppAccount]:
-    """The clinic's account, row-locked for the rest of the transaction."""
-    whatsapp_account_for(clinic)
+def _locked(account: WhatsAppAccount) -> Iterator[WhatsAppAccount]:
+    """The account re-read and row-locked for the rest of the transaction."""
     with transaction.atomic():
-        yield WhatsAppAccount.objects.select_for_update().select_related("clinic").get(clinic=clinic)
+        yield WhatsAppAccount.objects.select_for_update().get(pk=account.pk)
 
 
 def _client(account: WhatsAppAccount) -> MetaClient:
@@ -128,10 +111,6 @@ def _client(account: WhatsAppAccount) -> MetaClient:
             detail=_("No access token is stored for this clinic. Save the WhatsApp credentials first."),
         )
     return MetaClient(account.access_token)
-
-
-def _is_masked(value: str | None) -> bool:
-    return isinstance(value, str) and MASK_SUFFIX in value
 
 
 def _e164_from_meta(display: str | None) -> str:
@@ -168,33 +147,41 @@ def _set_status(
     account.meta_code = meta_code
 
 
-def _translate_meta_error(exc: MetaError, *, status: str) -> WhatsAppError:
-    """Our domain error for a Meta failure, carrying the status the clinic is in now."""
+def _explain(exc: MetaError, *, status: str) -> WhatsAppError:
+    """The error to raise for a failed Graph call, carrying the status the clinic is in now.
+
+    A refusal keeps Meta's code (400); a refusal Meta calls temporary becomes
+    "unavailable" (502, worth a retry); a timeout stays a timeout (504).
+    """
     if isinstance(exc, MetaTimeoutError):
-        return MetaTimedOutError(
-            status=status,
-            detail=_("Meta did not answer in time. Nothing was lost; try again in a minute."),
+        return exc.explained(
+            status=status, detail=_("Meta did not answer in time. Nothing was lost; try again in a minute.")
         )
-    code = getattr(exc, "code", None)
-    message = getattr(exc, "message", "") or ""
-    details = getattr(exc, "details", None)
-    if isinstance(exc, MetaRefusedError) and code not in TRANSIENT_CODES:
-        return MetaRefusalError(
-            status=status, detail=meta_error_sentence(code, message, details), meta_code=code
-        )
-    if code in META_ERROR_SENTENCES:
+    code, message, details = exc.code, exc.message or "", exc.details
+    if isinstance(exc, MetaRefusedError) and exc.code not in TRANSIENT_CODES:
+        return exc.explained(status=status, detail=meta_error_sentence(exc.code, message, details))
+    if code is not None and code in META_ERROR_SENTENCES:
         detail = meta_error_sentence(code, message, details)
     elif code and (message or details):
         # Meta's own words for its trouble: the clinic (or support) can act on them.
         detail = _(
             "Meta reported a temporary problem (%(code)s): %(message)s Try again in a few minutes."
-        ) % {
-            "code": code,
-            "message": (details or message)[:300],
-        }
+        ) % {"code": code, "message": (details or message)[:300]}
     else:
         detail = _("Meta could not be reached. Nothing was lost; try again in a few minutes.")
-    return MetaUnreachableError(status=status, detail=detail)
+    if isinstance(exc, MetaUnavailableError):
+        return exc.explained(status=status, detail=detail)
+    unavailable = MetaUnavailableError(
+        "Meta reported a temporary problem",
+        code=code,
+        message=exc.message,
+        details=details,
+        fbtrace_id=exc.fbtrace_id,
+        http_status=exc.http_status,
+        subcode=exc.subcode,
+    )
+    unavailable.__cause__ = exc
+    return unavailable.explained(status=status, detail=detail)
 
 
 def _record_meta_failure(account: WhatsAppAccount, exc: MetaError) -> WhatsAppError:
@@ -202,125 +189,149 @@ def _record_meta_failure(account: WhatsAppAccount, exc: MetaError) -> WhatsAppEr
 
     The caller saves the account and raises (or reports) the returned error.
     """
-    error = _translate_meta_error(exc, status=account.status)
-    if isinstance(error, MetaRefusalError):
-        _set_status(account, WhatsAppStatus.FAILED, detail=error.detail, meta_code=error.meta_code)
+    error = _explain(exc, status=account.status)
+    if isinstance(error, MetaRefusedError):
+        _set_status(account, WhatsAppStatus.FAILED, detail=error.detail, meta_code=error.code)
         error.status = account.status
     return error
 
 
-def _call_meta(account: WhatsAppAccount, call: Callable[[MetaClient], T]) -> T:
-    return call(_client(account))
+# --- credentials (endpoint 5, the settings endpoint, admin) --------------------------------
 
 
-# --- credentials (endpoint 5 and the settings endpoint) ------------------------------------
+def _secret_change(value: SecretInput) -> SecretInput:
+    """The masked value a client read back keeps the stored secret; "" clears like None."""
+    if isinstance(value, NotSent) or is_masked(value):
+        return NOT_SENT
+    return value or None
+
+
+def _require_access_token(account: WhatsAppAccount, access_token: SecretInput) -> None:
+    """Meta cannot be called without a token: one must be sent, or already stored."""
+    token = account.access_token if isinstance(access_token, NotSent) else access_token
+    if not token:
+        raise ValidationError(
+            {"access_token": [_("Send the access token: none is stored for this clinic yet.")]}
+        )
+
+
+def _assign_credentials(
+    account: WhatsAppAccount,
+    *,
+    phone_number_id: str | NotSent = NOT_SENT,
+    business_account_id: str | NotSent = NOT_SENT,
+    access_token: SecretInput = NOT_SENT,
+    verify_token: str | NotSent = NOT_SENT,
+    app_secret: SecretInput = NOT_SENT,
+) -> tuple[list[str], bool]:
+    """Set what changes on `account` (unsaved); returns the changed fields and whether Meta sees any."""
+    changed: list[str] = []
+    meta_facing = False
+    values: dict[str, tuple[str | NotSent | None, bool]] = {
+        "phone_number_id": (phone_number_id, True),
+        "business_account_id": (business_account_id, True),
+        "access_token": (_secret_change(access_token), True),
+        "verify_token": (verify_token, False),
+        "app_secret": (_secret_change(app_secret), False),
+    }
+    for field, (value, facing) in values.items():
+        if isinstance(value, NotSent):
+            continue
+        if field in ("phone_number_id", "business_account_id"):
+            value = value or ""
+        if getattr(account, field) != value:
+            setattr(account, field, value)
+            changed.append(field)
+            meta_facing = meta_facing or facing
+    if "business_account_id" in changed and account.subscribed_at is not None:
+        # A new WhatsApp Business Account needs its own webhook subscription.
+        account.subscribed_at = None
+        changed.append("subscribed_at")
+    return changed, meta_facing
 
 
 def whatsapp_store_credentials(
     *,
-    clinic: Clinic,
-    phone_number_id: str | None = UNSET,
-    business_account_id: str | None = UNSET,
-    access_token: str | None = UNSET,
-    verify_token: str | None = UNSET,
-    app_secret: str | None = UNSET,
+    account: WhatsAppAccount,
+    phone_number_id: str | NotSent = NOT_SENT,
+    business_account_id: str | NotSent = NOT_SENT,
+    access_token: SecretInput = NOT_SENT,
+    verify_token: str | NotSent = NOT_SENT,
+    app_secret: SecretInput = NOT_SENT,
 ) -> tuple[WhatsAppAccount, bool]:
     """Store already-validated credentials; returns the account and whether Meta-facing ones changed.
 
-    The masked-token rule lives here so every front door gets it: a token that
-    contains `...****` is the masked value sent back and keeps the stored token;
-    `None` clears it; any other value replaces it. UNSET leaves a field as it is.
+    A secret that contains `...****` is the masked value sent back and keeps the
+    stored one; `None` or "" clears it; any other value replaces it.
     """
-    with _locked_account(clinic) as account:
-        changed: list[str] = []
-        meta_facing = False
-
-        def assign(field: str, value: str | None, *, facing: bool) -> None:
-            nonlocal meta_facing
-            if value is UNSET:
-                return
-            if getattr(account, field) != value:
-                setattr(account, field, value)
-                changed.append(field)
-                meta_facing = meta_facing or facing
-
-        if phone_number_id is not UNSET:
-            assign("phone_number_id", phone_number_id or "", facing=True)
-        if business_account_id is not UNSET:
-            assign("business_account_id", business_account_id or "", facing=True)
-            if "business_account_id" in changed and account.subscribed_at is not None:
-                # A new WhatsApp Business Account needs its own webhook subscription.
-                account.subscribed_at = None
-                changed.append("subscribed_at")
-        if access_token is not UNSET and not _is_masked(access_token):
-            assign("access_token", access_token or None, facing=True)
-        if verify_token is not UNSET and verify_token is not None:
-            assign("verify_token", verify_token, facing=False)
-        if app_secret is not UNSET and not _is_masked(app_secret):
-            assign("app_secret", app_secret or None, facing=False)
+    with _locked(account) as locked:
+        changed, meta_facing = _assign_credentials(
+            locked,
+            phone_number_id=phone_number_id,
+            business_account_id=business_account_id,
+            access_token=access_token,
+            verify_token=verify_token,
+            app_secret=app_secret,
+        )
         if changed:
-            account.full_clean()
-            account.save(update_fields=[*changed, "updated_at"])
-        return account, meta_facing
+            locked.full_clean()
+            locked.save(update_fields=[*changed, "updated_at"])
+        return locked, meta_facing
 
 
-def whatsapp_check_connection(*, clinic: Clinic) -> WhatsAppAccount:
+def whatsapp_check_connection(*, account: WhatsAppAccount) -> WhatsAppAccount:
     """Read the configured number from Meta and derive the status; never raises for Meta.
 
     connected -> active, pending -> verifying, refused -> failed with Meta's
     reason; unreachable -> status unchanged and `detail` says so.
     """
-    with _locked_account(clinic) as account:
-        if not (account.phone_number_id and account.access_token):
+    with _locked(account) as locked:
+        if not locked.may_check_connection:
             _set_status(
-                account,
-                account.status,
+                locked,
+                locked.status,
                 detail=_("Save the phone number id and the access token to connect WhatsApp."),
             )
-            account.save(update_fields=["detail", "meta_code", "updated_at"])
-            return account
+            locked.save(update_fields=["detail", "meta_code", "updated_at"])
+            return locked
         try:
-            info = _call_meta(account, lambda meta: meta.get_phone_number(account.phone_number_id))
+            info = _client(locked).get_phone_number(locked.phone_number_id)
         except MetaError as exc:
-            error = _record_meta_failure(account, exc)
-            if not isinstance(error, MetaRefusalError):
+            error = _record_meta_failure(locked, exc)
+            if not isinstance(error, MetaRefusedError):
                 _set_status(
-                    account,
-                    account.status,
+                    locked,
+                    locked.status,
                     detail=_("Credentials saved, but Meta could not be reached to check them: %(why)s")
                     % {"why": error.detail},
                 )
         else:
-            _apply_phone_info(account, info)
-        account.status_checked_at = timezone.now()
-        account.save()
-    return _subscribe_if_needed(clinic=clinic, account=account)
+            _apply_phone_info(locked, info)
+        locked.status_checked_at = timezone.now()
+        locked.save()
+    return _subscribe_if_needed(locked)
 
 
 def whatsapp_configure(
     *,
-    clinic: Clinic,
+    account: WhatsAppAccount,
     phone_number_id: str,
     business_account_id: str,
-    access_token: str | None = UNSET,
-    verify_token: str | None = UNSET,
-    app_secret: str | None = UNSET,
+    access_token: SecretInput = NOT_SENT,
+    verify_token: str | NotSent = NOT_SENT,
+    app_secret: SecretInput = NOT_SENT,
 ) -> WhatsAppAccount:
     """Endpoint 5: store first (nothing is lost if Meta is unreachable), then ask Meta."""
-    keeps_stored_token = access_token is UNSET or access_token is None or _is_masked(access_token)
-    if keeps_stored_token and not whatsapp_account_for(clinic).access_token:
-        raise ValidationError(
-            {"accessToken": [_("Send the access token: none is stored for this clinic yet.")]}
-        )
-    whatsapp_store_credentials(
-        clinic=clinic,
+    _require_access_token(account, _secret_change(access_token))
+    stored, _meta_facing = whatsapp_store_credentials(
+        account=account,
         phone_number_id=phone_number_id,
         business_account_id=business_account_id,
         access_token=access_token,
         verify_token=verify_token,
         app_secret=app_secret,
     )
-    return whatsapp_check_connection(clinic=clinic)
+    return whatsapp_check_connection(account=stored)
 
 
 # Meta's number status -> ours, and what the clinic should do.
@@ -376,17 +387,17 @@ def _apply_phone_info(account: WhatsAppAccount, info: PhoneNumberInfo) -> None:
 # --- webhook subscription ------------------------------------------------------------------
 
 
-def _subscribe_if_needed(*, clinic: Clinic, account: WhatsAppAccount) -> WhatsAppAccount:
+def _subscribe_if_needed(account: WhatsAppAccount) -> WhatsAppAccount:
     """Subscribe our app to the clinic's WABA once the number is active, or no webhook arrives."""
     if account.status != WhatsAppStatus.ACTIVE or account.subscribed_at or not account.business_account_id:
         return account
-    with _locked_account(clinic) as locked:
+    with _locked(account) as locked:
         if locked.subscribed_at or locked.status != WhatsAppStatus.ACTIVE:
             return locked
         try:
-            _call_meta(locked, lambda meta: meta.subscribe_app(locked.business_account_id))
+            _client(locked).subscribe_app(locked.business_account_id)
         except MetaError as exc:
-            reason = _translate_meta_error(exc, status=locked.status).detail
+            reason = _explain(exc, status=locked.status).detail
             locked.detail = _(
                 "The number is active, but Meta refused to send its messages to this service, so "
                 "the bot cannot hear patients yet: %(why)s Use 'Check connection' to try again."
@@ -411,9 +422,11 @@ def _attempts_left(phone_number_id: str, now: datetime) -> tuple[int, datetime |
     return META_ATTEMPT_LIMIT - len(recent), reopens
 
 
-def whatsapp_attempts_left(*, phone_number_id: str) -> int:
-    """Register/deregister calls Meta will still accept for this number in the current window."""
-    left, _reopens = _attempts_left(phone_number_id, timezone.now())
+def whatsapp_attempts_left(*, account: WhatsAppAccount) -> int | None:
+    """Register/deregister calls Meta will still accept for the account's number now; None without one."""
+    if not account.phone_number_id:
+        return None
+    left, _reopens = _attempts_left(account.phone_number_id, timezone.now())
     return max(0, left)
 
 
@@ -466,57 +479,57 @@ def _wrong_codes_guard(account: WhatsAppAccount, now: datetime) -> int:
     return WRONG_CODE_LIMIT - len(recent)
 
 
-# --- register (endpoint 6) -----------------------------------------------------------------
+# --- register (endpoint 6) and a new code --------------------------------------------------
 
-META_LANGUAGES = {"es": "es", "en": "en_US"}
+
+def _active_number_conflict(account: WhatsAppAccount) -> StatusConflictError:
+    return StatusConflictError(
+        status=account.status,
+        detail=_("This clinic already has an active number. Deregister it first."),
+    )
 
 
 def whatsapp_register_number(
     *,
-    clinic: Clinic,
-    phone: str,
+    account: WhatsAppAccount,
+    number: str,
     otp_method: str,
-    waba_id: str,
-    access_token: str | None,
+    business_account_id: str,
+    access_token: SecretInput = NOT_SENT,
+    verified_name: str,
     language: str = "es",
 ) -> WhatsAppAccount:
-    """Store the inputs, put the number on the WABA (or find it there), ask Meta for a code."""
-    with _locked_account(clinic) as account:
-        if account.status == WhatsAppStatus.ACTIVE:
-            raise StatusConflictError(
-                status=account.status,
-                detail=_("This clinic already has an active number. Deregister it first."),
-            )
-        # Store first: whatever Meta says next, the clinic's input is kept.
-        account.business_account_id = waba_id
-        if access_token and not _is_masked(access_token):
-            account.access_token = access_token
-        if not account.access_token:
-            raise ValidationError(
-                {"accessToken": [_("Send the access token: none is stored for this clinic yet.")]}
-            )
-        previous_number = account.number
-        account.number = phone
-        if previous_number != phone:
-            # A different number: the old phone number id and PIN belong to the old one.
-            account.phone_number_id = ""
-        account.full_clean()
-        account.save()
+    """Store the inputs, put the number on the WABA (or find it there), ask Meta for a code.
 
-        client = _client(account)
+    `verified_name` is the display name Meta shows patients when it adds a new number.
+    """
+    with _locked(account) as locked:
+        if not locked.may_register:
+            raise _active_number_conflict(locked)
+        _require_access_token(locked, _secret_change(access_token))
+        # Store first: whatever Meta says next, the clinic's input is kept.
+        _assign_credentials(locked, business_account_id=business_account_id, access_token=access_token)
+        if locked.number != number:
+            # A different number: the old phone number id belongs to the old one.
+            locked.phone_number_id = ""
+        locked.number = number
+        locked.full_clean()
+        locked.save()
+
+        client = _client(locked)
         try:
-            number_id = account.phone_number_id or _find_or_add_number(client, account, clinic.name, phone)
-            if account.phone_number_id != number_id:
-                account.phone_number_id = number_id
-                account.save(update_fields=["phone_number_id", "updated_at"])
+            number_id = locked.phone_number_id or _find_or_add_number(client, locked, verified_name)
+            if locked.phone_number_id != number_id:
+                locked.phone_number_id = number_id
+                locked.save(update_fields=["phone_number_id", "updated_at"])
             # Sending a code is pointless if the number cannot be registered afterwards.
-            attempts_left = _meta_budget_guard(account)
-            if account.pin_phone_number_id != number_id or not account.registration_pin:
+            attempts_left = _meta_budget_guard(locked)
+            if locked.pin_phone_number_id != number_id or not locked.registration_pin:
                 # Generated and stored before Meta ever sees it: Meta keeps the first
                 # PIN of a number and refuses any other (133005).
-                account.registration_pin = f"{secrets.randbelow(1_000_000):06d}"
-                account.pin_phone_number_id = number_id
-                account.save(update_fields=["registration_pin", "pin_phone_number_id", "updated_at"])
+                locked.registration_pin = f"{secrets.randbelow(1_000_000):06d}"
+                locked.pin_phone_number_id = number_id
+                locked.save(update_fields=["registration_pin", "pin_phone_number_id", "updated_at"])
             client.request_code(
                 number_id,
                 method="VOICE" if otp_method == "voice" else "SMS",
@@ -525,34 +538,52 @@ def whatsapp_register_number(
         except AttemptsExhaustedError as exc:
             pending_error: WhatsAppError | None = exc
         except MetaError as exc:
-            pending_error = _record_meta_failure(account, exc)
-            account.save()
+            pending_error = _record_meta_failure(locked, exc)
+            locked.save()
         else:
             how = _("by voice call") if otp_method == "voice" else _("by SMS")
             detail = _("Meta is sending a code %(how)s to %(number)s. Enter it to continue.") % {
                 "how": how,
-                "number": phone,
+                "number": number,
             }
             if attempts_left <= 3:
                 detail += " " + _(
                     "Careful: Meta allows only %(left)d more register attempts for this number in "
                     "the next 72 hours."
                 ) % {"left": attempts_left}
-            _set_status(account, WhatsAppStatus.PENDING_OTP, detail=detail)
-            account.subscribed_at = None
-            account.save()
+            _set_status(locked, WhatsAppStatus.PENDING_OTP, detail=detail)
+            locked.subscribed_at = None
+            locked.save()
             pending_error = None
     if pending_error is not None:
         raise pending_error
-    return account
+    return locked
 
 
-def _find_or_add_number(client: MetaClient, account: WhatsAppAccount, verified_name: str, phone: str) -> str:
-    digits = phone.lstrip("+")
+def whatsapp_resend_code(
+    *, account: WhatsAppAccount, otp_method: str, verified_name: str, language: str = "es"
+) -> WhatsAppAccount:
+    """A new code for the number being registered, with the stored number, WABA and token."""
+    if not account.may_resend_code:
+        if not account.may_register:
+            raise _active_number_conflict(account)
+        raise StatusConflictError(status=account.status, detail=_("Register the number first."))
+    return whatsapp_register_number(
+        account=account,
+        number=account.number,
+        otp_method=otp_method,
+        business_account_id=account.business_account_id,
+        verified_name=verified_name,
+        language=language,
+    )
+
+
+def _find_or_add_number(client: MetaClient, account: WhatsAppAccount, verified_name: str) -> str:
+    digits = account.number.lstrip("+")
     for info in client.list_phone_numbers(account.business_account_id):
         if info.display_digits == digits:
             return info.id
-    parsed = phonenumbers.parse(phone, None)
+    parsed = phonenumbers.parse(account.number, None)
     return client.add_phone_number(
         account.business_account_id,
         cc=str(parsed.country_code),
@@ -564,42 +595,39 @@ def _find_or_add_number(client: MetaClient, account: WhatsAppAccount, verified_n
 # --- verify (endpoint 7) -------------------------------------------------------------------
 
 
-def whatsapp_verify_code(*, clinic: Clinic, code: str) -> WhatsAppAccount:
+def whatsapp_verify_code(*, account: WhatsAppAccount, code: str) -> WhatsAppAccount:
     """Check the code with Meta, register the number with our stored PIN, read its status."""
-    with _locked_account(clinic) as account:
-        if account.status != WhatsAppStatus.PENDING_OTP:
+    with _locked(account) as locked:
+        if not locked.may_verify:
             raise StatusConflictError(
-                status=account.status,
+                status=locked.status,
                 detail=_("There is no code to verify now (status: %(status)s). Register the number first.")
-                % {"status": account.status},
+                % {"status": locked.status},
             )
         now = timezone.now()
-        codes_left = _wrong_codes_guard(account, now)
-        client = _client(account)
-        number_id = account.phone_number_id
+        codes_left = _wrong_codes_guard(locked, now)
+        client = _client(locked)
         try:
-            client.verify_code(number_id, code)
+            client.verify_code(locked.phone_number_id, code)
         except MetaRefusedError as exc:
             if exc.code == WRONG_CODE:
-                WrongCodeAttempt.objects.create(clinic_id=account.clinic_id, created_at=now)
+                WrongCodeAttempt.objects.create(clinic_id=locked.clinic_id, created_at=now)
                 left = codes_left - 1
-                detail = meta_error_sentence(exc.code, exc.message, exc.details)
+                detail = meta_error_sentence(exc.code, exc.message or "", exc.details)
                 if left > 0:
                     detail += " " + _("%(left)d attempts left.") % {"left": left}
-                _set_status(account, WhatsAppStatus.PENDING_OTP, detail=detail, meta_code=exc.code)
-                account.save()
-                pending_error: WhatsAppError | None = MetaRefusalError(
-                    status=account.status, detail=detail, meta_code=exc.code
-                )
+                _set_status(locked, WhatsAppStatus.PENDING_OTP, detail=detail, meta_code=exc.code)
+                locked.save()
+                pending_error: WhatsAppError | None = exc.explained(status=locked.status, detail=detail)
             else:
-                pending_error = _translate_meta_error(exc, status=account.status)
+                pending_error = _explain(exc, status=locked.status)
         except MetaError as exc:
-            pending_error = _translate_meta_error(exc, status=account.status)
+            pending_error = _explain(exc, status=locked.status)
         else:
-            pending_error = _register_verified_number(account, client)
+            pending_error = _register_verified_number(locked, client)
     if pending_error is not None:
         raise pending_error
-    return _subscribe_if_needed(clinic=clinic, account=account)
+    return _subscribe_if_needed(locked)
 
 
 def _register_verified_number(account: WhatsAppAccount, client: MetaClient) -> WhatsAppError | None:
@@ -617,7 +645,7 @@ def _register_verified_number(account: WhatsAppAccount, client: MetaClient) -> W
         client.register(number_id, account.registration_pin or "")
     except MetaError as exc:
         error = _record_meta_failure(account, exc)
-        if not isinstance(error, MetaRefusalError):
+        if not isinstance(error, MetaRefusedError):
             # The code was right; Meta may or may not have registered the number.
             # `verifying` lets polling find out instead of spending another attempt.
             _set_status(
@@ -664,7 +692,7 @@ def _report(account: WhatsAppAccount, detail: str | None = None) -> ConnectionRe
 
 
 def _needs_refresh(account: WhatsAppAccount, now: datetime) -> bool:
-    if not (account.phone_number_id and account.access_token):
+    if not account.may_check_connection:
         return False
     if account.status == WhatsAppStatus.VERIFYING:
         return True
@@ -674,13 +702,12 @@ def _needs_refresh(account: WhatsAppAccount, now: datetime) -> bool:
     return False
 
 
-def whatsapp_refresh_status(*, clinic: Clinic) -> ConnectionReport:
+def whatsapp_refresh_status(*, account: WhatsAppAccount) -> ConnectionReport:
     """The status, re-read from Meta when it may have moved, at most once per few seconds per clinic.
 
     The gate is a cache `add` (atomic in Redis and in local memory), so however
     many servers and browsers poll, Meta sees one call per interval.
     """
-    account = whatsapp_account_for(clinic)
     now = timezone.now()
     if not _needs_refresh(account, now):
         return _report(account)
@@ -688,13 +715,13 @@ def whatsapp_refresh_status(*, clinic: Clinic) -> ConnectionReport:
     if not cache.add(gate, 1, timeout=settings.WHATSAPP_STATUS_REFRESH_SECONDS):
         return _report(account)
     unreachable: str | None = None
-    with _locked_account(clinic) as locked:
+    with _locked(account) as locked:
         if not _needs_refresh(locked, timezone.now()):
             return _report(locked)
         try:
-            info = _call_meta(locked, lambda meta: meta.get_phone_number(locked.phone_number_id))
+            info = _client(locked).get_phone_number(locked.phone_number_id)
         except MetaError as exc:
-            if isinstance(_record_meta_failure(locked, exc), MetaRefusalError):
+            if isinstance(_record_meta_failure(locked, exc), MetaRefusedError):
                 locked.status_checked_at = timezone.now()
                 locked.save()
             else:
@@ -705,90 +732,155 @@ def whatsapp_refresh_status(*, clinic: Clinic) -> ConnectionReport:
             locked.save()
     if unreachable:
         return _report(locked, detail=unreachable)
-    return _report(_subscribe_if_needed(clinic=clinic, account=locked))
+    return _report(_subscribe_if_needed(locked))
 
 
 # --- deregister (endpoint 9) ---------------------------------------------------------------
 
 
-def whatsapp_deregister(*, clinic: Clinic) -> WhatsAppAccount:
-    """Take the number off the Cloud API, turn the bot off, keep the credentials."""
-    with _locked_account(clinic) as account:
-        needs_meta = account.status not in (WhatsAppStatus.DISCONNECTED, WhatsAppStatus.PENDING_OTP)
+def whatsapp_deregister(*, account: WhatsAppAccount) -> WhatsAppAccount:
+    """Take the number off the Cloud API and forget it; the credentials are kept."""
+    with _locked(account) as locked:
+        needs_meta = locked.status not in (WhatsAppStatus.DISCONNECTED, WhatsAppStatus.PENDING_OTP)
         pending_error: WhatsAppError | None = None
-        if needs_meta and account.phone_number_id:
-            _spend_meta_attempt(account, MetaAttempt.Kind.DEREGISTER)
+        if needs_meta and locked.phone_number_id:
+            _spend_meta_attempt(locked, MetaAttempt.Kind.DEREGISTER)
             try:
-                _call_meta(account, lambda meta: meta.deregister(account.phone_number_id))
+                _client(locked).deregister(locked.phone_number_id)
             except MetaRefusedError as exc:
                 if exc.code != NOT_REGISTERED:  # already off the platform: what we wanted
-                    pending_error = _translate_meta_error(exc, status=account.status)
+                    pending_error = _explain(exc, status=locked.status)
             except MetaError as exc:
-                pending_error = _translate_meta_error(exc, status=account.status)
+                pending_error = _explain(exc, status=locked.status)
         if pending_error is None:
-            _set_status(account, WhatsAppStatus.DISCONNECTED)
-            account.number = ""
-            account.subscribed_at = None
-            account.status_checked_at = None
-            account.save()
-            Clinic.objects.filter(pk=clinic.pk).update(bot_enabled=False, updated_at=timezone.now())
-            clinic.bot_enabled = False
+            _set_status(locked, WhatsAppStatus.DISCONNECTED)
+            locked.number = ""
+            locked.subscribed_at = None
+            locked.status_checked_at = None
+            locked.save()
     if pending_error is not None:
         raise pending_error
-    return account
+    return locked
 
 
 # --- webhook events ------------------------------------------------------------------------
 
+# The webhook changes that report on the account or its number (other fields,
+# such as messages, are stored and need nothing applied).
+ACCOUNT_EVENT_FIELDS = frozenset(
+    {"account_update", "phone_number_quality_update", "phone_number_name_update"}
+)
+_STATUS_EVENTS = frozenset({"DISABLED_UPDATE", "ACCOUNT_DELETED", "PARTNER_APP_UNINSTALLED"})
+_REPORTED_EVENTS = frozenset({"ACCOUNT_RESTRICTION", "ACCOUNT_VIOLATION"})
 
-def whatsapp_apply_account_event(*, clinic: Clinic, event: str, ban_state: str | None, info: str) -> str:
-    """Apply an `account_update`-like event from Meta; returns what was done (stored on the delivery)."""
-    event = (event or "").upper()
-    with _locked_account(clinic) as account:
-        if event == "DISABLED_UPDATE" and (ban_state or "").upper() == "DISABLE":
+
+@dataclass(frozen=True)
+class AccountEvent:
+    """One change Meta reported about an account or a number: its `field` and Meta's `value`."""
+
+    field: str
+    value: Mapping[str, Any]
+
+    @property
+    def event(self) -> str:
+        return str(self.value.get("event") or "").upper()
+
+    @property
+    def ban_state(self) -> str:
+        ban_info = self.value.get("ban_info")
+        state = ban_info.get("waba_ban_state") if isinstance(ban_info, dict) else None
+        return str(state or self.value.get("waba_ban_state") or "").upper()
+
+    @property
+    def is_applied(self) -> bool:
+        """Whether this event changes anything of ours (else the delivery is only stored)."""
+        if self.field == "account_update":
+            return self.event in _STATUS_EVENTS or self.event in _REPORTED_EVENTS
+        return self.field in ACCOUNT_EVENT_FIELDS
+
+
+def _event_sentence(event: AccountEvent) -> str:
+    """What Meta reported, as a sentence for the settings page (restrictions, quality, names)."""
+    value = event.value
+    if event.event == "ACCOUNT_RESTRICTION":
+        types = [
+            str(r.get("restriction_type", ""))
+            for r in value.get("restriction_info") or []
+            if isinstance(r, dict)
+        ]
+        if types:
+            return _("Meta restricted this account: %(types)s.") % {"types": ", ".join(types)}
+        return _("Meta restricted this account: see WhatsApp Manager.")
+    if event.event == "ACCOUNT_VIOLATION":
+        violation = value.get("violation_info")
+        if not isinstance(violation, dict):
+            violation = {}
+        return _("Meta reported a policy violation (%(type)s). Read the notice in WhatsApp Manager.") % {
+            "type": violation.get("violation_type") or _("unspecified")
+        }
+    if event.field == "phone_number_quality_update":
+        return _("Meta updated the number's messaging limit: %(event)s %(limit)s.") % {
+            "event": value.get("event", ""),
+            "limit": value.get("current_limit", ""),
+        }
+    if event.field == "phone_number_name_update":
+        return _("Meta's decision on the display name '%(name)s': %(decision)s.") % {
+            "name": value.get("requested_verified_name", ""),
+            "decision": value.get("decision", ""),
+        }
+    return ""
+
+
+def whatsapp_apply_account_event(*, account: WhatsAppAccount, event: AccountEvent) -> str:
+    """Apply what Meta reported about the account; returns what was done (stored on the delivery)."""
+    if not event.is_applied:
+        return "stored"
+    name = event.event if event.field == "account_update" else event.field.upper()
+    with _locked(account) as locked:
+        if name == "DISABLED_UPDATE" and event.ban_state == "DISABLE":
             _set_status(
-                account,
+                locked,
                 WhatsAppStatus.FAILED,
                 detail=_(
                     "Meta disabled this WhatsApp Business Account. Open WhatsApp Manager to read "
                     "why and request a review."
                 ),
             )
-        elif event == "ACCOUNT_DELETED":
+        elif name == "ACCOUNT_DELETED":
             _set_status(
-                account,
+                locked,
                 WhatsAppStatus.FAILED,
                 detail=_(
                     "Meta reports this WhatsApp Business Account was deleted. Connect another "
                     "account with new credentials."
                 ),
             )
-        elif event == "PARTNER_APP_UNINSTALLED":
+        elif name == "PARTNER_APP_UNINSTALLED":
             _set_status(
-                account,
+                locked,
                 WhatsAppStatus.FAILED,
                 detail=_(
                     "Access for this service was removed from the WhatsApp Business Account. "
                     "Grant it again in Meta Business Settings and save a new access token."
                 ),
             )
-            account.subscribed_at = None
-        elif event == "DISABLED_UPDATE" and (ban_state or "").upper() == "REINSTATE":
+            locked.subscribed_at = None
+        elif name == "DISABLED_UPDATE" and event.ban_state == "REINSTATE":
             # Meta gave the account back: read the number's real status on the next poll.
-            account.status_checked_at = None
-            if account.status == WhatsAppStatus.FAILED and account.phone_number_id:
+            locked.status_checked_at = None
+            if locked.status == WhatsAppStatus.FAILED and locked.phone_number_id:
                 _set_status(
-                    account,
+                    locked,
                     WhatsAppStatus.VERIFYING,
                     detail=_("Meta reinstated the account; checking the number's status."),
                 )
             else:
-                account.detail = _("Meta reinstated the account.")
-        elif info:
+                locked.detail = _("Meta reinstated the account.")
+        elif sentence := _event_sentence(event):
             # Restrictions, violations, quality and name updates: the status stays,
             # the clinic sees what Meta reported.
-            account.detail = info
+            locked.detail = sentence
         else:
             return "stored"
-        account.save()
-        return f"{event.lower() or 'event'} -> {account.status}"
+        locked.save()
+        return f"{name.lower() or 'event'} -> {locked.status}"

@@ -27,27 +27,13 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from clinics.compiled_query import CompiledLookup
-
 from . import services
 from .models import WebhookDelivery, WhatsAppAccount
 
 logger = logging.getLogger(__name__)
 
-# Every delivery starts with this lookup: compiled once per process (clinics/compiled_query.py).
-account_by_clinic: CompiledLookup[WhatsAppAccount] = CompiledLookup(
-    lambda clinic_id: WhatsAppAccount.objects.filter(clinic_id=clinic_id),
-    placeholder=UUID(int=0),
-    prepare=lambda value, connection: WhatsAppAccount._meta.get_field("clinic").get_db_prep_value(
-        value, connection
-    ),
-)
-
 _SIGNATURE_RE = re.compile(r"^sha256=([0-9a-fA-F]{64})$")
 MAX_CHALLENGE_LENGTH = 256
-# account_update events that change the status, and the ones only reported in `detail`.
-STATUS_EVENTS = {"DISABLED_UPDATE", "ACCOUNT_DELETED", "PARTNER_APP_UNINSTALLED"}
-REPORTED_EVENTS = {"ACCOUNT_RESTRICTION", "ACCOUNT_VIOLATION"}
 
 
 def _forbidden(reason: str) -> HttpResponse:
@@ -57,7 +43,7 @@ def _forbidden(reason: str) -> HttpResponse:
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
 def webhook(request: HttpRequest, clinic_id: UUID) -> HttpResponse:
-    account = account_by_clinic.get(clinic_id)
+    account = WhatsAppAccount.objects.filter(clinic_id=clinic_id).first()
     if account is None:
         return HttpResponse("Unknown webhook.", status=404, content_type="text/plain")
     if request.method == "GET":
@@ -138,7 +124,7 @@ def _dedupe_key(body: bytes, payload: Any) -> str:
     """Meta's own ids when it gives them: a retried delivery maps to the same key."""
     ids: list[str] = []
     for entry, change in _changes(payload):
-        value = change.get("value") if isinstance(change.get("value"), dict) else {}
+        value = _mapping(change.get("value"))
         field = str(change.get("field", ""))
         found = False
         for message in value.get("messages") or []:
@@ -155,6 +141,11 @@ def _dedupe_key(body: bytes, payload: Any) -> str:
     if not ids:
         return hashlib.sha256(body).hexdigest()
     return hashlib.sha256("\n".join(sorted(ids)).encode("utf-8")).hexdigest()
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """Meta's JSON object, or an empty one for anything else (a payload we do not trust the shape of)."""
+    return value if isinstance(value, dict) else {}
 
 
 def _changes(payload: Any) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
@@ -192,68 +183,36 @@ def _store(
 
 
 @dataclass(frozen=True)
-class _Event:
-    event: str
-    ban_state: str | None
-    info: str
+class _RoutedEvent:
+    """An account event and the ids that say which accounts it is about."""
+
+    event: services.AccountEvent
     phone_number_id: str | None
     waba_ids: tuple[str, ...]
     display_digits: str | None
 
 
-def _events(payload: Any) -> Iterator[_Event]:
+def _events(payload: Any) -> Iterator[_RoutedEvent]:
+    """The changes that report on an account or number; what each means is the services' business."""
     for entry, change in _changes(payload):
-        field = change.get("field")
-        value = change.get("value") if isinstance(change.get("value"), dict) else {}
-        metadata = value.get("metadata") if isinstance(value.get("metadata"), dict) else {}
-        waba_info = value.get("waba_info") if isinstance(value.get("waba_info"), dict) else {}
-        waba_ids = tuple(str(x) for x in (waba_info.get("waba_id"), entry.get("id")) if x)
-        digits = re.sub(r"\D", "", str(value.get("display_phone_number") or "")) or None
-        common = {
-            "phone_number_id": str(metadata.get("phone_number_id") or "") or None,
-            "waba_ids": waba_ids,
-            "display_digits": digits,
-        }
-        if field == "account_update":
-            event = str(value.get("event") or "").upper()
-            ban_info = value.get("ban_info") if isinstance(value.get("ban_info"), dict) else {}
-            ban_state = ban_info.get("waba_ban_state") or value.get("waba_ban_state")
-            if event in STATUS_EVENTS:
-                yield _Event(event, str(ban_state or "") or None, "", **common)
-            elif event in REPORTED_EVENTS:
-                yield _Event(event, None, _describe(event, value), **common)
-        elif field in ("phone_number_quality_update", "phone_number_name_update"):
-            yield _Event(str(field).upper(), None, _describe(str(field), value), **common)
-
-
-def _describe(kind: str, value: dict[str, Any]) -> str:
-    """What Meta reported, in a sentence for the settings page."""
-    if kind == "ACCOUNT_RESTRICTION":
-        types = [
-            str(r.get("restriction_type", ""))
-            for r in value.get("restriction_info") or []
-            if isinstance(r, dict)
-        ]
-        return "Meta restricted this account: " + (", ".join(types) or "see WhatsApp Manager") + "."
-    if kind == "ACCOUNT_VIOLATION":
-        violation = value.get("violation_info") if isinstance(value.get("violation_info"), dict) else {}
-        return (
-            f"Meta reported a policy violation ({violation.get('violation_type', 'unspecified')}). "
-            "Read the notice in WhatsApp Manager."
+        field = str(change.get("field") or "")
+        if field not in services.ACCOUNT_EVENT_FIELDS:
+            continue
+        value = _mapping(change.get("value"))
+        event = services.AccountEvent(field=field, value=value)
+        if not event.is_applied:
+            continue
+        metadata = _mapping(value.get("metadata"))
+        waba_info = _mapping(value.get("waba_info"))
+        yield _RoutedEvent(
+            event=event,
+            phone_number_id=str(metadata.get("phone_number_id") or "") or None,
+            waba_ids=tuple(str(x) for x in (waba_info.get("waba_id"), entry.get("id")) if x),
+            display_digits=re.sub(r"\D", "", str(value.get("display_phone_number") or "")) or None,
         )
-    if kind == "phone_number_quality_update":
-        return (
-            f"Meta updated the number's messaging limit: {value.get('event', '')} {value.get('current_limit', '')}".strip()
-            + "."
-        )
-    if kind == "phone_number_name_update":
-        decision = value.get("decision", "")
-        name = value.get("requested_verified_name", "")
-        return f"Meta's decision on the display name '{name}': {decision}."
-    return ""
 
 
-def _route(account: WhatsAppAccount, event: _Event, *, across_clinics: bool) -> list[WhatsAppAccount]:
+def _route(account: WhatsAppAccount, event: _RoutedEvent, *, across_clinics: bool) -> list[WhatsAppAccount]:
     """Accounts the event is about: by phone number id, WABA id, or display digits."""
     query = Q()
     if event.phone_number_id:
@@ -267,16 +226,12 @@ def _route(account: WhatsAppAccount, event: _Event, *, across_clinics: bool) -> 
     # A clinic's own app secret speaks only for that clinic; the deployment's
     # secret is Meta's one app for every clinic.
     scope = WhatsAppAccount.objects.all() if across_clinics else WhatsAppAccount.objects.filter(pk=account.pk)
-    return list(scope.filter(query).select_related("clinic")[:50])
+    return list(scope.filter(query)[:50])
 
 
-def _apply(account: WhatsAppAccount, events: list[_Event], *, across_clinics: bool) -> str:
+def _apply(account: WhatsAppAccount, events: list[_RoutedEvent], *, across_clinics: bool) -> str:
     outcomes: list[str] = []
-    for event in events:
-        for target in _route(account, event, across_clinics=across_clinics):
-            outcomes.append(
-                services.whatsapp_apply_account_event(
-                    clinic=target.clinic, event=event.event, ban_state=event.ban_state, info=event.info
-                )
-            )
+    for routed in events:
+        for target in _route(account, routed, across_clinics=across_clinics):
+            outcomes.append(services.whatsapp_apply_account_event(account=target, event=routed.event))
     return "; ".join(outcomes) or "stored"

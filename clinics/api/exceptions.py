@@ -12,22 +12,50 @@ from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler
 
+from whatsapp.exceptions import (
+    AttemptsExhaustedError,
+    MetaRefusedError,
+    MetaTimeoutError,
+    MetaUnavailableError,
+    StatusConflictError,
+    WhatsAppError,
+)
+from whatsapp.serializers import error_body
+
+
+def _api_keys(errors: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    # Services speak the model's field names; the API answers with its own keys.
+    return {names.get(key, key): value for key, value in errors.items()}
+
+
+def _whatsapp_error_status(exc: WhatsAppError) -> int:
+    if isinstance(exc, MetaRefusedError):
+        return status.HTTP_400_BAD_REQUEST
+    if isinstance(exc, StatusConflictError):
+        return status.HTTP_409_CONFLICT
+    if isinstance(exc, AttemptsExhaustedError):
+        return status.HTTP_429_TOO_MANY_REQUESTS
+    if isinstance(exc, MetaTimeoutError):
+        return status.HTTP_504_GATEWAY_TIMEOUT
+    if isinstance(exc, MetaUnavailableError):
+        return status.HTTP_502_BAD_GATEWAY
+    return status.HTTP_400_BAD_REQUEST
+
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, DjangoValidationError):
         # Plain DRF shape: {"field": ["why"]}, never wrapped in "detail".
-        exc = exceptions.ValidationError(as_serializer_error(exc))
+        errors = as_serializer_error(exc)
+        names = getattr(context.get("view"), "service_error_names", None) or {}
+        exc = exceptions.ValidationError(_api_keys(errors, names))
     elif isinstance(exc, RequestDataTooBig):
         return Response(
             {"detail": _("The request body is too large.")},
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
-
-    # Domain errors of the WhatsApp services (status conflicts, Meta refusals...)
-    # know their own HTTP answer; imported here to keep clinics free of whatsapp at import time.
-    from whatsapp.api.errors import whatsapp_error_response
-
-    response = whatsapp_error_response(exc)
-    if response is not None:
-        return response
+    elif isinstance(exc, WhatsAppError):
+        headers = {}
+        if isinstance(exc, AttemptsExhaustedError):
+            headers["Retry-After"] = str(exc.retry_after)
+        return Response(error_body(exc), status=_whatsapp_error_status(exc), headers=headers)
     return exception_handler(exc, context)

@@ -1,3 +1,11 @@
+"""Bodies of the settings, profile and token endpoints.
+
+Input: serializers whose fields normalise with the clinic's one rule per field
+(`CLINIC_NORMALIZERS`) and the WhatsApp validators, and whose `source` is the
+model field each key feeds. Output: one field list per body (`OutputShape`),
+which both renders the body and documents it.
+"""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -8,51 +16,31 @@ from rest_framework import serializers
 
 from clinics import validators
 from clinics.models import Clinic
-from whatsapp.models import MASK_SUFFIX, WhatsAppStatus
-
-from .fields import EmptyAsNullCharField, NormalizedCharField, StrictBooleanField
-
-
-def _optional_text(limit: int, what: str) -> Any:
-    return lambda value: validators.normalize_limited_text(value, limit=limit, what=what)
+from common.api.fields import NormalizedCharField, StrictBooleanField
+from common.api.shapes import OutputField, OutputShape
+from whatsapp import validators as whatsapp_validators
+from whatsapp.models import WhatsAppStatus
 
 
-def _optional_meta_id(value: str) -> str:
-    return validators.normalize_meta_id(value) if value else ""
-
-
-def _token_or_masked(value: str) -> str:
-    # The masked value from a GET comes back unchanged: the service keeps the stored token.
-    if MASK_SUFFIX in value:
-        return value
-    return validators.normalize_secret(value)
+def _clinic_text(name: str, *, max_length: int, optional: bool = False) -> NormalizedCharField:
+    return NormalizedCharField(
+        validators.CLINIC_NORMALIZERS[name],
+        required=False,
+        allow_blank=optional,
+        allow_null=optional,
+        max_length=max_length,
+    )
 
 
 class ClinicProfileInputSerializer(serializers.Serializer):
     """Fields of PUT/PATCH /api/clinics/me/; every one optional, unknown keys ignored."""
 
-    name = NormalizedCharField(
-        validators.normalize_name, required=False, max_length=validators.NAME_MAX_LENGTH
-    )
-    phone = NormalizedCharField(
-        validators.normalize_clinic_phone, required=False, allow_blank=True, allow_null=True, max_length=40
-    )
-    address = NormalizedCharField(
-        _optional_text(validators.ADDRESS_MAX_LENGTH, "address"),
-        required=False,
-        allow_blank=True,
-        allow_null=True,
-        max_length=validators.ADDRESS_MAX_LENGTH,
-    )
-    city = NormalizedCharField(
-        _optional_text(validators.CITY_MAX_LENGTH, "city"),
-        required=False,
-        allow_blank=True,
-        allow_null=True,
-        max_length=validators.CITY_MAX_LENGTH,
-    )
-    timezone = NormalizedCharField(validators.normalize_timezone, required=False, max_length=64)
-    currency = NormalizedCharField(validators.normalize_currency, required=False, max_length=3)
+    name = _clinic_text("name", max_length=validators.NAME_MAX_LENGTH)
+    phone = _clinic_text("phone", max_length=40, optional=True)
+    address = _clinic_text("address", max_length=validators.ADDRESS_MAX_LENGTH, optional=True)
+    city = _clinic_text("city", max_length=validators.CITY_MAX_LENGTH, optional=True)
+    timezone = _clinic_text("timezone", max_length=64)
+    currency = _clinic_text("currency", max_length=3)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         # `null` for an optional text field means "clear it".
@@ -60,76 +48,60 @@ class ClinicProfileInputSerializer(serializers.Serializer):
 
 
 class ClinicSettingsInputSerializer(ClinicProfileInputSerializer):
-    """Fields of PUT/PATCH /api/clinics/settings/. Read-only keys sent by a client are ignored."""
+    """Fields of PUT/PATCH /api/clinics/settings/. Read-only keys sent by a client are ignored.
+
+    The `whatsapp_*` keys feed the WhatsApp account (their `source` is its field):
+    `validated_data` keeps them apart from the clinic's own fields.
+    """
 
     whatsapp_phone_number_id = NormalizedCharField(
-        _optional_meta_id,
+        whatsapp_validators.normalize_optional_meta_id,
+        source="whatsapp.phone_number_id",
         required=False,
         allow_blank=True,
         allow_null=True,
-        max_length=validators.META_ID_MAX_LENGTH,
+        max_length=whatsapp_validators.META_ID_MAX_LENGTH,
     )
     whatsapp_business_account_id = NormalizedCharField(
-        _optional_meta_id,
+        whatsapp_validators.normalize_optional_meta_id,
+        source="whatsapp.business_account_id",
         required=False,
         allow_blank=True,
         allow_null=True,
-        max_length=validators.META_ID_MAX_LENGTH,
+        max_length=whatsapp_validators.META_ID_MAX_LENGTH,
     )
     whatsapp_access_token = NormalizedCharField(
-        _token_or_masked,
+        whatsapp_validators.normalize_secret_or_masked,
+        source="whatsapp.access_token",
         required=False,
         allow_null=True,
-        max_length=validators.SECRET_MAX_LENGTH,
+        max_length=whatsapp_validators.SECRET_MAX_LENGTH,
         help_text="A new token replaces the stored one; the masked value (`...****`) keeps it; null clears it.",
         style={"input_type": "password"},
     )
     whatsapp_verify_token = NormalizedCharField(
-        validators.normalize_verify_token, required=False, max_length=validators.VERIFY_TOKEN_MAX_LENGTH
+        whatsapp_validators.normalize_verify_token,
+        source="whatsapp.verify_token",
+        required=False,
+        max_length=whatsapp_validators.VERIFY_TOKEN_MAX_LENGTH,
     )
     bot_enabled = StrictBooleanField(required=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        keep_null = {"whatsapp_access_token"}
-        return {key: (value if value is not None or key in keep_null else "") for key, value in attrs.items()}
+        credentials = dict(attrs.pop("whatsapp", None) or {})
+        attrs = super().validate(attrs)
+        for key in ("phone_number_id", "business_account_id"):
+            if key in credentials and credentials[key] is None:
+                credentials[key] = ""
+        # A null access token stays None: the service clears the stored token.
+        if credentials:
+            attrs["whatsapp"] = credentials
+        return attrs
 
 
-class ClinicProfileOutputSerializer(serializers.ModelSerializer):
-    """The profile object: no token of any kind."""
-
-    phone = EmptyAsNullCharField()
-    address = EmptyAsNullCharField()
-    city = EmptyAsNullCharField()
-    country = EmptyAsNullCharField()
-    logo_url = EmptyAsNullCharField()
-    whatsapp_phone_number_id = EmptyAsNullCharField(source="whatsapp.phone_number_id")
-    whatsapp_business_account_id = EmptyAsNullCharField(source="whatsapp.business_account_id")
-
-    class Meta:
-        model = Clinic
-        fields = [
-            "id",
-            "name",
-            "slug",
-            "phone",
-            "address",
-            "city",
-            "country",
-            "timezone",
-            "currency",
-            "logo_url",
-            "is_active",
-            "subscription_plan",
-            "whatsapp_phone_number_id",
-            "whatsapp_business_account_id",
-        ]
-        read_only_fields = fields
-
-    # The declared fields document the schema; the body itself is built directly,
-    # because DRF's per-field machinery (deep-copying ~20 fields on every request)
-    # cost more than the rest of a settings read (see bench/README.md).
-    def to_representation(self, clinic: Clinic) -> dict[str, Any]:
-        return profile_data(clinic)
+def _text_or_null(value: str | None) -> str | None:
+    # The contract's rule: an unset text value is `null`, never "".
+    return value or None
 
 
 def _utc_iso(value: datetime | None) -> str | None:
@@ -138,89 +110,98 @@ def _utc_iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _clinic_fields(clinic: Clinic) -> dict[str, Any]:
-    return {
-        "id": str(clinic.id),
-        "name": clinic.name,
-        "slug": clinic.slug,
-        "phone": clinic.phone or None,
-        "address": clinic.address or None,
-        "city": clinic.city or None,
-        "country": clinic.country or None,
-        "timezone": clinic.timezone,
-        "currency": clinic.currency,
-        "logo_url": clinic.logo_url or None,
-    }
-
-
-def profile_data(clinic: Clinic) -> dict[str, Any]:
-    whatsapp = clinic.whatsapp
-    return {
-        **_clinic_fields(clinic),
-        "is_active": clinic.is_active,
-        "subscription_plan": clinic.subscription_plan,
-        "whatsapp_phone_number_id": whatsapp.phone_number_id or None,
-        "whatsapp_business_account_id": whatsapp.business_account_id or None,
-    }
-
-
-def settings_data(clinic: Clinic) -> dict[str, Any]:
-    whatsapp = clinic.whatsapp
-    return {
-        **_clinic_fields(clinic),
-        "whatsapp_phone_number_id": whatsapp.phone_number_id or None,
-        "whatsapp_business_account_id": whatsapp.business_account_id or None,
-        "whatsapp_access_token": whatsapp.masked_access_token,
-        "whatsapp_verify_token": whatsapp.verify_token or None,
-        "whatsapp_status": whatsapp.status,
-        "bot_enabled": clinic.bot_enabled,
-        "is_active": clinic.is_active,
-        "subscription_plan": clinic.subscription_plan,
-        "subscription_expires_at": _utc_iso(clinic.subscription_expires_at),
-    }
-
-
-class ClinicSettingsOutputSerializer(ClinicProfileOutputSerializer):
-    """The settings object: exactly the seed's keys; the access token only masked."""
-
-    whatsapp_access_token = EmptyAsNullCharField(
-        source="whatsapp.masked_access_token",
-        help_text=_(
-            "First 8 characters followed by ...****; ...**** alone for short tokens; null when none."
-        ),
+def _text(name: str) -> OutputField:
+    return OutputField(
+        name,
+        lambda clinic: _text_or_null(getattr(clinic, name)),
+        serializers.CharField(read_only=True, allow_null=True),
     )
-    whatsapp_verify_token = EmptyAsNullCharField(source="whatsapp.verify_token")
-    whatsapp_status = serializers.ChoiceField(
-        source="whatsapp.status", choices=WhatsAppStatus.choices, read_only=True
-    )
-    subscription_expires_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
-    class Meta(ClinicProfileOutputSerializer.Meta):
-        fields = [
-            "id",
-            "name",
-            "slug",
-            "phone",
-            "address",
-            "city",
-            "country",
-            "timezone",
-            "currency",
-            "logo_url",
-            "whatsapp_phone_number_id",
-            "whatsapp_business_account_id",
+
+def _whatsapp_id(name: str) -> OutputField:
+    return OutputField(
+        f"whatsapp_{name}",
+        lambda clinic: _text_or_null(getattr(clinic.whatsapp, name)),
+        serializers.CharField(read_only=True, allow_null=True),
+    )
+
+
+_ID = OutputField("id", lambda clinic: str(clinic.id), serializers.UUIDField(read_only=True))
+_NAME = OutputField("name", lambda clinic: clinic.name, serializers.CharField(read_only=True))
+_SLUG = OutputField("slug", lambda clinic: clinic.slug, serializers.SlugField(read_only=True))
+_TIMEZONE = OutputField("timezone", lambda clinic: clinic.timezone, serializers.CharField(read_only=True))
+_CURRENCY = OutputField("currency", lambda clinic: clinic.currency, serializers.CharField(read_only=True))
+_IS_ACTIVE = OutputField(
+    "is_active", lambda clinic: clinic.is_active, serializers.BooleanField(read_only=True)
+)
+_PLAN = OutputField(
+    "subscription_plan",
+    lambda clinic: clinic.subscription_plan,
+    serializers.ChoiceField(choices=Clinic.SubscriptionPlan.choices, read_only=True),
+)
+_CLINIC_HEAD = (
+    _ID,
+    _NAME,
+    _SLUG,
+    _text("phone"),
+    _text("address"),
+    _text("city"),
+    _text("country"),
+    _TIMEZONE,
+    _CURRENCY,
+    _text("logo_url"),
+)
+
+PROFILE_SHAPE = OutputShape(
+    "ClinicProfile",
+    [
+        *_CLINIC_HEAD,
+        _IS_ACTIVE,
+        _PLAN,
+        _whatsapp_id("phone_number_id"),
+        _whatsapp_id("business_account_id"),
+    ],
+)
+
+SETTINGS_SHAPE = OutputShape(
+    "ClinicSettings",
+    [
+        *_CLINIC_HEAD,
+        _whatsapp_id("phone_number_id"),
+        _whatsapp_id("business_account_id"),
+        OutputField(
             "whatsapp_access_token",
+            lambda clinic: clinic.whatsapp.masked_access_token,
+            serializers.CharField(
+                read_only=True,
+                allow_null=True,
+                help_text=_(
+                    "First 8 characters followed by ...****; ...**** alone for short tokens; null when none."
+                ),
+            ),
+        ),
+        OutputField(
             "whatsapp_verify_token",
+            lambda clinic: _text_or_null(clinic.whatsapp.verify_token),
+            serializers.CharField(read_only=True, allow_null=True),
+        ),
+        OutputField(
             "whatsapp_status",
-            "bot_enabled",
-            "is_active",
-            "subscription_plan",
+            lambda clinic: clinic.whatsapp.status,
+            serializers.ChoiceField(choices=WhatsAppStatus.choices, read_only=True),
+        ),
+        OutputField(
+            "bot_enabled", lambda clinic: clinic.bot_enabled, serializers.BooleanField(read_only=True)
+        ),
+        _IS_ACTIVE,
+        _PLAN,
+        OutputField(
             "subscription_expires_at",
-        ]
-        read_only_fields = fields
-
-    def to_representation(self, clinic: Clinic) -> dict[str, Any]:
-        return settings_data(clinic)
+            lambda clinic: _utc_iso(clinic.subscription_expires_at),
+            serializers.DateTimeField(read_only=True, allow_null=True),
+        ),
+    ],
+)
 
 
 class TokenInputSerializer(serializers.Serializer):
@@ -228,5 +209,6 @@ class TokenInputSerializer(serializers.Serializer):
     password = serializers.CharField(max_length=4096, trim_whitespace=False, style={"input_type": "password"})
 
 
-class TokenOutputSerializer(serializers.Serializer):
-    token = serializers.CharField()
+TOKEN_SHAPE = OutputShape(
+    "TokenOutput", [OutputField("token", lambda key: key, serializers.CharField(read_only=True))]
+)

@@ -1,47 +1,56 @@
-"""Thin API views: validate input, call a service, render output."""
+"""Thin API views: validate input, call a service, render output.
+
+Endpoints 1-4 (settings, profile), token sign-in and out, and endpoints 5-9 (the
+WhatsApp connection, the product's API over `whatsapp.services`).
+"""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from django.contrib.auth import authenticate
+from django.utils import translation
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import permissions, status
-from rest_framework.exceptions import ValidationError
+from rest_framework import permissions, status, viewsets
+from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle, SimpleRateThrottle
 from rest_framework.views import APIView
 
 from clinics import services
 from clinics.models import ApiToken, Clinic
 from clinics.permissions import IsClinicAdmin, IsClinicMember
+from clinics.throttling import sign_in_retry_after
+from common.api.fields import error_names
+from common.api.views import NoStoreMixin
+from whatsapp import services as whatsapp_services
+from whatsapp.serializers import (
+    CONFIGURE_SHAPE,
+    ERROR_SHAPE,
+    STATUS_ONLY_SHAPE,
+    STATUS_SHAPE,
+    WhatsAppConfigureInputSerializer,
+    WhatsAppRegisterInputSerializer,
+    WhatsAppVerifyInputSerializer,
+    configure_body,
+    status_body,
+)
 
 from .serializers import (
+    PROFILE_SHAPE,
+    SETTINGS_SHAPE,
+    TOKEN_SHAPE,
     ClinicProfileInputSerializer,
-    ClinicProfileOutputSerializer,
     ClinicSettingsInputSerializer,
-    ClinicSettingsOutputSerializer,
     TokenInputSerializer,
-    TokenOutputSerializer,
 )
 
 # DRF's usual validation body: {"field": ["why", ...]} (or "non_field_errors").
 VALIDATION_ERROR = OpenApiResponse(
     OpenApiTypes.OBJECT, description='Invalid input: {"field": ["why"]}; nothing was saved.'
 )
-
-
-class NoStoreMixin:
-    """Responses carry clinic settings or keys: no browser or proxy may keep them."""
-
-    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
-        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
-        response["Cache-Control"] = "no-store"
-        return response
 
 
 class ClinicScopedMixin(NoStoreMixin):
@@ -63,24 +72,28 @@ class ClinicScopedMixin(NoStoreMixin):
 
 
 class ClinicSettingsView(ClinicScopedMixin, APIView):
-    @extend_schema(responses=ClinicSettingsOutputSerializer, summary="Read the clinic's settings")
+    service_error_names = error_names(ClinicSettingsInputSerializer)
+
+    @extend_schema(responses=SETTINGS_SHAPE.serializer, summary="Read the clinic's settings")
     def get(self, request: Request) -> Response:
-        return Response(ClinicSettingsOutputSerializer(self.clinic).data)
+        return Response(SETTINGS_SHAPE.render(self.clinic))
 
     @extend_schema(
         request=ClinicSettingsInputSerializer,
-        responses={200: ClinicSettingsOutputSerializer, 400: VALIDATION_ERROR},
+        responses={200: SETTINGS_SHAPE.serializer, 400: VALIDATION_ERROR},
         summary="Change any subset of the clinic's settings (PUT is partial too)",
     )
     def patch(self, request: Request) -> Response:
         serializer = ClinicSettingsInputSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        clinic = services.clinic_update_settings(clinic=self.clinic, data=serializer.validated_data)
-        return Response(ClinicSettingsOutputSerializer(clinic).data)
+        data = dict(serializer.validated_data)
+        credentials = data.pop("whatsapp", None)
+        clinic = services.clinic_update_settings(clinic=self.clinic, data=data, credentials=credentials)
+        return Response(SETTINGS_SHAPE.render(clinic))
 
     @extend_schema(
         request=ClinicSettingsInputSerializer,
-        responses={200: ClinicSettingsOutputSerializer, 400: VALIDATION_ERROR},
+        responses={200: SETTINGS_SHAPE.serializer, 400: VALIDATION_ERROR},
         summary="Change any subset of the clinic's settings (same as PATCH)",
     )
     def put(self, request: Request) -> Response:
@@ -88,60 +101,51 @@ class ClinicSettingsView(ClinicScopedMixin, APIView):
 
 
 class ClinicProfileView(ClinicScopedMixin, APIView):
-    @extend_schema(responses=ClinicProfileOutputSerializer, summary="Read the clinic's profile")
+    @extend_schema(responses=PROFILE_SHAPE.serializer, summary="Read the clinic's profile")
     def get(self, request: Request) -> Response:
-        return Response(ClinicProfileOutputSerializer(self.clinic).data)
+        return Response(PROFILE_SHAPE.render(self.clinic))
 
     @extend_schema(
         request=ClinicProfileInputSerializer,
-        responses={200: ClinicProfileOutputSerializer, 400: VALIDATION_ERROR},
+        responses={200: PROFILE_SHAPE.serializer, 400: VALIDATION_ERROR},
         summary="Change name, contact and location (PUT is partial too)",
     )
     def patch(self, request: Request) -> Response:
         serializer = ClinicProfileInputSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         clinic = services.clinic_update_profile(clinic=self.clinic, data=serializer.validated_data)
-        return Response(ClinicProfileOutputSerializer(clinic).data)
+        return Response(PROFILE_SHAPE.render(clinic))
 
     @extend_schema(
         request=ClinicProfileInputSerializer,
-        responses={200: ClinicProfileOutputSerializer, 400: VALIDATION_ERROR},
+        responses={200: PROFILE_SHAPE.serializer, 400: VALIDATION_ERROR},
         summary="Change name, contact and location (same as PATCH)",
     )
     def put(self, request: Request) -> Response:
         return self.patch(request)
 
 
-class LoginEmailThrottle(SimpleRateThrottle):
-    """Per account, whatever the address: guessing one user's password from many IPs is slowed too."""
-
-    scope = "auth"
-
-    def get_cache_key(self, request: Request, view: Any) -> str | None:
-        email = request.data.get("email") if isinstance(request.data, dict) else None
-        if not isinstance(email, str) or not email:
-            return None
-        # Hashed: a raw email could hold characters a cache key must not.
-        ident = hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()
-        return self.cache_format % {"scope": "auth-email", "ident": ident}
-
-
 class ObtainTokenView(NoStoreMixin, APIView):
     authentication_classes: list[type] = []
     permission_classes = [permissions.AllowAny]
-    throttle_classes = [ScopedRateThrottle, LoginEmailThrottle]
-    throttle_scope = "auth"
 
     @extend_schema(
         request=TokenInputSerializer,
         responses={
-            200: TokenOutputSerializer,
+            200: TOKEN_SHAPE.serializer,
             400: VALIDATION_ERROR,
             429: OpenApiResponse(OpenApiTypes.OBJECT, description="Too many attempts; see Retry-After"),
         },
         summary="Exchange email and password for an API token",
     )
     def post(self, request: Request) -> Response:
+        email = request.data.get("email") if isinstance(request.data, dict) else None
+        # The same limiter, and the same buckets, as the sign-in page.
+        wait = sign_in_retry_after(
+            ip=request.META.get("REMOTE_ADDR", ""), email=email if isinstance(email, str) else ""
+        )
+        if wait:
+            raise Throttled(wait=wait)
         serializer = TokenInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         user = authenticate(
@@ -152,7 +156,7 @@ class ObtainTokenView(NoStoreMixin, APIView):
         if user is None:
             raise ValidationError({"non_field_errors": [_("Wrong email or password.")]})
         key = services.api_token_issue(user=user)
-        return Response({"token": key})
+        return Response(TOKEN_SHAPE.render(key))
 
 
 class LogoutView(NoStoreMixin, APIView):
@@ -163,3 +167,92 @@ class LogoutView(NoStoreMixin, APIView):
         if isinstance(request.auth, ApiToken):
             services.api_token_revoke(token=request.auth)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+_WHATSAPP_ERRORS = {
+    # Two shapes share 400: Meta's refusal and DRF's validation body.
+    400: OpenApiResponse(
+        OpenApiTypes.OBJECT,
+        description='Meta refused: {"status", "detail", "meta_code"}; or invalid input: {"field": ["why"]}.',
+    ),
+    409: OpenApiResponse(ERROR_SHAPE.serializer, description="Not allowed in the current status"),
+    429: OpenApiResponse(
+        ERROR_SHAPE.serializer, description="A local limit protects the number; see Retry-After"
+    ),
+    502: OpenApiResponse(ERROR_SHAPE.serializer, description="Meta unreachable or failing"),
+    504: OpenApiResponse(ERROR_SHAPE.serializer, description="Meta did not answer in time"),
+}
+
+
+class WhatsAppViewSet(NoStoreMixin, viewsets.ViewSet):
+    """Endpoints 5-9: one ViewSet, explicit actions, every rule in the services."""
+
+    permission_classes = [permissions.IsAuthenticated, IsClinicAdmin]
+    input_serializers: dict[str, type] = {
+        "configure": WhatsAppConfigureInputSerializer,
+        "register": WhatsAppRegisterInputSerializer,
+        "verify": WhatsAppVerifyInputSerializer,
+    }
+
+    @property
+    def clinic(self) -> Clinic:
+        return self.request.clinic  # type: ignore[attr-defined]
+
+    @property
+    def service_error_names(self) -> dict[str, str]:
+        serializer_class = self.input_serializers.get(self.action or "")
+        return error_names(serializer_class) if serializer_class else {}
+
+    def _validated(self, request: Request) -> dict[str, Any]:
+        serializer = self.input_serializers[self.action](data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return dict(serializer.validated_data)
+
+    @extend_schema(
+        request=WhatsAppConfigureInputSerializer,
+        responses={200: CONFIGURE_SHAPE.serializer, 400: _WHATSAPP_ERRORS[400]},
+        summary="Save the Meta Cloud API credentials and check them with Meta",
+    )
+    def configure(self, request: Request) -> Response:
+        account = whatsapp_services.whatsapp_configure(
+            account=self.clinic.whatsapp, **self._validated(request)
+        )
+        return Response(configure_body(account))
+
+    @extend_schema(
+        request=WhatsAppRegisterInputSerializer,
+        responses={200: STATUS_ONLY_SHAPE.serializer, **_WHATSAPP_ERRORS},
+        summary="Add the number to the WhatsApp Business Account and have Meta send a code",
+    )
+    def register(self, request: Request) -> Response:
+        account = whatsapp_services.whatsapp_register_number(
+            account=self.clinic.whatsapp,
+            verified_name=self.clinic.name,
+            language=translation.get_language() or "es",
+            **self._validated(request),
+        )
+        return Response(STATUS_ONLY_SHAPE.render(account))
+
+    @extend_schema(
+        request=WhatsAppVerifyInputSerializer,
+        responses={200: STATUS_ONLY_SHAPE.serializer, **_WHATSAPP_ERRORS},
+        summary="Submit the code Meta sent; registers the number",
+    )
+    def verify(self, request: Request) -> Response:
+        account = whatsapp_services.whatsapp_verify_code(
+            account=self.clinic.whatsapp, **self._validated(request)
+        )
+        return Response(STATUS_ONLY_SHAPE.render(account))
+
+    @extend_schema(responses={200: STATUS_SHAPE.serializer}, summary="Poll the connection status")
+    def status(self, request: Request) -> Response:
+        return Response(status_body(whatsapp_services.whatsapp_refresh_status(account=self.clinic.whatsapp)))
+
+    @extend_schema(
+        request=None,
+        responses={200: STATUS_ONLY_SHAPE.serializer, **_WHATSAPP_ERRORS},
+        summary="Deregister the number at Meta and turn the bot off",
+    )
+    def deregister(self, request: Request) -> Response:
+        account = services.clinic_whatsapp_deregister(clinic=self.clinic)
+        return Response(STATUS_ONLY_SHAPE.render(account))

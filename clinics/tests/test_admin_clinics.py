@@ -439,3 +439,43 @@ def test_webhook_deliveries_are_read_only(admin_client, clinic):
     assert admin_client.post(f"/admin/whatsapp/webhookdelivery/{delivery.pk}/delete/").status_code == 403
     delivery.refresh_from_db()
     assert delivery.outcome == "stored"
+
+
+# --- the same field rules as the API and the page (the admin used to skip address and city) ---
+
+
+def test_change_normalises_address_and_city_like_the_api(admin_client, clinic):
+    response = admin_client.post(
+        change_url(clinic), clinic_form(clinic, address="  Calle Arce 1  ", city="  Santa Ana ")
+    )
+    assert response.status_code == 302
+    clinic.refresh_from_db()
+    assert (clinic.address, clinic.city) == ("Calle Arce 1", "Santa Ana")
+
+
+def test_change_refuses_a_city_the_api_refuses(admin_client, clinic):
+    before = snapshot(clinic)
+    response = admin_client.post(change_url(clinic), clinic_form(clinic, city="x" * 101))
+    assert response.status_code == 200
+    assert "at most 100 characters" in response.content.decode()
+    assert snapshot(clinic) == before
+
+
+def test_the_inline_credentials_are_checked_with_meta_like_the_settings_endpoint(admin_client, clinic, graph):
+    set_whatsapp(clinic, access_token=LONG_TOKEN, phone_number_id="", business_account_id="")
+    graph.add(responses.GET, f"{GRAPH}/106540352242922", json=load("phone_number_connected.json"))
+    graph.add(responses.POST, f"{GRAPH}/102290129340398/subscribed_apps", json={"success": True})
+    response = admin_client.post(
+        change_url(clinic),
+        clinic_form(
+            clinic,
+            **{
+                "whatsapp-0-phone_number_id": "106540352242922",
+                "whatsapp-0-business_account_id": "102290129340398",
+            },
+        ),
+    )
+    assert response.status_code == 302
+    account = WhatsAppAccount.objects.get(clinic=clinic)
+    assert account.status == WhatsAppStatus.ACTIVE
+    assert account.subscribed_at is not None

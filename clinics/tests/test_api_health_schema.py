@@ -37,7 +37,7 @@ def test_it_reports_503_when_the_database_does_not_answer(anon_client, db, monke
         def cursor(self):
             raise DatabaseError("connection refused")
 
-    monkeypatch.setattr("clinics.views_health.connection", DownConnection())
+    monkeypatch.setattr("common.health.connection", DownConnection())
 
     response = anon_client.get("/healthz/")
 

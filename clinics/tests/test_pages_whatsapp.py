@@ -137,7 +137,7 @@ def test_it_requires_a_token_when_none_is_stored(clinic_admin, clinic):
     response = signed_in(clinic_admin).post(CREDENTIALS, credentials(access_token=""))
     assert response.status_code == 400
     html = response.content.decode()
-    assert "none is stored yet" in html.split('id="cred_access_token_error"', 1)[1][:300]
+    assert "none is stored for this clinic yet" in html.split('id="cred_access_token_error"', 1)[1][:300]
     assert snapshot(clinic) == before
 
 
@@ -236,9 +236,9 @@ def test_it_refuses_staff_check(clinic_staff):
 
 def register_form(**overrides: str) -> dict:
     return {
-        "phone": "+503 7765-4321",
+        "number": "+503 7765-4321",
         "otp_method": "sms",
-        "waba_id": "102290129340398",
+        "business_account_id": "102290129340398",
         "access_token": "",
         **overrides,
     }
@@ -276,10 +276,10 @@ def test_it_registers_a_number_and_asks_for_the_code(clinic_admin, clinic, graph
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("phone", "+503 1234", "not a valid phone number"),
-        ("phone", "7765-4321", "international format"),
+        ("number", "+503 1234", "not a valid phone number"),
+        ("number", "7765-4321", "international format"),
         ("otp_method", "fax", "Select a valid choice"),
-        ("waba_id", "../me", "1 to 64 letters"),
+        ("business_account_id", "../me", "1 to 64 letters"),
     ],
 )
 def test_it_shows_invalid_register_input_next_to_the_field(clinic_admin, clinic, field, value, message):

@@ -76,7 +76,7 @@ class FakeControl:
 
 @pytest.fixture
 def fake_graph(settings):
-    from whatsapp.fake_graph import FakeGraphServer
+    from devtools.fake_graph import FakeGraphServer
 
     server = FakeGraphServer(port=0)
     server.start()

@@ -94,9 +94,9 @@ def test_an_admin_connects_whatsapp_end_to_end(page: Page, live_server, fake_gra
     shot(page, "04-credentials-saved")
 
     # Register: phone + SMS -> a code field.
-    page.locator("#reg_phone").fill("+503 7765-4321")
+    page.locator("#reg_number").fill("+503 7765-4321")
     page.get_by_label("SMS").check()
-    expect(page.locator("#reg_waba_id")).to_have_value(WABA)
+    expect(page.locator("#reg_business_account_id")).to_have_value(WABA)
     page.get_by_role("button", name="Send the code").click()
     expect(badge(page)).to_have_text("Waiting for the code")
     expect(page.locator("#id_code")).to_be_visible()

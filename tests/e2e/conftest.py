@@ -224,9 +224,9 @@ class Processes:
         return server.start()
 
     def fake_graph(self, env: dict[str, str], name: str = "fake-graph") -> tuple[ServerProcess, str]:
-        """`manage.py fake_meta_graph` on a free port; returns it and its origin."""
+        """`python -m devtools.fake_graph` on a free port; returns it and its origin."""
         port = free_port()
-        server = self.start(name, [PYTHON, MANAGE, "fake_meta_graph", "--port", str(port)], env)
+        server = self.start(name, [PYTHON, "-m", "devtools.fake_graph", "--port", str(port)], env)
         origin = f"http://127.0.0.1:{port}"
         server.wait_ready(f"{origin}/_fake/settings")
         return server, origin

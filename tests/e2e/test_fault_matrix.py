@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from whatsapp.fake_graph import FakeGraphServer
+from devtools.fake_graph import FakeGraphServer
 from whatsapp.meta import _RETRY_BACKOFF_SECONDS
 from whatsapp.models import MetaAttempt, WhatsAppAccount, WrongCodeAttempt
 

@@ -11,7 +11,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from clinics_project.wsgi import application
-from whatsapp.fake_graph import FakeGraphServer
+from devtools.fake_graph import FakeGraphServer
 
 schema = schemathesis.openapi.from_wsgi("/api/schema/", application)
 

@@ -12,8 +12,9 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from clinics import validators
-from clinics.crypto import DecryptionError, get_keyring
-from whatsapp.models import MASK_SUFFIX, mask_secret
+from common.crypto import DecryptionError, get_keyring
+from common.masking import MASK_SUFFIX, mask_secret
+from whatsapp import validators as whatsapp_validators
 
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 PROFILE = settings(
@@ -54,11 +55,11 @@ def test_clinic_phone_is_e164_and_idempotent(value):
 @given(phone_text)
 def test_whatsapp_phone_is_e164_and_idempotent(value):
     try:
-        normalized = validators.normalize_whatsapp_phone(value)
+        normalized = whatsapp_validators.normalize_whatsapp_phone(value)
     except ValidationError:
         return
     assert E164.fullmatch(normalized), (value, normalized)
-    assert validators.normalize_whatsapp_phone(normalized) == normalized
+    assert whatsapp_validators.normalize_whatsapp_phone(normalized) == normalized
 
 
 FORBIDDEN_IN_META_IDS = "/.?#"
@@ -73,7 +74,7 @@ FORBIDDEN_IN_META_IDS = "/.?#"
 @example("abc#frag")
 def test_meta_id_never_accepts_path_or_query_characters(value):
     try:
-        normalized = validators.normalize_meta_id(value)
+        normalized = whatsapp_validators.normalize_meta_id(value)
     except ValidationError:
         return
     assert not any(ch in normalized for ch in FORBIDDEN_IN_META_IDS)
@@ -85,7 +86,7 @@ def test_meta_id_never_accepts_path_or_query_characters(value):
 @PROFILE
 @given(st.text(alphabet=string.ascii_letters + string.digits + "_-", min_size=1, max_size=64))
 def test_meta_id_accepts_every_valid_id_unchanged(value):
-    assert validators.normalize_meta_id(value) == value
+    assert whatsapp_validators.normalize_meta_id(value) == value
 
 
 @PROFILE
@@ -121,7 +122,7 @@ def test_currency_case_never_matters(value):
 @example("\uff11\uff12\uff13\uff14")  # full-width digits are not ASCII digits
 def test_code_strips_separators_and_is_4_to_8_ascii_digits(value):
     try:
-        code = validators.normalize_code(value)
+        code = whatsapp_validators.normalize_code(value)
     except ValidationError:
         stripped = re.sub(r"[\s-]+", "", value)
         assert not re.fullmatch(r"[0-9]{4,8}", stripped)
@@ -139,7 +140,7 @@ def test_code_strips_separators_and_is_4_to_8_ascii_digits(value):
 @example("tok\n")
 def test_secret_rejects_any_whitespace(value):
     try:
-        secret = validators.normalize_secret(value)
+        secret = whatsapp_validators.normalize_secret(value)
     except ValidationError:
         return
     assert secret == value
@@ -150,7 +151,7 @@ def test_secret_rejects_any_whitespace(value):
 @PROFILE
 @given(st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=2048))
 def test_secret_accepts_visible_ascii(value):
-    assert validators.normalize_secret(value) == value
+    assert whatsapp_validators.normalize_secret(value) == value
 
 
 @PROFILE

@@ -28,7 +28,7 @@ def _rewrite(schema_editor, transform):
 
 
 def encrypt_bodies(apps, schema_editor):
-    from clinics.crypto import get_keyring
+    from common.crypto import get_keyring
 
     keyring = get_keyring()
 
@@ -41,7 +41,7 @@ def encrypt_bodies(apps, schema_editor):
 
 
 def decrypt_bodies(apps, schema_editor):
-    from clinics.crypto import get_keyring
+    from common.crypto import get_keyring
 
     keyring = get_keyring()
 

@@ -56,7 +56,7 @@ def _no_deployment_secret(settings):
 @pytest.fixture
 def own_secret(clinic):
     """The clinic's own app secret, set through the service every front door uses."""
-    whatsapp_store_credentials(clinic=clinic, app_secret=APP_SECRET)
+    whatsapp_store_credentials(account=clinic.whatsapp, app_secret=APP_SECRET)
     return APP_SECRET
 
 

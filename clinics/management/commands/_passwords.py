@@ -7,6 +7,8 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
+from clinics.models import User
+
 
 def read_password(*, email: str, interactive: bool) -> str:
     """CLINIC_USER_PASSWORD from the environment, else a prompt (never an argument: shells keep history)."""
@@ -17,8 +19,6 @@ def read_password(*, email: str, interactive: bool) -> str:
         password = getpass.getpass(f"Password for {email}: ")
         if password != getpass.getpass("Password (again): "):
             raise CommandError("The two passwords differ.")
-    from clinics.models import User
-
     try:
         # With the user, so a password that resembles the email is refused too.
         validate_password(password, user=User(email=email))

@@ -3,6 +3,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from clinics import services
@@ -23,9 +24,10 @@ class Command(BaseCommand):
         clinic = Clinic.objects.filter(slug=options["slug"]).first()
         if clinic is None:
             raise CommandError(f"No clinic has the slug {options['slug']}.")
-        email = options["email"].strip().lower()
-        if User.objects.filter(email__iexact=email).exists():
-            raise CommandError(f"A user with the email {email} already exists.")
+        try:
+            email = services.user_check_new_email(options["email"])
+        except ValidationError as exc:
+            raise CommandError(" ".join(exc.messages)) from None
         password = read_password(email=email, interactive=sys.stdin.isatty())
         user = services.clinic_add_user(clinic=clinic, email=email, password=password, role=options["role"])
         self.stdout.write(f"Added {user.email} to {clinic.name} as {user.role}.")

@@ -24,15 +24,13 @@ class Command(BaseCommand):
         parser.add_argument("--currency", default="USD")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        email = options["admin_email"].strip().lower()
         try:
+            email = services.user_check_new_email(options["admin_email"])
             name = validators.normalize_name(options["name"])
             timezone = validators.normalize_timezone(options["timezone"])
             currency = validators.normalize_currency(options["currency"])
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages)) from None
-        if User.objects.filter(email__iexact=email).exists():
-            raise CommandError(f"A user with the email {email} already exists.")
         password = read_password(email=email, interactive=sys.stdin.isatty())
         with transaction.atomic():
             clinic = services.clinic_create(

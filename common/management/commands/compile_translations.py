@@ -21,7 +21,7 @@ class Command(BaseCommand):
             for po_path in sorted(locale_dir.glob("*/LC_MESSAGES/*.po")):
                 with po_path.open("rb") as po_file:
                     catalog = read_po(po_file, locale=po_path.parent.parent.name)
-                errors = [f"{msg.id!r}: {'; '.join(errs)}" for msg, errs in catalog.check() if errs]
+                errors = [f"{msg.id!r}: {'; '.join(map(str, errs))}" for msg, errs in catalog.check() if errs]
                 if errors:
                     raise CommandError(f"{po_path}: " + " | ".join(errors[:5]))
                 with po_path.with_suffix(".mo").open("wb") as mo_file:

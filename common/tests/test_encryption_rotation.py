@@ -15,10 +15,10 @@ from django.core.management.base import CommandError
 from django.test import override_settings
 
 from clinics import services
-from clinics.crypto import UnknownKeyError, generate_key_line
-from clinics.fields import EncryptedTextField
-from clinics.management.commands.rotate_encryption_keys import encrypted_fields
-from clinics.tests.test_encryption import ENCRYPTED_COLUMNS, raw_value
+from common.crypto import UnknownKeyError, generate_key_line
+from common.fields import EncryptedTextField
+from common.management.commands.rotate_encryption_keys import encrypted_fields
+from common.tests.test_encryption import ENCRYPTED_COLUMNS, raw_value
 from whatsapp.models import WhatsAppAccount
 
 pytestmark = pytest.mark.django_db

@@ -5,7 +5,7 @@ and §7.2), so the real ``whatsapp.meta.MetaClient`` - its timeouts, size cap
 and error mapping included - runs unchanged against it in end-to-end and
 browser tests, and developers can click through the settings page offline::
 
-    python manage.py fake_meta_graph --port 8765     # META_GRAPH_URL=http://127.0.0.1:8765/v26.0
+    python -m devtools.fake_graph --port 8765        # META_GRAPH_URL=http://127.0.0.1:8765/v26.0
 
 or in-process::
 
@@ -1290,8 +1290,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return 200, {"success": True}
         if path == "/_fake/requests":
             if method == "GET":
-                method_filter = (query.get("method") or [None])[-1]
-                path_filter = (query.get("path") or [None])[-1]
+                method_filter = (query.get("method") or [""])[-1] or None
+                path_filter = (query.get("path") or [""])[-1] or None
                 return 200, graph.requests_log(method=method_filter, path=path_filter)
             if method == "DELETE":
                 graph.clear_requests()
@@ -1379,3 +1379,43 @@ class FakeGraphServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m devtools.fake_graph --port 8765``: serve in the foreground until Ctrl-C or SIGTERM."""
+    import argparse
+    import signal
+    import sys
+    from types import FrameType
+
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools.fake_graph",
+        description="A stateful fake of Meta's Graph API for offline development and end-to-end tests. "
+        "Point META_GRAPH_URL at the printed base URL.",
+    )
+    parser.add_argument("--port", type=int, default=8765, help="TCP port (0 picks a free one). Default 8765.")
+    # Loopback by default: the fake keeps OTP codes and PINs in clear text.
+    parser.add_argument("--host", default="127.0.0.1", help="Interface to bind. Default 127.0.0.1.")
+    parser.add_argument(
+        "--api-version",
+        default=DEFAULT_API_VERSION,
+        help="Version in the printed base URL (any vNN.0 works).",
+    )
+    options = parser.parse_args(argv)
+    server = FakeGraphServer(options.host, options.port, api_version=options.api_version)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        # serve_forever() only leaves its loop on an exception in this thread.
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    sys.stdout.write(f"{server.base_url}\ncontrol API: {server.control_url}/state\n")
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        sys.stdout.write("fake Graph server stopped\n")
+
+
+if __name__ == "__main__":
+    main()

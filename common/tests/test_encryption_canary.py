@@ -20,7 +20,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from clinics.tests.test_encryption import raw_value
+from common.tests.test_encryption import raw_value
 from whatsapp.models import WhatsAppAccount
 
 pytestmark = pytest.mark.django_db

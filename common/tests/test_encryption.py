@@ -1,4 +1,4 @@
-"""EncryptedTextField and clinics.crypto: format, binding, errors and lookups.
+"""EncryptedTextField and common.crypto: format, binding, errors and lookups.
 
 Spec: ../shared/docs/encryption.md, "Tests that prove it" 3, 4, 5 and 8, plus a
 property test. The canary (1, 2), rotation (6) and keyring (7) live in the
@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from clinics import crypto
-from clinics.crypto import (
+from common import crypto
+from common.crypto import (
     DecryptionError,
     Keyring,
     MalformedCiphertextError,
@@ -34,7 +34,7 @@ from clinics.crypto import (
     UnknownKeyError,
     UnsupportedVersionError,
 )
-from clinics.fields import Ciphertext, EncryptedTextField, EncryptedValueError
+from common.fields import Ciphertext, EncryptedTextField, EncryptedValueError
 from whatsapp.models import WhatsAppAccount
 
 pytestmark = pytest.mark.django_db
@@ -84,7 +84,7 @@ def keyring_entry(kid: str) -> bytes:
     raise KeyError(kid)
 
 
-# -- an implementation of the format written from the spec, independent of clinics.crypto --
+# -- an implementation of the format written from the spec, independent of common.crypto --
 
 
 def _lp(text: str) -> bytes:
@@ -186,7 +186,7 @@ def test_it_writes_back_the_same_bytes_when_a_secret_is_only_read(account):
 
 
 # A fixed vector. The expected ciphertext was computed with ref_encrypt above
-# (AESGCM + HKDF from `cryptography`, nothing from clinics.crypto) and frozen here:
+# (AESGCM + HKDF from `cryptography`, nothing from common.crypto) and frozen here:
 # if the product's format ever changes, stored secrets become unreadable.
 KAT_KEY = bytes(range(32))
 KAT_KID = "kat1"
@@ -649,7 +649,7 @@ def test_it_keeps_the_secret_readable_when_an_instance_is_copied_with_the_orm(ac
 def test_it_keeps_keys_out_of_deconstruct():
     for column in ENCRYPTED_COLUMNS:
         _name, path, args, kwargs = WhatsAppAccount._meta.get_field(column).deconstruct()
-        assert path == "clinics.fields.EncryptedTextField"
+        assert path == "common.fields.EncryptedTextField"
         text = repr((args, kwargs))
         for entry in settings.FIELD_ENCRYPTION_KEYS:
             assert entry.partition(":")[2] not in text

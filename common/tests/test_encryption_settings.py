@@ -22,7 +22,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError, SystemCheckError
 from django.test import override_settings
 
-from clinics.crypto import Keyring, KeyringError, generate_key_line
+from common.crypto import Keyring, KeyringError, generate_key_line
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
@@ -158,13 +158,13 @@ def test_it_refuses_to_start_without_debug_and_a_good_keyring(entries):
         override_settings(DEBUG=False, FIELD_ENCRYPTION_KEYS=entries),
         pytest.raises(ImproperlyConfigured) as excinfo,
     ):
-        apps.get_app_config("clinics").ready()
+        apps.get_app_config("common").ready()
     _assert_no_material(str(excinfo.value), entries)
 
 
 def test_it_generates_a_temporary_key_with_debug_on_and_no_keys(capsys):
     with override_settings(DEBUG=True, FIELD_ENCRYPTION_KEYS=[]):
-        apps.get_app_config("clinics").ready()
+        apps.get_app_config("common").ready()
         from django.conf import settings
 
         [line] = settings.FIELD_ENCRYPTION_KEYS

@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import signal
 import socket
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from whatsapp.fake_graph import FakeGraphServer, token_fingerprint
+from devtools.fake_graph import FakeGraphServer, token_fingerprint
 from whatsapp.meta import MetaClient, MetaRefusedError, MetaTimeoutError, MetaUnavailableError
 
 TOKEN = "EAAFakeGraphSECRETtoken42"
@@ -427,7 +426,11 @@ def test_it_sends_signed_webhooks_with_ascii_escaping(fake, session):
     receiver = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     thread = threading.Thread(target=receiver.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    payload = json.loads((Path(__file__).parent / "data" / "webhook_messages_text.json").read_text())
+    payload = json.loads(
+        (
+            Path(__file__).resolve().parents[2] / "whatsapp" / "tests" / "data" / "webhook_messages_text.json"
+        ).read_text()
+    )
     payload["entry"][0]["changes"][0]["value"]["messages"][0]["text"]["body"] = "¿Cita mañana? 🦷"
     try:
         answer = control(
@@ -455,15 +458,13 @@ def test_it_sends_signed_webhooks_with_ascii_escaping(fake, session):
 
 
 @pytest.mark.e2e
-def test_it_runs_as_a_management_command_until_sigterm():
-    manage = Path(__file__).resolve().parents[2] / "manage.py"
-    if not manage.exists():
-        pytest.skip("manage.py is not there yet")
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and manage.py
-        [sys.executable, str(manage), "fake_meta_graph", "--port", "0"],
+def test_it_runs_as_a_command_until_sigterm():
+    root = Path(__file__).resolve().parents[2]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devtools.fake_graph", "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "clinics_project.test_settings"},
+        cwd=root,
     )
     try:
         base_url = process.stdout.readline().strip()

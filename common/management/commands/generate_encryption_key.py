@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from clinics.crypto import KeyringError, generate_key_line
+from common.crypto import KeyringError, generate_key_line
 
 
 class Command(BaseCommand):

@@ -1,4 +1,4 @@
-"""Serializer fields that run the shared validators of clinics/validators.py."""
+"""Serializer fields that run a shared `normalize_*` function, and the names services speak."""
 
 from __future__ import annotations
 
@@ -40,13 +40,13 @@ class StrictBooleanField(serializers.BooleanField):
         raise AssertionError("unreachable")
 
 
-class EmptyAsNullCharField(serializers.CharField):
-    """Output: an unset text value is `null`, never `""` (the contract's rule)."""
+def error_names(serializer_class: type[serializers.Serializer]) -> dict[str, str]:
+    """Model field name -> API key, from the input serializer's `source`s.
 
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("allow_null", True)
-        kwargs.setdefault("read_only", True)
-        super().__init__(**kwargs)
-
-    def to_representation(self, value: Any) -> str | None:
-        return value or None
+    Services raise ValidationError keyed by the model's field names; the API
+    answers with its own keys, so the exception handler renames them with this.
+    """
+    names: dict[str, str] = {}
+    for key, field in serializer_class().fields.items():
+        names[str(field.source).split(".")[-1]] = key
+    return names

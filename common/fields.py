@@ -209,7 +209,7 @@ class EncryptedTextField(models.TextField):
             return PendingCiphertext(text)
         return text
 
-    def value_to_string(self, obj: models.Model) -> str | None:
+    def value_to_string(self, obj: models.Model) -> str | None:  # type: ignore[override]
         # dumpdata writes what is on disk, never the plaintext.
         value = obj.__dict__.get(self.attname)
         if value is None or isinstance(value, Ciphertext):

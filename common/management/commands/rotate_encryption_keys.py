@@ -6,8 +6,8 @@ from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import models, transaction
 
-from clinics.crypto import Keyring, get_keyring
-from clinics.fields import Ciphertext, EncryptedTextField
+from common.crypto import Keyring, get_keyring
+from common.fields import Ciphertext, EncryptedTextField
 
 
 def encrypted_fields() -> list[tuple[type[models.Model], list[EncryptedTextField]]]:
