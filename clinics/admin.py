@@ -142,6 +142,9 @@ class ClinicAdmin(admin.ModelAdmin):
             except ValidationError as exc:
                 self.message_user(request, "; ".join(exc.messages), messages.ERROR)
                 continue
+            except WhatsAppError as exc:
+                self.message_user(request, exc.detail, messages.ERROR)
+                continue
             # Field labels only (never values) go into the history entry.
             formset.changed_objects.append((clinic.whatsapp, account_form.changed_data))
 

@@ -17,5 +17,6 @@ urlpatterns = [
     path("settings/whatsapp/register/", views.whatsapp_register, name="whatsapp-register"),
     path("settings/whatsapp/resend/", views.whatsapp_resend, name="whatsapp-resend"),
     path("settings/whatsapp/verify/", views.whatsapp_verify, name="whatsapp-verify"),
+    path("settings/whatsapp/pin/", views.whatsapp_pin, name="whatsapp-pin"),
     path("settings/whatsapp/deregister/", views.whatsapp_deregister, name="whatsapp-deregister"),
 ]

@@ -29,7 +29,7 @@ from django.views.decorators.http import require_GET, require_POST
 from common.forms import add_service_errors
 from whatsapp import services as whatsapp_services
 from whatsapp.exceptions import WhatsAppError
-from whatsapp.forms import CredentialsForm, DeregisterForm, RegisterForm, ResendForm, VerifyForm
+from whatsapp.forms import CredentialsForm, DeregisterForm, PinForm, RegisterForm, ResendForm, VerifyForm
 from whatsapp.models import WhatsAppAccount, WhatsAppStatus
 
 from . import services
@@ -111,6 +111,8 @@ def render_settings(request: HttpRequest, clinic: Clinic, **bound: forms.Form) -
         "credentials_form": credentials_form,
         "register_form": register_form,
         "verify_form": bound.get("verify_form") or VerifyForm(),
+        "pin_form": bound.get("pin_form") or PinForm(),
+        "show_pin": account.may_set_pin,
         "deregister_form": bound.get("deregister_form") or DeregisterForm(number=account.number),
         # While a code is awaited the verify step (with "send a new code") replaces the register form.
         "show_register": account.may_register and not account.may_verify,
@@ -273,6 +275,25 @@ def whatsapp_verify(request: HttpRequest, clinic: Clinic) -> HttpResponse:
                 messages.info(request, account.detail or _("The code was right. Waiting for Meta."))
             return back_to_settings(WHATSAPP_ANCHOR)
     return render_settings(request, clinic, verify_form=form)
+
+
+@clinic_admin_action
+def whatsapp_pin(request: HttpRequest, clinic: Clinic) -> HttpResponse:
+    form = PinForm(request.POST)
+    if form.is_valid():
+        try:
+            account = whatsapp_services.whatsapp_set_pin(
+                account=clinic.whatsapp, pin=form.cleaned_data["pin"]
+            )
+        except WhatsAppError as exc:
+            messages.error(request, exc.detail)
+            return back_to_settings(WHATSAPP_ANCHOR)
+        if account.status == WhatsAppStatus.ACTIVE:
+            messages.success(request, account.detail or _("The number is registered and active."))
+        else:
+            messages.info(request, account.detail or _("Waiting for Meta to confirm the number."))
+        return back_to_settings(WHATSAPP_ANCHOR)
+    return render_settings(request, clinic, pin_form=form)
 
 
 @clinic_admin_action

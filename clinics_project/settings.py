@@ -39,6 +39,9 @@ META_APP_SECRET = env("META_APP_SECRET", default="")
 # (connect, read) seconds for every Graph call: a hung Meta must never hang a worker.
 META_CONNECT_TIMEOUT = env.float("META_CONNECT_TIMEOUT", default=5.0)
 META_READ_TIMEOUT = env.float("META_READ_TIMEOUT", default=15.0)
+# Every request that calls Meta answers within this many seconds, whatever Meta does
+# (common.deadline); keep it below gunicorn's --timeout (60 in the README).
+REQUEST_DEADLINE_SECONDS = env.float("REQUEST_DEADLINE_SECONDS", default=25.0)
 # How long a status read from Meta stays fresh: polling never asks Meta more often.
 WHATSAPP_STATUS_REFRESH_SECONDS = env.int("WHATSAPP_STATUS_REFRESH_SECONDS", default=5)
 
@@ -61,6 +64,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "common.deadline.RequestDeadlineMiddleware",
     "common.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -54,6 +54,8 @@ Control API (JSON, no auth; under ``/_fake``)
 ``GET|POST|DELETE /_fake/faults``    inject a fault on the next ``times`` (1) requests whose method
                                      (``"*"``) and path (regex searched in e.g. ``/v26.0/123/register``)
                                      match. ``kind``: ``delay`` (``seconds``, then answer normally),
+                                     ``trickle`` (carry the request out, then send the whole answer,
+                                     status line and headers included, one byte per ``seconds``),
                                      ``reset`` (close without answering), ``status`` (``status``,
                                      ``code``: Graph error body), ``invalid_json``, ``html`` (502 page),
                                      ``huge`` (10 MB body). ``"process": true`` carries the request out
@@ -229,7 +231,7 @@ _DETAILS = {
     "phone number in a short period of time",
     136025: "Code couldn't be verified: the code is wrong or has expired.",
 }
-_FAULT_KINDS = frozenset({"delay", "reset", "status", "invalid_json", "html", "huge"})
+_FAULT_KINDS = frozenset({"delay", "reset", "status", "invalid_json", "html", "huge", "trickle"})
 _FAULT_DEFAULT_CODE = {500: 131000, 502: 2, 503: 2, 504: 2, 400: 100, 401: 190, 403: 200, 404: 100, 429: 4}
 _DEFAULT_SETTINGS: dict[str, Any] = {
     "pending_reads_after_register": 0,
@@ -1065,6 +1067,10 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     def _send(self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
+        trickle = getattr(self, "trickle_seconds", None)
+        if trickle is not None:
+            self._send_trickling(status, body, content_type, extra, trickle)
+            return
         try:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
@@ -1075,6 +1081,25 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (e.g. its read timeout expired)
+
+    def _send_trickling(
+        self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None, seconds: float
+    ) -> None:
+        """A Meta that is alive but slow: every byte arrives, one per `seconds`."""
+        self.close_connection = True
+        lines = [f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}"]
+        lines += [f"Content-Type: {content_type}", f"Content-Length: {len(body)}", "Connection: close"]
+        lines += [f"{name}: {value}" for name, value in (extra or {}).items()]
+        raw = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+        try:
+            for i in range(len(raw)):
+                if self.graph.stopping.is_set():
+                    return
+                self.wfile.write(raw[i : i + 1])
+                self.wfile.flush()
+                self.graph.stopping.wait(seconds)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            pass  # the client gave up, as it should
 
     def _send_json(self, status: int, payload: Any, extra: dict[str, str] | None = None) -> None:
         body = json.dumps(payload).encode()
@@ -1125,6 +1150,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.graph.annotate(entry, fault=fault.kind)
             if fault.kind == "delay":
                 self.graph.stopping.wait(fault.seconds)
+            elif fault.kind == "trickle":
+                self.trickle_seconds = fault.seconds or 1.0
             elif not fault.process:
                 self._emit_fault(fault, entry)
                 return
@@ -1141,7 +1168,7 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:  # a bug in the fake: answer like Graph rather than drop the socket
             logger.exception("fake graph failed on %s %s", method, urlsplit(path).path)
             error = GraphError(1, "An unknown error has occurred.", status=500)
-        if fault is not None and fault.process and fault.kind != "delay":
+        if fault is not None and fault.process and fault.kind not in ("delay", "trickle"):
             # Whatever happened inside, the client only sees the fault.
             self._emit_fault(fault, entry)
         elif error is not None:

@@ -80,7 +80,7 @@ class WhatsAppAccountInline(admin.StackedInline):
     fields = (
         "status_display",
         "number",
-        "detail",
+        "detail_display",
         "meta_code",
         "phone_number_id",
         "business_account_id",
@@ -96,7 +96,7 @@ class WhatsAppAccountInline(admin.StackedInline):
     readonly_fields = (
         "status_display",
         "number",
-        "detail",
+        "detail_display",
         "meta_code",
         "masked_token",
         "app_secret_state",
@@ -109,6 +109,11 @@ class WhatsAppAccountInline(admin.StackedInline):
     @admin.display(description=_("status"))
     def status_display(self, obj: WhatsAppAccount) -> SafeString:
         return status_badge(obj.status)
+
+    @admin.display(description=_("detail"))
+    def detail_display(self, obj: WhatsAppAccount) -> str:
+        # Rendered in the admin's language, whatever request or event caused it.
+        return obj.detail or "—"
 
     @admin.display(description=_("access token"))
     def masked_token(self, obj: WhatsAppAccount) -> str:

@@ -11,23 +11,33 @@ from __future__ import annotations
 
 from typing import Self
 
+from .details import NO_DETAIL, Detail
+
 
 class WhatsAppError(Exception):
-    """Base: `status` is the connection status after the failure, `detail` a sentence to act on."""
+    """Base: `status` is the connection status after the failure, `detail` a sentence to act on.
+
+    `reason` is the same sentence as message keys (whatsapp.details); `detail` is it
+    rendered in the language of the request that raised it, which is the one reading it.
+    """
 
     status: str = ""
-    detail: str = ""
+    reason: Detail = NO_DETAIL
 
-    def __init__(self, text: str = "", *, status: str = "", detail: str = "") -> None:
+    def __init__(self, text: str = "", *, status: str = "", reason: Detail = NO_DETAIL) -> None:
         self.status = status
-        self.detail = detail
-        super().__init__(text or detail)
+        self.reason = reason
+        super().__init__(text or reason.render())
 
-    def explained(self, *, status: str, detail: str | None = None) -> Self:
-        """This error with the clinic's status now (and, when given, the sentence to show)."""
+    @property
+    def detail(self) -> str:
+        return self.reason.render()
+
+    def explained(self, *, status: str, reason: Detail | None = None) -> Self:
+        """This error with the clinic's status now (and, when given, the reason to show)."""
         self.status = status
-        if detail is not None:
-            self.detail = detail
+        if reason is not None:
+            self.reason = reason
         return self
 
 
@@ -35,12 +45,16 @@ class StatusConflictError(WhatsAppError):
     """The action is not allowed in the current status (409)."""
 
 
+class NumberOwnedElsewhereError(StatusConflictError):
+    """The phone number id or the number belongs to another clinic (409); nothing reached Meta."""
+
+
 class AttemptsExhaustedError(WhatsAppError):
     """A local limit protects the number or the clinic (429 with Retry-After)."""
 
-    def __init__(self, *, status: str, detail: str, retry_after: int) -> None:
+    def __init__(self, *, status: str, reason: Detail, retry_after: int) -> None:
         self.retry_after = max(1, int(retry_after))
-        super().__init__(status=status, detail=detail)
+        super().__init__(status=status, reason=reason)
 
 
 class MetaError(WhatsAppError):

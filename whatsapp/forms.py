@@ -140,6 +140,24 @@ class VerifyForm(NormalizedFormMixin, forms.Form):
     normalizers = {"code": validators.normalize_code}
 
 
+class PinForm(NormalizedFormMixin, forms.Form):
+    """The number's existing two-step PIN (after Meta's 133005), or a new one for an active number."""
+
+    pin = forms.CharField(
+        label=_("Two-step verification PIN"),
+        strip=True,
+        widget=forms.PasswordInput(
+            render_value=False, attrs={"autocomplete": "off", "inputmode": "numeric", "maxlength": 6}
+        ),
+        help_text=_("The 6 digits set for this number in WhatsApp Manager or its previous provider."),
+    )
+    normalizers = {"pin": validators.normalize_pin}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("auto_id", "pin_%s")
+        super().__init__(*args, **kwargs)
+
+
 def _digits(value: str) -> str:
     return re.sub(r"\D", "", value or "")
 

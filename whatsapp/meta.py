@@ -19,6 +19,12 @@ Only the GETs are retried (twice, after 0.2 s and 0.5 s) and only on the last
 two kinds: register/deregister count against a 10-per-72-hours limit at Meta,
 so a POST is never repeated behind the caller's back.
 
+Inside a request, every call also fits the request's deadline
+(``common.deadline``): its timeouts shrink to the time left, a call with no time
+left is not made, and a call still running at the deadline is abandoned (its
+answer ignored) with ``MetaTimeoutError`` - so a slow, silent or trickling Meta
+can never keep a request past it.
+
 The access token travels only in the ``Authorization`` header. It is never
 logged, never part of an exception's text, and hidden from ``repr()``; the
 module imports no models, and Django settings only when a default is needed.
@@ -29,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass
 from types import TracebackType
@@ -37,6 +44,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 from urllib3.exceptions import ReadTimeoutError
+
+from common import deadline
 
 from .exceptions import MetaError, MetaRefusedError, MetaTimeoutError, MetaUnavailableError
 from .validators import META_ID_RE
@@ -76,6 +85,9 @@ _LANGUAGE_RE = re.compile(r"^[A-Za-z]{2,3}(?:_[A-Za-z0-9]{2,4})?$")
 _CODE_RE = re.compile(r"^[0-9]{4,8}$")
 _CODE_SEPARATORS_RE = re.compile(r"[\s-]+")
 _PIN_RE = re.compile(r"^[0-9]{6}$")
+# Kept back from the request's deadline for our own work after Meta: saving what
+# happened and writing the answer.
+ANSWER_RESERVE_SECONDS = 1.0
 _DIGITS_RE = re.compile(r"[0-9]")
 _CC_RE = re.compile(r"^[0-9]{1,4}$")
 _PHONE_RE = re.compile(r"^\+?[0-9][0-9 ().-]{2,30}$")
@@ -287,6 +299,13 @@ class MetaClient:
         pnid = _check_id(phone_number_id, "phone number id")
         self._request("POST", f"{pnid}/deregister")
 
+    def set_pin(self, phone_number_id: str, pin: str) -> None:
+        """``POST /{pnid}`` with a new two-step verification PIN for a registered number."""
+        pnid = _check_id(phone_number_id, "phone number id")
+        if not _PIN_RE.fullmatch(pin or ""):
+            raise ValueError("pin must be 6 digits.")
+        self._request("POST", pnid, json_body={"pin": pin})
+
     def subscribe_app(self, waba_id: str) -> None:
         """``POST /{waba}/subscribed_apps``: without it no webhooks arrive for the WABA."""
         waba = _check_id(waba_id, "WhatsApp Business Account id")
@@ -312,9 +331,10 @@ class MetaClient:
             try:
                 return self._request_once(method, path, params, json_body, form_body)
             except (MetaUnavailableError, MetaTimeoutError) as exc:
-                if attempt + 1 >= attempts:
-                    raise
                 pause = _RETRY_BACKOFF_SECONDS[min(attempt, len(_RETRY_BACKOFF_SECONDS) - 1)]
+                budget = self._budget()
+                if attempt + 1 >= attempts or (budget is not None and budget <= pause):
+                    raise
                 logger.info(
                     "Meta %s /%s: retrying in %.1f s after %s", method, path, pause, type(exc).__name__
                 )
@@ -334,34 +354,46 @@ class MetaClient:
         started = time.monotonic()
         status: int | None = None
         fbtrace_id: str | None = None
+        budget = self._budget()
+        connect_timeout, read_timeout = self.timeout
+        # However Meta dribbles its answer (headers included), the call ends by then.
+        give_up_at = started + connect_timeout + 2 * read_timeout
+        if budget is not None:
+            connect_timeout, read_timeout = min(connect_timeout, budget), min(read_timeout, budget)
+            give_up_at = min(give_up_at, started + budget)
         try:
-            try:
-                response = self.session.request(
-                    method,
-                    url,
-                    params=params,
-                    json=json_body,
-                    data=form_body,
-                    headers=headers,
-                    timeout=self.timeout,
-                    stream=True,
-                    # A redirect would send the token on to wherever it points.
-                    allow_redirects=False,
-                )
-            except requests.exceptions.Timeout as exc:
-                raise MetaTimeoutError(f"Meta did not answer {method} /{path} in time") from exc
-            except requests.exceptions.RequestException as exc:
-                # The text of requests' exceptions names the URL; ours does not
-                # need to, and the token is only ever in a header.
-                raise MetaUnavailableError(
-                    f"Could not reach Meta for {method} /{path} ({type(exc).__name__})"
-                ) from exc
-            status = response.status_code
-            fbtrace_id = response.headers.get("x-fb-trace-id")
-            try:
-                body = self._read_body(response, started, method, path)
-            finally:
-                response.close()
+            if budget is not None and budget <= 0:
+                raise MetaTimeoutError(f"No time was left to call Meta for {method} /{path}")
+
+            def exchange() -> tuple[int, str | None, bytes]:
+                try:
+                    response = self.session.request(
+                        method,
+                        url,
+                        params=params,
+                        json=json_body,
+                        data=form_body,
+                        headers=headers,
+                        timeout=(connect_timeout, read_timeout),
+                        stream=True,
+                        # A redirect would send the token on to wherever it points.
+                        allow_redirects=False,
+                    )
+                except requests.exceptions.Timeout as exc:
+                    raise MetaTimeoutError(f"Meta did not answer {method} /{path} in time") from exc
+                except requests.exceptions.RequestException as exc:
+                    # The text of requests' exceptions names the URL; ours does not
+                    # need to, and the token is only ever in a header.
+                    raise MetaUnavailableError(
+                        f"Could not reach Meta for {method} /{path} ({type(exc).__name__})"
+                    ) from exc
+                try:
+                    body = self._read_body(response, give_up_at, method, path)
+                finally:
+                    response.close()
+                return response.status_code, response.headers.get("x-fb-trace-id"), body
+
+            status, fbtrace_id, body = _bounded(exchange, give_up_at, f"{method} /{path}")
             data, envelope = self._parse(body)
             if envelope is not None:
                 fbtrace_id = envelope.get("fbtrace_id") or fbtrace_id
@@ -387,7 +419,12 @@ class MetaClient:
         )
         return result
 
-    def _read_body(self, response: requests.Response, started: float, method: str, path: str) -> bytes:
+    def _budget(self) -> float | None:
+        """Seconds this client may still spend on Meta in the current request, or None outside one."""
+        left = deadline.remaining()
+        return None if left is None else left - ANSWER_RESERVE_SECONDS
+
+    def _read_body(self, response: requests.Response, give_up_at: float, method: str, path: str) -> bytes:
         declared = _opt_int(response.headers.get("Content-Length"))
         if declared is not None and declared > self.max_body_bytes:
             raise MetaUnavailableError(
@@ -396,7 +433,6 @@ class MetaClient:
             )
         # The read timeout bounds each socket read; this bounds the whole body
         # so a server dripping a byte at a time cannot hold a worker forever.
-        deadline = started + self.timeout[0] + 2 * self.timeout[1]
         chunks: list[bytes] = []
         size = 0
         try:
@@ -407,7 +443,7 @@ class MetaClient:
                         f"Meta's answer to {method} /{path} is larger than {self.max_body_bytes} bytes",
                         http_status=response.status_code,
                     )
-                if time.monotonic() > deadline:
+                if time.monotonic() > give_up_at:
                     raise MetaTimeoutError(f"Meta's answer to {method} /{path} took too long to arrive")
                 chunks.append(chunk)
         except requests.exceptions.ConnectionError as exc:
@@ -507,6 +543,31 @@ class MetaClient:
     def _scrub(self, text: str) -> str:
         # Meta does not echo tokens, but a proxy or a future message might.
         return text.replace(self._access_token, "***") if self._access_token in text else text
+
+
+def _bounded(exchange: Any, give_up_at: float, what: str) -> Any:
+    """`exchange()` in a helper thread, given up on at `give_up_at` (monotonic seconds).
+
+    requests' timeouts bound each socket read, not the whole exchange: a server
+    that sends its headers a byte a second would never trip them. The abandoned
+    thread ends by itself (each read still times out) and its answer is ignored.
+    """
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = exchange()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread as is
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name="meta-call", daemon=True)
+    worker.start()
+    worker.join(max(0.0, give_up_at - time.monotonic()))
+    if worker.is_alive():
+        raise MetaTimeoutError(f"Meta did not finish answering {what} in time")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _next_cursor(paging: Any) -> str | None:

@@ -16,6 +16,10 @@ TRANSIENT_CODES = frozenset({1, 2, 4, 17, 80007, 131000, 131016, 133004, 133015}
 WRONG_CODE = 136025
 PIN_MISMATCH = 133005
 NOT_REGISTERED = 133010
+# Graph's generic "object does not exist, cannot be loaded due to missing permissions, or does
+# not support this operation": for a phone number id, no such number or not ours.
+UNKNOWN_OBJECT = 100
+UNKNOWN_OBJECT_SUBCODE = 33
 
 META_ERROR_SENTENCES: dict[int, Promise] = {
     190: _(
@@ -36,8 +40,8 @@ META_ERROR_SENTENCES: dict[int, Promise] = {
         "cannot see it. Copy both ids again from WhatsApp Manager."
     ),
     PIN_MISMATCH: _(
-        "This number already has a two-step verification PIN that we do not know. Turn off "
-        "two-step verification for the number in WhatsApp Manager, then register it again."
+        "This number already has a two-step verification PIN from its previous provider. Enter that "
+        "6-digit PIN to register the number with it, or reset the PIN in WhatsApp Manager and register again."
     ),
     133006: _(
         "Meta needs the number verified again before it can be registered. Request a new code and enter it."
@@ -65,12 +69,3 @@ META_ERROR_SENTENCES: dict[int, Promise] = {
     2: _("Meta's service is temporarily unavailable. Try again in a few minutes."),
     131000: _("Meta had an unexpected problem. Try again in a few minutes."),
 }
-
-
-def meta_error_sentence(code: int, meta_message: str, details: str | None = None) -> str:
-    sentence = META_ERROR_SENTENCES.get(code)
-    if sentence is not None:
-        return str(sentence)
-    # Meta's own words when we have no better sentence (the contract asks for them).
-    text = details or meta_message or ""
-    return str(_("Meta refused the request: %(message)s")) % {"message": text[:500]}

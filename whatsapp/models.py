@@ -10,6 +10,9 @@ from django.utils.translation import gettext_lazy as _
 from common.fields import EncryptedFieldsQuerySet, EncryptedTextField
 from common.masking import mask_secret
 
+from .details import Detail
+from .meta_errors import PIN_MISMATCH
+
 # The clinic is named, never imported: whatsapp knows nothing of the product above it.
 CLINIC_MODEL = "clinics.Clinic"
 
@@ -47,7 +50,8 @@ class WhatsAppAccount(models.Model):
         _("status"), max_length=20, choices=WhatsAppStatus.choices, default=WhatsAppStatus.DISCONNECTED
     )
     number = models.CharField(_("number"), max_length=20, blank=True, db_index=True)
-    detail = models.TextField(_("detail"), blank=True)
+    # What happened, as message keys rendered in the reader's language (whatsapp.details).
+    detail_parts = models.JSONField(_("detail"), default=list, blank=True)
     meta_code = models.IntegerField(_("Meta error code"), null=True, blank=True)
     status_checked_at = models.DateTimeField(null=True, blank=True)
     connected_at = models.DateTimeField(null=True, blank=True)
@@ -60,12 +64,34 @@ class WhatsAppAccount(models.Model):
     class Meta:
         verbose_name = _("WhatsApp connection")
         verbose_name_plural = _("WhatsApp connections")
+        constraints = [
+            # One owner per number: a phone number id, and a registered number, belong to
+            # at most one clinic, whatever two requests do at the same time.
+            # A disconnected clinic may keep an id in its credentials: it no longer holds the number.
+            models.UniqueConstraint(
+                fields=["phone_number_id"],
+                condition=~models.Q(phone_number_id="") & ~models.Q(status="disconnected"),
+                name="wa_account_unique_phone_number_id",
+            ),
+            models.UniqueConstraint(
+                fields=["number"], condition=~models.Q(number=""), name="wa_account_unique_number"
+            ),
+        ]
 
     def __str__(self) -> str:
         return str(self.get_status_display())
 
     def __repr__(self) -> str:
         return f"<WhatsAppAccount {self.pk} status={self.status}>"
+
+    @property
+    def detail(self) -> str:
+        """What happened, in the active language ("" when nothing needs saying)."""
+        return Detail.from_json(self.detail_parts).render()
+
+    @property
+    def detail_keys(self) -> tuple[str, ...]:
+        return Detail.from_json(self.detail_parts).keys
 
     @property
     def masked_access_token(self) -> str | None:
@@ -106,6 +132,18 @@ class WhatsAppAccount(models.Model):
     def may_check_connection(self) -> bool:
         return bool(self.phone_number_id and self.access_token)
 
+    @property
+    def needs_existing_pin(self) -> bool:
+        """Meta refused to register the number because it already has another two-step PIN."""
+        return self.status == WhatsAppStatus.FAILED and self.meta_code == PIN_MISMATCH
+
+    @property
+    def may_set_pin(self) -> bool:
+        """The number's existing PIN registers it after a 133005; while active, the PIN can change."""
+        return bool(self.phone_number_id) and (
+            self.needs_existing_pin or self.status == WhatsAppStatus.ACTIVE
+        )
+
 
 class MetaAttempt(models.Model):
     """A register or deregister call sent to Meta for a number.
@@ -124,7 +162,12 @@ class MetaAttempt(models.Model):
     created_at = models.DateTimeField(db_index=True)
 
     class Meta:
-        indexes = [models.Index(fields=["phone_number_id", "created_at"], name="wa_attempt_number_time")]
+        # Counted per clinic and number: no clinic can spend another's attempts.
+        indexes = [
+            models.Index(
+                fields=["clinic", "phone_number_id", "created_at"], name="wa_attempt_clinic_number_time"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.phone_number_id} at {self.created_at:%Y-%m-%d %H:%M}"

@@ -65,6 +65,10 @@ class WhatsAppVerifyInputSerializer(serializers.Serializer):
     code = NormalizedCharField(validators.normalize_code, max_length=32)
 
 
+class WhatsAppPinInputSerializer(serializers.Serializer):
+    pin = NormalizedCharField(validators.normalize_pin, max_length=16, style={"input_type": "password"})
+
+
 def _status_field() -> serializers.ChoiceField:
     return serializers.ChoiceField(choices=WhatsAppStatus.choices, read_only=True)
 
@@ -90,6 +94,14 @@ CONFIGURE_SHAPE = OutputShape(
 
 STATUS_ONLY_SHAPE = OutputShape(
     "WhatsAppStatusOnly", [OutputField("status", lambda account: account.status, _status_field())]
+)
+
+PIN_SHAPE = OutputShape(
+    "WhatsAppPinOutput",
+    [
+        OutputField("status", lambda account: account.status, _status_field()),
+        OutputField("detail", lambda account: account.detail or None, serializers.CharField(allow_null=True)),
+    ],
 )
 
 STATUS_SHAPE = OutputShape(

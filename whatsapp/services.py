@@ -9,9 +9,17 @@ Every service takes the clinic's `WhatsAppAccount` (the caller scopes it) and
 knows nothing of the product above: the clinic's name, the bot and tenancy are
 `clinics`' business. Every transition of one account runs under a row lock, so
 two parallel requests can never, for example, register the same number twice.
-Meta's answers are recorded before any error is raised: a failing Meta loses
-nothing we were given. Arguments use the model's field names; `NOT_SENT` leaves
-a field as stored, `None` clears it.
+
+Three promises hold for every action:
+- a way out of every state: deregister ends in `disconnected` from any status,
+  and register never reuses a phone number id Meta does not know;
+- nothing lost: a Meta failure leaves every stored field (ids, number, token,
+  PIN) as it was; only the status, `detail` and `meta_code` say what happened;
+- one owner per number: another clinic's number or phone number id is refused
+  (409) before anything reaches Meta, and a database constraint holds the line.
+Arguments use the model's field names; `NOT_SENT` leaves a field as stored,
+`None` clears it. `detail` is stored as message keys (whatsapp.details) and
+rendered in the reader's language.
 """
 
 from __future__ import annotations
@@ -28,19 +36,21 @@ import phonenumbers
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from common.masking import is_masked
 from common.notsent import NOT_SENT, NotSent
 
+from .details import EVENT_KEYS, NO_DETAIL, Detail, meta_refusal_detail
 from .exceptions import (
     AttemptsExhaustedError,
     MetaError,
     MetaRefusedError,
     MetaTimeoutError,
     MetaUnavailableError,
+    NumberOwnedElsewhereError,
     StatusConflictError,
     WhatsAppError,
 )
@@ -49,8 +59,8 @@ from .meta_errors import (
     META_ERROR_SENTENCES,
     NOT_REGISTERED,
     TRANSIENT_CODES,
+    UNKNOWN_OBJECT,
     WRONG_CODE,
-    meta_error_sentence,
 )
 from .models import MetaAttempt, WhatsAppAccount, WhatsAppStatus, WrongCodeAttempt, new_verify_token
 
@@ -64,15 +74,18 @@ WRONG_CODE_WINDOW = timedelta(minutes=15)
 # An `active` number is re-read from Meta when polled after this long.
 ACTIVE_RECHECK_AFTER = timedelta(minutes=5)
 META_LANGUAGES = {"es": "es", "en": "en_US"}
+# Deregister's refusals that mean there is nothing at Meta to undo: not registered,
+# no such number, or not ours (Graph's 100/33 "does not exist or missing permissions", 200).
+NOTHING_TO_DEREGISTER = frozenset({NOT_REGISTERED, UNKNOWN_OBJECT, 200})
 
 # A secret as a caller may send it: a new value, the masked value it read
 # (keep the stored one), None (clear it) or nothing at all (keep it).
-SecretInput = str | None | NotSent
+SecretInput = str | NotSent | None
 
 
 @dataclass(frozen=True)
 class ConnectionReport:
-    """What the status endpoint and the page show."""
+    """What the status endpoint and the page show; `detail` is rendered for the reader."""
 
     status: str
     number: str | None
@@ -104,13 +117,22 @@ def _locked(account: WhatsAppAccount) -> Iterator[WhatsAppAccount]:
         yield WhatsAppAccount.objects.select_for_update().get(pk=account.pk)
 
 
-def _client(account: WhatsAppAccount) -> MetaClient:
-    if not account.access_token:
-        raise StatusConflictError(
-            status=account.status,
-            detail=_("No access token is stored for this clinic. Save the WhatsApp credentials first."),
-        )
-    return MetaClient(account.access_token)
+def _save(account: WhatsAppAccount, update_fields: list[str] | None = None) -> None:
+    """Save; a number another clinic took in the meantime is a 409, never a 500."""
+    try:
+        with transaction.atomic():
+            account.save(update_fields=update_fields)
+    except IntegrityError:
+        raise NumberOwnedElsewhereError(
+            status=account.status, reason=Detail.of("conflict.number_owned")
+        ) from None
+
+
+def _client(account: WhatsAppAccount, access_token: str | None = None) -> MetaClient:
+    token = access_token or account.access_token
+    if not token:
+        raise StatusConflictError(status=account.status, reason=Detail.of("conflict.no_token"))
+    return MetaClient(token)
 
 
 def _e164_from_meta(display: str | None) -> str:
@@ -128,7 +150,7 @@ def _set_status(
     account: WhatsAppAccount,
     status: str,
     *,
-    detail: str = "",
+    detail: Detail = NO_DETAIL,
     meta_code: int | None = None,
 ) -> None:
     """The one place a status changes; callers save."""
@@ -143,7 +165,7 @@ def _set_status(
     if status == WhatsAppStatus.ACTIVE and account.status != WhatsAppStatus.ACTIVE:
         account.connected_at = timezone.now()
     account.status = status
-    account.detail = detail
+    account.detail_parts = detail.as_json()
     account.meta_code = meta_code
 
 
@@ -154,23 +176,19 @@ def _explain(exc: MetaError, *, status: str) -> WhatsAppError:
     "unavailable" (502, worth a retry); a timeout stays a timeout (504).
     """
     if isinstance(exc, MetaTimeoutError):
-        return exc.explained(
-            status=status, detail=_("Meta did not answer in time. Nothing was lost; try again in a minute.")
-        )
+        return exc.explained(status=status, reason=Detail.of("meta.timeout"))
     code, message, details = exc.code, exc.message or "", exc.details
     if isinstance(exc, MetaRefusedError) and exc.code not in TRANSIENT_CODES:
-        return exc.explained(status=status, detail=meta_error_sentence(exc.code, message, details))
+        return exc.explained(status=status, reason=meta_refusal_detail(exc.code, message, details))
     if code is not None and code in META_ERROR_SENTENCES:
-        detail = meta_error_sentence(code, message, details)
+        reason = meta_refusal_detail(code, message, details)
     elif code and (message or details):
         # Meta's own words for its trouble: the clinic (or support) can act on them.
-        detail = _(
-            "Meta reported a temporary problem (%(code)s): %(message)s Try again in a few minutes."
-        ) % {"code": code, "message": (details or message)[:300]}
+        reason = Detail.of("meta.temporary", code=code, message=(details or message)[:300])
     else:
-        detail = _("Meta could not be reached. Nothing was lost; try again in a few minutes.")
+        reason = Detail.of("meta.unreachable")
     if isinstance(exc, MetaUnavailableError):
-        return exc.explained(status=status, detail=detail)
+        return exc.explained(status=status, reason=reason)
     unavailable = MetaUnavailableError(
         "Meta reported a temporary problem",
         code=code,
@@ -181,19 +199,38 @@ def _explain(exc: MetaError, *, status: str) -> WhatsAppError:
         subcode=exc.subcode,
     )
     unavailable.__cause__ = exc
-    return unavailable.explained(status=status, detail=detail)
+    return unavailable.explained(status=status, reason=reason)
 
 
 def _record_meta_failure(account: WhatsAppAccount, exc: MetaError) -> WhatsAppError:
     """A refusal makes the connection `failed` with Meta's reason; other failures leave the status.
 
+    Only status, detail and meta_code change: every other field stays as it was.
     The caller saves the account and raises (or reports) the returned error.
     """
     error = _explain(exc, status=account.status)
     if isinstance(error, MetaRefusedError):
-        _set_status(account, WhatsAppStatus.FAILED, detail=error.detail, meta_code=error.code)
+        _set_status(account, WhatsAppStatus.FAILED, detail=error.reason, meta_code=error.code)
         error.status = account.status
     return error
+
+
+def _ensure_not_owned_elsewhere(
+    account: WhatsAppAccount, *, phone_number_id: str = "", number: str = ""
+) -> None:
+    """Refuse another clinic's number or phone number id before anything reaches Meta."""
+    others = WhatsAppAccount.objects.exclude(pk=account.pk)
+    if number and others.filter(number=number).exists():
+        raise NumberOwnedElsewhereError(status=account.status, reason=Detail.of("conflict.number_owned"))
+    if (
+        phone_number_id
+        and others.filter(phone_number_id=phone_number_id)
+        .exclude(status=WhatsAppStatus.DISCONNECTED)
+        .exists()
+    ):
+        raise NumberOwnedElsewhereError(
+            status=account.status, reason=Detail.of("conflict.phone_number_id_owned")
+        )
 
 
 # --- credentials (endpoint 5, the settings endpoint, admin) --------------------------------
@@ -206,13 +243,14 @@ def _secret_change(value: SecretInput) -> SecretInput:
     return value or None
 
 
-def _require_access_token(account: WhatsAppAccount, access_token: SecretInput) -> None:
-    """Meta cannot be called without a token: one must be sent, or already stored."""
+def _require_access_token(account: WhatsAppAccount, access_token: SecretInput) -> str:
+    """Meta cannot be called without a token: one must be sent, or already stored. Returns it."""
     token = account.access_token if isinstance(access_token, NotSent) else access_token
     if not token:
         raise ValidationError(
             {"access_token": [_("Send the access token: none is stored for this clinic yet.")]}
         )
+    return token
 
 
 def _assign_credentials(
@@ -262,9 +300,12 @@ def whatsapp_store_credentials(
     """Store already-validated credentials; returns the account and whether Meta-facing ones changed.
 
     A secret that contains `...****` is the masked value sent back and keeps the
-    stored one; `None` or "" clears it; any other value replaces it.
+    stored one; `None` or "" clears it; any other value replaces it. Another
+    clinic's phone number id is refused (409).
     """
     with _locked(account) as locked:
+        if isinstance(phone_number_id, str):
+            _ensure_not_owned_elsewhere(locked, phone_number_id=phone_number_id)
         changed, meta_facing = _assign_credentials(
             locked,
             phone_number_id=phone_number_id,
@@ -274,8 +315,8 @@ def whatsapp_store_credentials(
             app_secret=app_secret,
         )
         if changed:
-            locked.full_clean()
-            locked.save(update_fields=[*changed, "updated_at"])
+            locked.full_clean(validate_constraints=False)
+            _save(locked, update_fields=[*changed, "updated_at"])
         return locked, meta_facing
 
 
@@ -287,28 +328,19 @@ def whatsapp_check_connection(*, account: WhatsAppAccount) -> WhatsAppAccount:
     """
     with _locked(account) as locked:
         if not locked.may_check_connection:
-            _set_status(
-                locked,
-                locked.status,
-                detail=_("Save the phone number id and the access token to connect WhatsApp."),
-            )
-            locked.save(update_fields=["detail", "meta_code", "updated_at"])
+            _set_status(locked, locked.status, detail=Detail.of("check.save_credentials"))
+            _save(locked, update_fields=["detail_parts", "meta_code", "updated_at"])
             return locked
         try:
             info = _client(locked).get_phone_number(locked.phone_number_id)
         except MetaError as exc:
             error = _record_meta_failure(locked, exc)
             if not isinstance(error, MetaRefusedError):
-                _set_status(
-                    locked,
-                    locked.status,
-                    detail=_("Credentials saved, but Meta could not be reached to check them: %(why)s")
-                    % {"why": error.detail},
-                )
+                _set_status(locked, locked.status, detail=Detail.of("check.unreachable", why=error.reason))
         else:
             _apply_phone_info(locked, info)
         locked.status_checked_at = timezone.now()
-        locked.save()
+        _save(locked)
     return _subscribe_if_needed(locked)
 
 
@@ -321,7 +353,10 @@ def whatsapp_configure(
     verify_token: str | NotSent = NOT_SENT,
     app_secret: SecretInput = NOT_SENT,
 ) -> WhatsAppAccount:
-    """Endpoint 5: store first (nothing is lost if Meta is unreachable), then ask Meta."""
+    """Endpoint 5: store first (nothing is lost if Meta is unreachable), then ask Meta.
+
+    The ids sent always replace the stored ones: this is the way to correct an id.
+    """
     _require_access_token(account, _secret_change(access_token))
     stored, _meta_facing = whatsapp_store_credentials(
         account=account,
@@ -335,41 +370,25 @@ def whatsapp_configure(
 
 
 # Meta's number status -> ours, and what the clinic should do.
-def _phone_status_outcome(meta_status: str | None) -> tuple[str | None, str]:
+def _phone_status_outcome(meta_status: str | None) -> tuple[str | None, Detail]:
     status = (meta_status or "").upper()
     if status == "CONNECTED":
-        return WhatsAppStatus.ACTIVE, ""
+        return WhatsAppStatus.ACTIVE, NO_DETAIL
     if status == "PENDING":
-        return WhatsAppStatus.VERIFYING, _(
-            "Meta is still setting up the number. This page updates by itself."
-        )
+        return WhatsAppStatus.VERIFYING, Detail.of("number.pending")
     if status == "BANNED":
-        return WhatsAppStatus.FAILED, _(
-            "Meta has banned this number from WhatsApp. Open WhatsApp Manager to read the notice and request a review."
-        )
+        return WhatsAppStatus.FAILED, Detail.of("number.banned")
     if status == "RESTRICTED":
-        return WhatsAppStatus.FAILED, _(
-            "Meta has restricted this number: it can only answer patients who write first. "
-            "See WhatsApp Manager for when the restriction ends."
-        )
+        return WhatsAppStatus.FAILED, Detail.of("number.restricted")
     if status == "FLAGGED":
-        return WhatsAppStatus.FAILED, _(
-            "Meta has flagged this number for low quality. Review the messages the bot sends in "
-            "WhatsApp Manager; the flag is lifted when quality improves."
-        )
+        return WhatsAppStatus.FAILED, Detail.of("number.flagged")
     if status in ("DISCONNECTED", "DELETED", "MIGRATED"):
-        return WhatsAppStatus.DISCONNECTED, _(
-            "Meta reports this number is no longer connected to the Cloud API (%(status)s). Register it again."
-        ) % {"status": status}
+        return WhatsAppStatus.DISCONNECTED, Detail.of("number.gone", status=status)
     if status == "UNVERIFIED":
-        return WhatsAppStatus.FAILED, _(
-            "Meta has not verified that you own this number. Register it again to receive a new code."
-        )
+        return WhatsAppStatus.FAILED, Detail.of("number.unverified")
     if status == "RATE_LIMITED":
-        return WhatsAppStatus.ACTIVE, _("Meta is temporarily limiting how fast this number can send.")
-    return None, _("Meta reported an unexpected status for this number (%(status)s).") % {
-        "status": status or "?"
-    }
+        return WhatsAppStatus.ACTIVE, Detail.of("number.rate_limited")
+    return None, Detail.of("number.unexpected", status=status or "?")
 
 
 def _apply_phone_info(account: WhatsAppAccount, info: PhoneNumberInfo) -> None:
@@ -381,7 +400,11 @@ def _apply_phone_info(account: WhatsAppAccount, info: PhoneNumberInfo) -> None:
     number = _e164_from_meta(info.display_phone_number)
     if number:
         account.number = number
-    _set_status(account, new_status or account.status, detail=detail)
+    status = new_status or account.status
+    if status == account.status and not detail and set(account.detail_keys) <= EVENT_KEYS:
+        # Nothing new: what a webhook event reported stays until something newer happens.
+        detail = Detail.from_json(account.detail_parts)
+    _set_status(account, status, detail=detail)
 
 
 # --- webhook subscription ------------------------------------------------------------------
@@ -397,24 +420,30 @@ def _subscribe_if_needed(account: WhatsAppAccount) -> WhatsAppAccount:
         try:
             _client(locked).subscribe_app(locked.business_account_id)
         except MetaError as exc:
-            reason = _explain(exc, status=locked.status).detail
-            locked.detail = _(
-                "The number is active, but Meta refused to send its messages to this service, so "
-                "the bot cannot hear patients yet: %(why)s Use 'Check connection' to try again."
-            ) % {"why": reason}
-            locked.save(update_fields=["detail", "updated_at"])
+            reason = _explain(exc, status=locked.status).reason
+            locked.detail_parts = Detail.of("subscribe.refused", why=reason).as_json()
+            _save(locked, update_fields=["detail_parts", "updated_at"])
         else:
             locked.subscribed_at = timezone.now()
-            locked.save(update_fields=["subscribed_at", "updated_at"])
+            if "subscribe.refused" in locked.detail_keys:
+                locked.detail_parts = []
+            _save(locked, update_fields=["subscribed_at", "detail_parts", "updated_at"])
         return locked
 
 
 # --- the register/deregister budget and the wrong-code limit -------------------------------
 
 
-def _attempts_left(phone_number_id: str, now: datetime) -> tuple[int, datetime | None]:
+def _attempts_left(
+    account: WhatsAppAccount, phone_number_id: str, now: datetime
+) -> tuple[int, datetime | None]:
+    # Per clinic and number: another clinic saving this id cannot spend this clinic's attempts.
     recent = list(
-        MetaAttempt.objects.filter(phone_number_id=phone_number_id, created_at__gt=now - META_ATTEMPT_WINDOW)
+        MetaAttempt.objects.filter(
+            clinic_id=account.clinic_id,
+            phone_number_id=phone_number_id,
+            created_at__gt=now - META_ATTEMPT_WINDOW,
+        )
         .order_by("created_at")
         .values_list("created_at", flat=True)
     )
@@ -426,30 +455,31 @@ def whatsapp_attempts_left(*, account: WhatsAppAccount) -> int | None:
     """Register/deregister calls Meta will still accept for the account's number now; None without one."""
     if not account.phone_number_id:
         return None
-    left, _reopens = _attempts_left(account.phone_number_id, timezone.now())
+    left, _reopens = _attempts_left(account, account.phone_number_id, timezone.now())
     return max(0, left)
 
 
-def _meta_budget_guard(account: WhatsAppAccount) -> int:
+def _meta_budget_guard(account: WhatsAppAccount, phone_number_id: str) -> int:
     """Attempts left for the number, or refuse before Meta blocks it for 72 hours."""
     now = timezone.now()
-    left, reopens = _attempts_left(account.phone_number_id, now)
+    left, reopens = _attempts_left(account, phone_number_id, now)
     if left <= 0 and reopens is not None:
         raise AttemptsExhaustedError(
             status=account.status,
-            detail=_(
-                "This number has used all %(limit)d register and deregister attempts Meta allows in "
-                "72 hours; one more would make Meta block it for 72 hours. Try again after %(when)s UTC."
-            )
-            % {"limit": META_ATTEMPT_LIMIT, "when": reopens.strftime("%Y-%m-%d %H:%M")},
+            reason=Detail.of(
+                "budget.exhausted", limit=META_ATTEMPT_LIMIT, when=reopens.strftime("%Y-%m-%d %H:%M")
+            ),
             retry_after=int((reopens - now).total_seconds()) + 1,
         )
     return left
 
 
 def _spend_meta_attempt(account: WhatsAppAccount, kind: str) -> int:
-    """Count one register/deregister call before it is made; returns how many remain."""
-    left = _meta_budget_guard(account)
+    """Count one register/deregister call before it is made; returns how many remain.
+
+    Saved in its own savepoint: the attempt stays counted whatever Meta answers.
+    """
+    left = _meta_budget_guard(account, account.phone_number_id)
     MetaAttempt.objects.create(
         phone_number_id=account.phone_number_id,
         kind=kind,
@@ -469,24 +499,15 @@ def _wrong_codes_guard(account: WhatsAppAccount, now: datetime) -> int:
         reopens = recent[0] + WRONG_CODE_WINDOW
         raise AttemptsExhaustedError(
             status=account.status,
-            detail=_(
-                "Too many wrong codes. To protect the number, wait %(minutes)d minutes before trying "
-                "again, or ask for a new code then."
-            )
-            % {"minutes": max(1, int((reopens - now).total_seconds() // 60) + 1)},
+            reason=Detail.of(
+                "limit.wrong_codes", minutes=max(1, int((reopens - now).total_seconds() // 60) + 1)
+            ),
             retry_after=int((reopens - now).total_seconds()) + 1,
         )
     return WRONG_CODE_LIMIT - len(recent)
 
 
 # --- register (endpoint 6) and a new code --------------------------------------------------
-
-
-def _active_number_conflict(account: WhatsAppAccount) -> StatusConflictError:
-    return StatusConflictError(
-        status=account.status,
-        detail=_("This clinic already has an active number. Deregister it first."),
-    )
 
 
 def whatsapp_register_number(
@@ -499,62 +520,56 @@ def whatsapp_register_number(
     verified_name: str,
     language: str = "es",
 ) -> WhatsAppAccount:
-    """Store the inputs, put the number on the WABA (or find it there), ask Meta for a code.
+    """Find the number in the WABA (or add it), ask Meta for a code, then store what was sent.
 
-    `verified_name` is the display name Meta shows patients when it adds a new number.
+    Nothing is stored until Meta has agreed to send the code: a failure leaves
+    ids, number, token and PIN as they were (a refusal sets `failed` and says
+    why). The stored phone number id is never trusted: the number is looked up
+    in the WABA by its digits every time. `verified_name` is the display name
+    Meta shows patients when it adds a new number.
     """
     with _locked(account) as locked:
         if not locked.may_register:
-            raise _active_number_conflict(locked)
-        _require_access_token(locked, _secret_change(access_token))
-        # Store first: whatever Meta says next, the clinic's input is kept.
-        _assign_credentials(locked, business_account_id=business_account_id, access_token=access_token)
-        if locked.number != number:
-            # A different number: the old phone number id belongs to the old one.
-            locked.phone_number_id = ""
-        locked.number = number
-        locked.full_clean()
-        locked.save()
-
-        client = _client(locked)
+            raise StatusConflictError(status=locked.status, reason=Detail.of("conflict.active"))
+        _ensure_not_owned_elsewhere(locked, number=number)
+        token = _require_access_token(locked, _secret_change(access_token))
+        client = _client(locked, token)
+        pending_error: WhatsAppError | None = None
         try:
-            number_id = locked.phone_number_id or _find_or_add_number(client, locked, verified_name)
-            if locked.phone_number_id != number_id:
-                locked.phone_number_id = number_id
-                locked.save(update_fields=["phone_number_id", "updated_at"])
+            number_id = _find_or_add_number(client, business_account_id, number, verified_name)
+            _ensure_not_owned_elsewhere(locked, phone_number_id=number_id)
             # Sending a code is pointless if the number cannot be registered afterwards.
-            attempts_left = _meta_budget_guard(locked)
-            if locked.pin_phone_number_id != number_id or not locked.registration_pin:
-                # Generated and stored before Meta ever sees it: Meta keeps the first
-                # PIN of a number and refuses any other (133005).
-                locked.registration_pin = f"{secrets.randbelow(1_000_000):06d}"
-                locked.pin_phone_number_id = number_id
-                locked.save(update_fields=["registration_pin", "pin_phone_number_id", "updated_at"])
+            attempts_left = _meta_budget_guard(locked, number_id)
             client.request_code(
                 number_id,
                 method="VOICE" if otp_method == "voice" else "SMS",
                 language=META_LANGUAGES.get((language or "es")[:2], "es"),
             )
-        except AttemptsExhaustedError as exc:
-            pending_error: WhatsAppError | None = exc
+        except (AttemptsExhaustedError, NumberOwnedElsewhereError) as exc:
+            pending_error = exc
         except MetaError as exc:
             pending_error = _record_meta_failure(locked, exc)
-            locked.save()
+            if isinstance(pending_error, MetaRefusedError):
+                _save(locked, update_fields=["status", "detail_parts", "meta_code", "updated_at"])
         else:
-            how = _("by voice call") if otp_method == "voice" else _("by SMS")
-            detail = _("Meta is sending a code %(how)s to %(number)s. Enter it to continue.") % {
-                "how": how,
-                "number": number,
-            }
+            # Meta is sending the code: now the clinic's inputs become the stored state.
+            _assign_credentials(locked, business_account_id=business_account_id, access_token=access_token)
+            if locked.pin_phone_number_id != number_id or not locked.registration_pin:
+                # Meta keeps the first PIN registered on a number and refuses any other
+                # (133005), so one is generated per number and reused.
+                locked.registration_pin = f"{secrets.randbelow(1_000_000):06d}"
+                locked.pin_phone_number_id = number_id
+            locked.number = number
+            locked.phone_number_id = number_id
+            how = Detail.of("register.by_voice" if otp_method == "voice" else "register.by_sms")
+            detail = Detail.of("register.code_sent", how=how, number=number)
             if attempts_left <= 3:
-                detail += " " + _(
-                    "Careful: Meta allows only %(left)d more register attempts for this number in "
-                    "the next 72 hours."
-                ) % {"left": attempts_left}
+                detail = detail.then("register.attempts_low", left=attempts_left)
             _set_status(locked, WhatsAppStatus.PENDING_OTP, detail=detail)
             locked.subscribed_at = None
-            locked.save()
-            pending_error = None
+            locked.status_checked_at = None
+            locked.full_clean(validate_constraints=False)
+            _save(locked)
     if pending_error is not None:
         raise pending_error
     return locked
@@ -566,8 +581,8 @@ def whatsapp_resend_code(
     """A new code for the number being registered, with the stored number, WABA and token."""
     if not account.may_resend_code:
         if not account.may_register:
-            raise _active_number_conflict(account)
-        raise StatusConflictError(status=account.status, detail=_("Register the number first."))
+            raise StatusConflictError(status=account.status, reason=Detail.of("conflict.active"))
+        raise StatusConflictError(status=account.status, reason=Detail.of("conflict.register_first"))
     return whatsapp_register_number(
         account=account,
         number=account.number,
@@ -578,21 +593,21 @@ def whatsapp_resend_code(
     )
 
 
-def _find_or_add_number(client: MetaClient, account: WhatsAppAccount, verified_name: str) -> str:
-    digits = account.number.lstrip("+")
-    for info in client.list_phone_numbers(account.business_account_id):
+def _find_or_add_number(client: MetaClient, waba_id: str, number: str, verified_name: str) -> str:
+    digits = number.lstrip("+")
+    for info in client.list_phone_numbers(waba_id):
         if info.display_digits == digits:
             return info.id
-    parsed = phonenumbers.parse(account.number, None)
+    parsed = phonenumbers.parse(number, None)
     return client.add_phone_number(
-        account.business_account_id,
+        waba_id,
         cc=str(parsed.country_code),
         phone_number=str(phonenumbers.national_significant_number(parsed)),
         verified_name=verified_name,
     )
 
 
-# --- verify (endpoint 7) -------------------------------------------------------------------
+# --- verify (endpoint 7) and the number's existing PIN (endpoint 12) -----------------------
 
 
 def whatsapp_verify_code(*, account: WhatsAppAccount, code: str) -> WhatsAppAccount:
@@ -600,9 +615,7 @@ def whatsapp_verify_code(*, account: WhatsAppAccount, code: str) -> WhatsAppAcco
     with _locked(account) as locked:
         if not locked.may_verify:
             raise StatusConflictError(
-                status=locked.status,
-                detail=_("There is no code to verify now (status: %(status)s). Register the number first.")
-                % {"status": locked.status},
+                status=locked.status, reason=Detail.of("conflict.no_code", status=locked.status)
             )
         now = timezone.now()
         codes_left = _wrong_codes_guard(locked, now)
@@ -613,81 +626,120 @@ def whatsapp_verify_code(*, account: WhatsAppAccount, code: str) -> WhatsAppAcco
             if exc.code == WRONG_CODE:
                 WrongCodeAttempt.objects.create(clinic_id=locked.clinic_id, created_at=now)
                 left = codes_left - 1
-                detail = meta_error_sentence(exc.code, exc.message or "", exc.details)
+                detail = meta_refusal_detail(exc.code, exc.message, exc.details)
                 if left > 0:
-                    detail += " " + _("%(left)d attempts left.") % {"left": left}
+                    detail = detail.then("verify.attempts_left", left=left)
                 _set_status(locked, WhatsAppStatus.PENDING_OTP, detail=detail, meta_code=exc.code)
-                locked.save()
-                pending_error: WhatsAppError | None = exc.explained(status=locked.status, detail=detail)
+                _save(locked)
+                pending_error: WhatsAppError | None = exc.explained(status=locked.status, reason=detail)
             else:
                 pending_error = _explain(exc, status=locked.status)
         except MetaError as exc:
             pending_error = _explain(exc, status=locked.status)
         else:
-            pending_error = _register_verified_number(locked, client)
+            WrongCodeAttempt.objects.filter(clinic_id=locked.clinic_id).delete()
+            pending_error = _register(locked, client, locked.registration_pin or "")
     if pending_error is not None:
         raise pending_error
     return _subscribe_if_needed(locked)
 
 
-def _register_verified_number(account: WhatsAppAccount, client: MetaClient) -> WhatsAppError | None:
-    """After a right code: register with the stored PIN, then read the number's status."""
-    WrongCodeAttempt.objects.filter(clinic_id=account.clinic_id).delete()
+def whatsapp_set_pin(*, account: WhatsAppAccount, pin: str) -> WhatsAppAccount:
+    """Endpoint 12: register with the number's existing PIN after a 133005, or change an active number's PIN.
+
+    Counted by the register budget. The PIN is stored (encrypted) only once Meta accepted it.
+    """
+    with _locked(account) as locked:
+        if not locked.may_set_pin:
+            raise StatusConflictError(status=locked.status, reason=Detail.of("conflict.no_pin"))
+        client = _client(locked)
+        if locked.needs_existing_pin:
+            pending_error = _register(locked, client, pin)
+        else:
+            pending_error = _change_pin(locked, client, pin)
+    if pending_error is not None:
+        raise pending_error
+    return _subscribe_if_needed(locked)
+
+
+def _register(account: WhatsAppAccount, client: MetaClient, pin: str) -> WhatsAppError | None:
+    """Register the number with `pin`, then read its status. Meta may act even when we time out."""
     number_id = account.phone_number_id
     try:
         _spend_meta_attempt(account, MetaAttempt.Kind.REGISTER)
     except AttemptsExhaustedError as exc:
-        _set_status(account, WhatsAppStatus.FAILED, detail=exc.detail)
-        account.save()
+        _set_status(account, WhatsAppStatus.FAILED, detail=exc.reason)
+        _save(account)
         exc.status = account.status
         return exc
     try:
-        client.register(number_id, account.registration_pin or "")
+        client.register(number_id, pin)
     except MetaError as exc:
         error = _record_meta_failure(account, exc)
         if not isinstance(error, MetaRefusedError):
-            # The code was right; Meta may or may not have registered the number.
+            # The code (or PIN) was sent; Meta may or may not have registered the number.
             # `verifying` lets polling find out instead of spending another attempt.
-            _set_status(
-                account,
-                WhatsAppStatus.VERIFYING,
-                detail=_("The code was right, but Meta did not confirm the registration yet: %(why)s")
-                % {"why": error.detail},
-            )
+            if isinstance(exc, MetaTimeoutError):
+                detail = Detail.of("deadline.verifying")
+            else:
+                detail = Detail.of("verify.not_confirmed", why=error.reason)
+            _set_status(account, WhatsAppStatus.VERIFYING, detail=detail)
+            error.reason = detail
         account.status_checked_at = None
-        account.save()
+        _save(account)
         error.status = account.status
         return error
+    # Meta accepted this PIN for this number: it is the one to keep.
+    account.registration_pin = pin
+    account.pin_phone_number_id = number_id
     try:
         info = client.get_phone_number(number_id)
     except MetaError:
-        _set_status(
-            account,
-            WhatsAppStatus.VERIFYING,
-            detail=_("Registered. Waiting for Meta to confirm the number; this page updates by itself."),
-        )
+        _set_status(account, WhatsAppStatus.VERIFYING, detail=Detail.of("verify.waiting"))
     else:
         new_status, detail = _phone_status_outcome(info.status)
         if new_status not in (WhatsAppStatus.ACTIVE, WhatsAppStatus.VERIFYING):
-            new_status = WhatsAppStatus.VERIFYING
-            detail = _("Registered. Waiting for Meta to confirm the number; this page updates by itself.")
+            new_status, detail = WhatsAppStatus.VERIFYING, Detail.of("verify.waiting")
         number = _e164_from_meta(info.display_phone_number)
         if number:
             account.number = number
         _set_status(account, new_status, detail=detail)
     account.status_checked_at = timezone.now()
-    account.save()
+    _save(account)
+    return None
+
+
+def _change_pin(account: WhatsAppAccount, client: MetaClient, pin: str) -> WhatsAppError | None:
+    """Set a new two-step PIN on an active number; a refusal leaves the number active."""
+    try:
+        _spend_meta_attempt(account, MetaAttempt.Kind.REGISTER)
+        client.set_pin(account.phone_number_id, pin)
+    except AttemptsExhaustedError as exc:
+        return exc
+    except MetaError as exc:
+        error = _explain(exc, status=account.status)
+        if isinstance(exc, MetaTimeoutError):
+            # Meta may have changed the PIN: read the number again before anything else.
+            _set_status(account, WhatsAppStatus.VERIFYING, detail=Detail.of("deadline.verifying"))
+            account.status_checked_at = None
+            _save(account)
+            error.explained(status=account.status, reason=Detail.of("deadline.verifying"))
+        return error
+    account.registration_pin = pin
+    account.pin_phone_number_id = account.phone_number_id
+    account.detail_parts = Detail.of("pin.changed").as_json()
+    _save(account)
     return None
 
 
 # --- refresh (endpoint 8) ------------------------------------------------------------------
 
 
-def _report(account: WhatsAppAccount, detail: str | None = None) -> ConnectionReport:
+def _report(account: WhatsAppAccount, detail: Detail | None = None) -> ConnectionReport:
     return ConnectionReport(
         status=account.status,
         number=account.number or None,
-        detail=(detail if detail is not None else account.detail) or None,
+        detail=(detail.render() if detail is not None else account.detail) or None,
     )
 
 
@@ -714,7 +766,7 @@ def whatsapp_refresh_status(*, account: WhatsAppAccount) -> ConnectionReport:
     gate = f"whatsapp:refresh:{account.pk}"
     if not cache.add(gate, 1, timeout=settings.WHATSAPP_STATUS_REFRESH_SECONDS):
         return _report(account)
-    unreachable: str | None = None
+    unreachable = False
     with _locked(account) as locked:
         if not _needs_refresh(locked, timezone.now()):
             return _report(locked)
@@ -723,41 +775,56 @@ def whatsapp_refresh_status(*, account: WhatsAppAccount) -> ConnectionReport:
         except MetaError as exc:
             if isinstance(_record_meta_failure(locked, exc), MetaRefusedError):
                 locked.status_checked_at = timezone.now()
-                locked.save()
+                _save(locked)
             else:
-                unreachable = _("Meta could not be reached just now; this is the last known status.")
+                unreachable = True
         else:
             _apply_phone_info(locked, info)
             locked.status_checked_at = timezone.now()
-            locked.save()
+            _save(locked)
     if unreachable:
-        return _report(locked, detail=unreachable)
+        return _report(locked, detail=Detail.of("refresh.unreachable"))
     return _report(_subscribe_if_needed(locked))
 
 
 # --- deregister (endpoint 9) ---------------------------------------------------------------
 
 
+def _nothing_to_deregister(exc: MetaRefusedError) -> bool:
+    """Meta's refusal says the number is not registered, does not exist, or is not ours."""
+    return exc.code in NOTHING_TO_DEREGISTER
+
+
 def whatsapp_deregister(*, account: WhatsAppAccount) -> WhatsAppAccount:
-    """Take the number off the Cloud API and forget it; the credentials are kept."""
+    """Take the number off the Cloud API and forget it; the credentials are kept.
+
+    A way out of every state: only a Meta that is unreachable, too slow, or that
+    refuses while the number stays registered there (its rate limit, an expired
+    token) keeps the status as it was.
+    """
     with _locked(account) as locked:
         needs_meta = locked.status not in (WhatsAppStatus.DISCONNECTED, WhatsAppStatus.PENDING_OTP)
-        pending_error: WhatsAppError | None = None
         if needs_meta and locked.phone_number_id:
             _spend_meta_attempt(locked, MetaAttempt.Kind.DEREGISTER)
             try:
                 _client(locked).deregister(locked.phone_number_id)
             except MetaRefusedError as exc:
-                if exc.code != NOT_REGISTERED:  # already off the platform: what we wanted
-                    pending_error = _explain(exc, status=locked.status)
+                if not _nothing_to_deregister(exc):
+                    pending_error: WhatsAppError | None = _explain(exc, status=locked.status)
+                else:
+                    pending_error = None
             except MetaError as exc:
                 pending_error = _explain(exc, status=locked.status)
+            else:
+                pending_error = None
+        else:
+            pending_error = None
         if pending_error is None:
             _set_status(locked, WhatsAppStatus.DISCONNECTED)
             locked.number = ""
             locked.subscribed_at = None
             locked.status_checked_at = None
-            locked.save()
+            _save(locked)
     if pending_error is not None:
         raise pending_error
     return locked
@@ -799,8 +866,8 @@ class AccountEvent:
         return self.field in ACCOUNT_EVENT_FIELDS
 
 
-def _event_sentence(event: AccountEvent) -> str:
-    """What Meta reported, as a sentence for the settings page (restrictions, quality, names)."""
+def _event_detail(event: AccountEvent) -> Detail:
+    """What Meta reported (restrictions, violations, quality, names), as a detail for the page."""
     value = event.value
     if event.event == "ACCOUNT_RESTRICTION":
         types = [
@@ -809,26 +876,26 @@ def _event_sentence(event: AccountEvent) -> str:
             if isinstance(r, dict)
         ]
         if types:
-            return _("Meta restricted this account: %(types)s.") % {"types": ", ".join(types)}
-        return _("Meta restricted this account: see WhatsApp Manager.")
+            return Detail.of("event.restricted", types=", ".join(types))
+        return Detail.of("event.restricted_unspecified")
     if event.event == "ACCOUNT_VIOLATION":
         violation = value.get("violation_info")
-        if not isinstance(violation, dict):
-            violation = {}
-        return _("Meta reported a policy violation (%(type)s). Read the notice in WhatsApp Manager.") % {
-            "type": violation.get("violation_type") or _("unspecified")
-        }
+        violation_type = violation.get("violation_type") if isinstance(violation, dict) else None
+        return Detail.of(
+            "event.violation",
+            type=str(violation_type) if violation_type else Detail.of("event.unspecified"),
+        )
     if event.field == "phone_number_quality_update":
-        return _("Meta updated the number's messaging limit: %(event)s %(limit)s.") % {
-            "event": value.get("event", ""),
-            "limit": value.get("current_limit", ""),
-        }
+        return Detail.of(
+            "event.quality", event=str(value.get("event", "")), limit=str(value.get("current_limit", ""))
+        )
     if event.field == "phone_number_name_update":
-        return _("Meta's decision on the display name '%(name)s': %(decision)s.") % {
-            "name": value.get("requested_verified_name", ""),
-            "decision": value.get("decision", ""),
-        }
-    return ""
+        return Detail.of(
+            "event.name",
+            name=str(value.get("requested_verified_name", "")),
+            decision=str(value.get("decision", "")),
+        )
+    return NO_DETAIL
 
 
 def whatsapp_apply_account_event(*, account: WhatsAppAccount, event: AccountEvent) -> str:
@@ -838,49 +905,24 @@ def whatsapp_apply_account_event(*, account: WhatsAppAccount, event: AccountEven
     name = event.event if event.field == "account_update" else event.field.upper()
     with _locked(account) as locked:
         if name == "DISABLED_UPDATE" and event.ban_state == "DISABLE":
-            _set_status(
-                locked,
-                WhatsAppStatus.FAILED,
-                detail=_(
-                    "Meta disabled this WhatsApp Business Account. Open WhatsApp Manager to read "
-                    "why and request a review."
-                ),
-            )
+            _set_status(locked, WhatsAppStatus.FAILED, detail=Detail.of("event.disabled"))
         elif name == "ACCOUNT_DELETED":
-            _set_status(
-                locked,
-                WhatsAppStatus.FAILED,
-                detail=_(
-                    "Meta reports this WhatsApp Business Account was deleted. Connect another "
-                    "account with new credentials."
-                ),
-            )
+            _set_status(locked, WhatsAppStatus.FAILED, detail=Detail.of("event.deleted"))
         elif name == "PARTNER_APP_UNINSTALLED":
-            _set_status(
-                locked,
-                WhatsAppStatus.FAILED,
-                detail=_(
-                    "Access for this service was removed from the WhatsApp Business Account. "
-                    "Grant it again in Meta Business Settings and save a new access token."
-                ),
-            )
+            _set_status(locked, WhatsAppStatus.FAILED, detail=Detail.of("event.uninstalled"))
             locked.subscribed_at = None
         elif name == "DISABLED_UPDATE" and event.ban_state == "REINSTATE":
             # Meta gave the account back: read the number's real status on the next poll.
             locked.status_checked_at = None
             if locked.status == WhatsAppStatus.FAILED and locked.phone_number_id:
-                _set_status(
-                    locked,
-                    WhatsAppStatus.VERIFYING,
-                    detail=_("Meta reinstated the account; checking the number's status."),
-                )
+                _set_status(locked, WhatsAppStatus.VERIFYING, detail=Detail.of("event.reinstated_checking"))
             else:
-                locked.detail = _("Meta reinstated the account.")
-        elif sentence := _event_sentence(event):
+                locked.detail_parts = Detail.of("event.reinstated").as_json()
+        elif detail := _event_detail(event):
             # Restrictions, violations, quality and name updates: the status stays,
-            # the clinic sees what Meta reported.
-            locked.detail = sentence
+            # the clinic sees what Meta reported (until something newer happens).
+            locked.detail_parts = detail.as_json()
         else:
             return "stored"
-        locked.save()
+        _save(locked)
         return f"{name.lower() or 'event'} -> {locked.status}"

@@ -27,6 +27,7 @@ META_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _VISIBLE_RE = re.compile(r"[\x21-\x7e]+")
 _CODE_SEPARATORS_RE = re.compile(r"[\s-]+")
 _CODE_RE = re.compile(r"[0-9]{4,8}")
+_PIN_RE = re.compile(r"[0-9]{6}")
 
 
 def normalize_meta_id(value: str) -> str:
@@ -89,6 +90,13 @@ def normalize_otp_method(value: str) -> str:
     if method not in ("sms", "voice"):
         raise ValidationError(_("Choose sms or voice."), code="invalid_choice")
     return method
+
+
+def normalize_pin(value: str) -> str:
+    pin = (value or "").strip()
+    if not _PIN_RE.fullmatch(pin):
+        raise ValidationError(_("Enter the 6 digits of the two-step verification PIN."), code="invalid_pin")
+    return pin
 
 
 def normalize_code(value: str) -> str:

@@ -29,9 +29,11 @@ from whatsapp import services as whatsapp_services
 from whatsapp.serializers import (
     CONFIGURE_SHAPE,
     ERROR_SHAPE,
+    PIN_SHAPE,
     STATUS_ONLY_SHAPE,
     STATUS_SHAPE,
     WhatsAppConfigureInputSerializer,
+    WhatsAppPinInputSerializer,
     WhatsAppRegisterInputSerializer,
     WhatsAppVerifyInputSerializer,
     configure_body,
@@ -192,6 +194,7 @@ class WhatsAppViewSet(NoStoreMixin, viewsets.ViewSet):
         "configure": WhatsAppConfigureInputSerializer,
         "register": WhatsAppRegisterInputSerializer,
         "verify": WhatsAppVerifyInputSerializer,
+        "pin": WhatsAppPinInputSerializer,
     }
 
     @property
@@ -243,6 +246,15 @@ class WhatsAppViewSet(NoStoreMixin, viewsets.ViewSet):
             account=self.clinic.whatsapp, **self._validated(request)
         )
         return Response(STATUS_ONLY_SHAPE.render(account))
+
+    @extend_schema(
+        request=WhatsAppPinInputSerializer,
+        responses={200: PIN_SHAPE.serializer, **_WHATSAPP_ERRORS},
+        summary="Send the number's existing two-step PIN (after Meta's 133005), or change an active number's PIN",
+    )
+    def pin(self, request: Request) -> Response:
+        account = whatsapp_services.whatsapp_set_pin(account=self.clinic.whatsapp, **self._validated(request))
+        return Response(PIN_SHAPE.render(account))
 
     @extend_schema(responses={200: STATUS_SHAPE.serializer}, summary="Poll the connection status")
     def status(self, request: Request) -> Response:

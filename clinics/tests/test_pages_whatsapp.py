@@ -364,6 +364,11 @@ def test_it_shows_an_invalid_code_next_to_the_field(clinic_admin, clinic):
 
 def test_it_resends_the_code(clinic_admin, clinic, graph):
     pending(clinic)
+    graph.add(
+        responses.GET,
+        f"{GRAPH}/102290129340398/phone_numbers",
+        json={"data": [{"id": PNID, "display_phone_number": "+503 7765-4321"}]},
+    )
     graph.add(responses.POST, f"{GRAPH}/{PNID}/request_code", json=load("success.json"))
     response = signed_in(clinic_admin).post(RESEND, {"otp_method": "sms"}, follow=True)
     assert "new code" in response.content.decode()

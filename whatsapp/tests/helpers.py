@@ -402,6 +402,10 @@ def post_webhook(
 def arrange(clinic: Clinic, **fields: Any) -> WhatsAppAccount:
     """Put the clinic's WhatsApp account in a given state (test setup, not a transition)."""
     account = WhatsAppAccount.objects.get(clinic=clinic)
+    if "detail" in fields:
+        # A detail written by hand: stored as a literal part, shown as written.
+        text = fields.pop("detail")
+        fields["detail_parts"] = [{"key": "literal", "params": {"text": text}}] if text else []
     for key, value in fields.items():
         setattr(account, key, value)
     account.save()

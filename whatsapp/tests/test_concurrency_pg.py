@@ -19,13 +19,18 @@ from django.db import connections
 from rest_framework.test import APIClient
 
 from clinics.models import ApiToken, Clinic
+from whatsapp.models import WhatsAppAccount
 from whatsapp.tests import helpers
 from whatsapp.tests.helpers import (
+    PHONE,
     PNID,
+    REGISTER_URL,
     SETTINGS_URL,
+    TOKEN,
     VERIFY_URL,
     WABA,
     account_of,
+    arrange,
     arrange_pending,
     graph_error,
     phone_number,
@@ -145,3 +150,34 @@ def test_parallel_settings_changes_lose_no_update(clinic, clinic_admin, graph):
         clinic_now = Clinic.objects.get(pk=clinic.pk)
         assert (clinic_now.name, clinic_now.city) == (f"Clínica Ronda {round_}", f"Ciudad {round_}")
     assert graph.calls == []
+
+
+def test_two_clinics_registering_one_number_at_once_leave_one_owner(
+    clinic, clinic_admin, other_clinic, other_clinic_admin, graph
+):
+    # Both pass the "is it someone else's?" check at the same moment; the database decides.
+    arrange(clinic, access_token=TOKEN)
+    arrange(other_clinic, access_token=TOKEN)
+    counter = CallCounter()
+    listing = {"data": [phone_number("PENDING")], "paging": {"cursors": {"before": "a", "after": "b"}}}
+    graph.callback("GET", f"{WABA}/phone_numbers", counter.respond("list", 200, listing))
+    graph.callback(
+        "POST", f"{PNID}/request_code", counter.respond("request_code", 200, {"success": True}, delay=0.3)
+    )
+    form = {"phone": "+503 7765-4321", "otpMethod": "sms", "wabaId": WABA}
+    first, second = client_for(clinic_admin), client_for(other_clinic_admin)
+
+    results = in_parallel(
+        [
+            lambda: first.post(REGISTER_URL, form, format="json"),
+            lambda: second.post(REGISTER_URL, form, format="json"),
+        ]
+    )
+
+    assert sorted(r.status_code for r in results) == [200, 409]
+    refused = next(r for r in results if r.status_code == 409)
+    assert "another clinic" in refused.json()["detail"]
+    owners = WhatsAppAccount.objects.filter(number=PHONE)
+    assert owners.count() == 1
+    assert owners.get().status == "pending_otp"
+    assert WhatsAppAccount.objects.filter(phone_number_id=PNID).count() == 1

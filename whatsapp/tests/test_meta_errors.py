@@ -64,6 +64,7 @@ def test_it_turns_each_meta_code_into_its_sentence(admin_api, clinic, graph, cod
     route = ROUTES[code]
     if route == "request_code":
         arrange(clinic, status="failed", phone_number_id=PNID, number=PHONE, access_token=TOKEN)
+        graph.numbers((PNID, "+503 7765-4321"))
         graph.add("POST", f"{PNID}/request_code", status=http_status, json_body=envelope)
         response = admin_api.post(REGISTER_URL, FORM, format="json")
         expected = (400, {"status": "failed", "detail": sentence(code), "meta_code": code})

@@ -165,8 +165,10 @@ def test_it_keeps_the_status_when_meta_is_unreachable(admin_api, clinic, graph, 
     assert MetaAttempt.objects.filter(kind="deregister").count() == 1
 
 
-@pytest.mark.parametrize("code", [190, 200, 133016, 100])
-def test_it_keeps_the_status_when_meta_refuses(admin_api, clinic, graph, code):
+@pytest.mark.parametrize("code", [190, 133016])
+def test_it_keeps_the_status_when_meta_refuses_and_the_number_stays_registered(
+    admin_api, clinic, graph, code
+):
     arrange_active(clinic)
     bot_on(clinic)
     graph.error("POST", f"{PNID}/deregister", code)
@@ -183,3 +185,27 @@ def test_it_keeps_the_status_when_meta_refuses(admin_api, clinic, graph, code):
 
 def test_it_answers_without_a_trailing_slash(admin_api, clinic, graph):
     assert admin_api.delete(DEREGISTER_URL.rstrip("/")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        133010,  # not registered
+        100,  # no such number (Graph's 100/33 "does not exist or missing permissions")
+        200,  # not ours: this token has no permission on the number
+    ],
+)
+@pytest.mark.parametrize("status", ["active", "failed", "verifying"])
+def test_it_disconnects_when_meta_says_there_is_nothing_to_undo(admin_api, clinic, graph, code, status):
+    # A way out of every state: a wrong id or a number that is not ours never strands the clinic.
+    arrange_active(clinic, status=status)
+    bot_on(clinic)
+    graph.error("POST", f"{PNID}/deregister", code)
+
+    response = admin_api.delete(DEREGISTER_URL)
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "disconnected"}
+    account = account_of(clinic)
+    assert (account.status, account.number, account.subscribed_at) == ("disconnected", "", None)
+    assert Clinic.objects.get(pk=clinic.pk).bot_enabled is False

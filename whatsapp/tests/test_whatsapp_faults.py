@@ -15,6 +15,9 @@ from whatsapp.tests.helpers import (
     CONFIGURE_URL,
     DEREGISTER_URL,
     FAULTS,
+    NEW_TOKEN,
+    OTHER_PNID,
+    OTHER_WABA,
     PHONE,
     PNID,
     REGISTER_URL,
@@ -101,9 +104,21 @@ def _register_setup(graph, failing: str, fault: str) -> None:
 
 @pytest.mark.parametrize("failing", ["list", "add", "request_code"])
 @pytest.mark.parametrize("fault", FAULTS)
-def test_register_keeps_status_and_inputs(admin_api, clinic, graph, failing, fault):
-    arrange(clinic, status="failed", detail="An earlier problem.")
+def test_register_keeps_every_stored_field(admin_api, clinic, graph, failing, fault):
+    # Nothing lost, for real: not the ids, the number, the token, the PIN, nor the status.
+    arrange(
+        clinic,
+        status="failed",
+        detail="An earlier problem.",
+        business_account_id=OTHER_WABA,
+        phone_number_id=OTHER_PNID,
+        access_token=NEW_TOKEN,
+        number="+50370001234",
+        registration_pin="111111",
+        pin_phone_number_id=OTHER_PNID,
+    )
     _register_setup(graph, failing, fault)
+    before = snapshot(clinic)
 
     response = admin_api.post(REGISTER_URL, REGISTER, format="json")
 
@@ -111,9 +126,7 @@ def test_register_keeps_status_and_inputs(admin_api, clinic, graph, failing, fau
     data = response.json()
     assert data["status"] == "failed"
     assert data["detail"]
-    account = account_of(clinic)
-    assert account.status == "failed"
-    assert (account.business_account_id, account.access_token, account.number) == (WABA, TOKEN, PHONE)
+    assert snapshot(clinic) == before
 
 
 # --- endpoint 7 -----------------------------------------------------------------------------------

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
 from django.utils import translation
 
 from whatsapp.meta_errors import META_ERROR_SENTENCES
-from whatsapp.models import WhatsAppAccount
 from whatsapp.tests import helpers
 from whatsapp.tests.helpers import (
     NEW_TOKEN,
     OTHER_PNID,
+    OTHER_WABA,
     PHONE,
     PNID,
     REGISTER_URL,
@@ -137,16 +136,8 @@ def test_it_accepts_the_otp_method_in_any_case(admin_api, clinic, graph, given, 
 
 
 def test_it_finds_the_number_on_the_waba_and_requests_a_code(admin_api, clinic, graph):
-    seen_at_request_code: dict[str, object] = {}
-
-    def request_code(request):
-        # What is stored at the moment Meta is asked for the code (same DB connection).
-        account = WhatsAppAccount.objects.get(clinic=clinic)
-        seen_at_request_code.update(pin=account.registration_pin, pin_for=account.pin_phone_number_id)
-        return 200, {}, json.dumps({"success": True})
-
     graph.numbers(("1906385232743451", "+1 631-555-5555"), (PNID, "+503 7765-4321"))
-    graph.callback("POST", f"{PNID}/request_code", request_code)
+    graph.request_code(PNID)
 
     response = admin_api.post(REGISTER_URL, body(), format="json", HTTP_ACCEPT_LANGUAGE="es")
 
@@ -157,7 +148,7 @@ def test_it_finds_the_number_on_the_waba_and_requests_a_code(admin_api, clinic, 
     assert (account.number, account.phone_number_id, account.business_account_id) == (PHONE, PNID, WABA)
     assert account.access_token == TOKEN
     assert re.fullmatch(r"[0-9]{6}", account.registration_pin)
-    assert seen_at_request_code == {"pin": account.registration_pin, "pin_for": PNID}
+    assert account.pin_phone_number_id == PNID
     assert graph.calls_to("POST", f"{WABA}/phone_numbers") == []
     sent = graph.calls_to("POST", f"{PNID}/request_code")
     assert len(sent) == 1
@@ -247,7 +238,8 @@ def test_it_keeps_the_pin_when_the_same_number_registers_again(admin_api, clinic
 
     assert response.status_code == 200
     assert account_of(clinic).registration_pin == first_pin
-    assert len(graph.calls_to("GET", f"{WABA}/phone_numbers")) == 1  # the id is known now
+    # The stored id is never trusted: the number is looked up in the WABA every time.
+    assert len(graph.calls_to("GET", f"{WABA}/phone_numbers")) == 2
 
 
 # --- status rules ---------------------------------------------------------------------------------
@@ -278,7 +270,7 @@ def test_it_restarts_from(admin_api, clinic, graph, status):
         registration_pin="482915",
         pin_phone_number_id=PNID,
     )
-    graph.request_code()
+    number_on_waba(graph)
 
     response = admin_api.post(REGISTER_URL, body(), format="json")
 
@@ -326,20 +318,25 @@ def test_it_forgets_the_old_number_id_for_a_different_number(admin_api, clinic, 
         ("POST", f"{PNID}/request_code", 131031),
     ],
 )
-def test_it_reports_a_refusal_as_failed_and_keeps_the_inputs(admin_api, clinic, graph, method, path, code):
-    if path.startswith(WABA):
-        graph.error(method, path, code)
-    else:
+def test_it_reports_a_refusal_as_failed_and_stores_nothing_else(admin_api, clinic, graph, method, path, code):
+    arrange(clinic, status="disconnected", business_account_id=OTHER_WABA, access_token=NEW_TOKEN)
+    if not path.startswith(WABA):
         graph.numbers((PNID, "+503 7765-4321"))
-        graph.error(method, path, code)
+    graph.error(method, path, code)
+    before = snapshot(clinic)
 
-    response = admin_api.post(REGISTER_URL, body(), format="json")
+    response = admin_api.post(REGISTER_URL, body(), format="json", HTTP_ACCEPT_LANGUAGE="en")
 
     assert response.status_code == 400
     assert response.json() == {"status": "failed", "detail": sentence(code), "meta_code": code}
     account = account_of(clinic)
-    assert (account.status, account.meta_code, account.detail) == ("failed", code, sentence(code))
-    assert (account.business_account_id, account.access_token, account.number) == (WABA, TOKEN, PHONE)
+    with translation.override("en"):
+        assert (account.status, account.meta_code, account.detail) == ("failed", code, sentence(code))
+    # Only the outcome changed: ids, number, token and PIN are as they were.
+    after = snapshot(clinic)
+    for field in ("status", "detail_parts", "meta_code"):
+        after.pop(field), before.pop(field)
+    assert after == before
 
 
 def test_it_reports_a_refused_add_in_metas_words(admin_api, clinic, graph):
@@ -374,6 +371,7 @@ def test_it_keeps_status_and_inputs_when_meta_is_unreachable(
     if not path.startswith(WABA):
         graph.numbers((PNID, "+503 7765-4321"))
     graph.fault(method, path, fault)
+    before = snapshot(clinic)
 
     response = admin_api.post(REGISTER_URL, body(), format="json")
 
@@ -382,6 +380,4 @@ def test_it_keeps_status_and_inputs_when_meta_is_unreachable(
     assert data["status"] == "failed"
     assert data["detail"]
     assert "meta_code" not in data
-    account = account_of(clinic)
-    assert account.status == "failed"
-    assert (account.business_account_id, account.access_token, account.number) == (WABA, TOKEN, PHONE)
+    assert snapshot(clinic) == before

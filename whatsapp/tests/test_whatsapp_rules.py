@@ -122,27 +122,28 @@ def test_new_credentials_with_another_waba_forget_the_subscription(clinic):
     assert account_of(clinic).subscribed_at is None
 
 
-def test_a_register_that_changes_the_waba_and_fails_forgets_the_old_subscription(admin_api, clinic, graph):
-    # A failed register on another WABA used to keep the old WABA's subscribed_at.
+def test_a_register_on_another_waba_keeps_the_old_subscription_until_it_succeeds(admin_api, clinic, graph):
+    # It used to store the new WABA, fail at Meta, and keep the old WABA's subscribed_at.
+    subscribed = timezone.now() - timedelta(days=3)
     arrange(
         clinic,
         status=WhatsAppStatus.FAILED,
         business_account_id=WABA,
         access_token=TOKEN,
-        subscribed_at=timezone.now() - timedelta(days=3),
+        subscribed_at=subscribed,
     )
     graph.fault("GET", f"{OTHER_WABA}/phone_numbers", "reset")
+    form = {"phone": "+503 7765-4321", "otpMethod": "sms", "wabaId": OTHER_WABA}
 
-    response = admin_api.post(
-        REGISTER_URL,
-        {"phone": "+503 7765-4321", "otpMethod": "sms", "wabaId": OTHER_WABA},
-        format="json",
-    )
-
-    assert response.status_code == 502
+    assert admin_api.post(REGISTER_URL, form, format="json").status_code == 502
     account = account_of(clinic)
-    assert account.business_account_id == OTHER_WABA
-    assert account.subscribed_at is None
+    assert (account.business_account_id, account.subscribed_at) == (WABA, subscribed)
+
+    graph.numbers((PNID, "+503 7765-4321"), waba=OTHER_WABA)
+    graph.request_code(PNID)
+    assert admin_api.post(REGISTER_URL, form, format="json").status_code == 200
+    account = account_of(clinic)
+    assert (account.business_account_id, account.subscribed_at) == (OTHER_WABA, None)
 
 
 # --- "not sent", None and the masked value --------------------------------------------------
@@ -212,8 +213,9 @@ def test_account_events_are_described_in_the_active_language(clinic, language, e
             "restriction_info": [{"restriction_type": "RESTRICTED_ADD_PHONE_NUMBER_ACTION"}],
         },
     )
-    with translation.override(language):
-        outcome = whatsapp_apply_account_event(account=account_of(clinic), event=event)
+    # Applied by a webhook (no reader's language), read in the reader's.
+    outcome = whatsapp_apply_account_event(account=account_of(clinic), event=event)
     assert outcome == "account_restriction -> active"
-    assert expected in account_of(clinic).detail
+    with translation.override(language):
+        assert expected in account_of(clinic).detail
     assert account_of(clinic).status == WhatsAppStatus.ACTIVE

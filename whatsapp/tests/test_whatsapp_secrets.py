@@ -87,6 +87,7 @@ def test_the_token_never_leaks_across_a_whole_flow(admin_api, clinic, graph, cap
         assert call("put", CONFIGURE_URL, configure).json()["status"] == "verifying"
 
         # 6: Meta echoes the token in a refusal, then times out, then sends the code.
+        graph.numbers((PNID, "+503 7765-4321"))
         graph.add("POST", f"{PNID}/request_code", status=400, json_body=echoing)
         graph.fault("POST", f"{PNID}/request_code", "timeout")
         graph.request_code()

@@ -12,6 +12,7 @@ from whatsapp.meta_errors import META_ERROR_SENTENCES
 from whatsapp.models import MetaAttempt, WrongCodeAttempt
 from whatsapp.tests import helpers
 from whatsapp.tests.helpers import (
+    OTHER_PNID,
     PHONE,
     PNID,
     REGISTER_URL,
@@ -299,7 +300,11 @@ def test_it_counts_wrong_codes_per_clinic(
     graph.error("POST", f"{PNID}/verify_code", 136025)
     for _ in range(5):
         admin_api.post(VERIFY_URL, {"code": "000000"}, format="json")
-    arrange_pending(other_clinic)
+    # One owner per number: the other clinic registers its own number.
+    arrange_pending(
+        other_clinic, phone_number_id=OTHER_PNID, number="+50370001234", pin_phone_number_id=OTHER_PNID
+    )
+    graph.error("POST", f"{OTHER_PNID}/verify_code", 136025)
 
     response = api_client(other_clinic_admin).post(VERIFY_URL, {"code": "000000"}, format="json")
 
