@@ -515,6 +515,7 @@ def execute(args: argparse.Namespace) -> Run:
         "DATABASE_URL": db.url,
         "CONN_MAX_AGE": "600",
         "META_GRAPH_URL": f"http://127.0.0.1:{fake_port}/v26.0",
+        "META_GRAPH_ALLOW_ANY_HOST": "true",
         "LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
     }

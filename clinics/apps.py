@@ -1,12 +1,20 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class ClinicsConfig(AppConfig):
     name = "clinics"
-    verbose_name = "Clinics"
+    verbose_name = _("Clinics")
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.contrib import admin
+
         from .api import schema  # noqa: F401  (registers the OpenAPI auth extension)
+
+        # Our name on every admin page, in the user's language ("Clinics", not "Django administration").
+        admin.site.site_header = _("Clinics")
+        admin.site.site_title = _("Clinics")
+        admin.site.index_title = _("Administration")

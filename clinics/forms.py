@@ -10,7 +10,7 @@ from django.utils.translation import gettext_lazy as _
 
 from common.forms import NormalizedFormMixin
 
-from . import validators
+from . import choices, validators
 
 
 class EmailAuthenticationForm(AuthenticationForm):
@@ -23,6 +23,17 @@ class EmailAuthenticationForm(AuthenticationForm):
         field.widget = forms.EmailInput(attrs={"autofocus": True, "autocomplete": "username"})
 
 
+class PickerField(forms.ChoiceField):
+    """A select over a known list whose value the field's normaliser checks (same message as the API).
+
+    The list is for people; the rule is the normaliser's, so `usd` from a script is `USD`, and
+    `Mars/Olympus` is refused with the sentence the API gives.
+    """
+
+    def valid_value(self, value: Any) -> bool:
+        return True
+
+
 class ClinicProfileForm(NormalizedFormMixin, forms.Form):
     name = forms.CharField(label=_("Name"), strip=False)
     phone = forms.CharField(
@@ -33,10 +44,20 @@ class ClinicProfileForm(NormalizedFormMixin, forms.Form):
     )
     address = forms.CharField(label=_("Address"), required=False)
     city = forms.CharField(label=_("City"), required=False)
-    timezone = forms.CharField(label=_("Time zone"), help_text=_("An IANA name such as America/El_Salvador."))
-    currency = forms.CharField(label=_("Currency"), help_text=_("ISO 4217 code such as USD."))
+    timezone = PickerField(label=_("Time zone"), help_text=_("Your clinic's country comes first."))
+    currency = PickerField(label=_("Currency"))
 
     normalizers = validators.CLINIC_NORMALIZERS
+
+    def __init__(self, *args: Any, country: str = "", current_timezone: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Pickers instead of free text; the normalisers still check whatever is posted.
+        zones = choices.timezone_choices(country)
+        listed = {zone for _group, options in zones for zone, _label in options}
+        if current_timezone and current_timezone not in listed:
+            zones.insert(0, (str(_("Current")), [(current_timezone, current_timezone)]))
+        self.fields["timezone"].choices = zones  # type: ignore[attr-defined]
+        self.fields["currency"].choices = choices.currency_choices()  # type: ignore[attr-defined]
 
 
 class BotForm(forms.Form):

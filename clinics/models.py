@@ -63,8 +63,8 @@ class Clinic(models.Model):
         default=SubscriptionPlan.FREE,
     )
     subscription_expires_at = models.DateTimeField(_("subscription expires at"), null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         ordering = ["name"]
@@ -136,7 +136,7 @@ class User(AbstractBaseUser, PermissionsMixin):
     is_active = models.BooleanField(_("active"), default=True)
     # Django admin access (superusers); clinic roles are `role`.
     is_staff = models.BooleanField(_("admin site access"), default=False)
-    date_joined = models.DateTimeField(default=timezone.now)
+    date_joined = models.DateTimeField(_("date joined"), default=timezone.now)
 
     objects: ClassVar[UserManager] = UserManager()
 
@@ -165,11 +165,13 @@ class ApiToken(models.Model):
 
     KEY_BYTES = 32
 
-    digest = models.CharField(max_length=64, unique=True, editable=False)
+    digest = models.CharField(_("digest"), max_length=64, unique=True, editable=False)
     # The first characters, to tell keys apart in admin without revealing them.
-    prefix = models.CharField(max_length=8, editable=False)
-    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens")
-    created_at = models.DateTimeField(auto_now_add=True)
+    prefix = models.CharField(_("prefix"), max_length=8, editable=False)
+    user = models.ForeignKey(
+        User, verbose_name=_("user"), on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
         verbose_name = _("API token")

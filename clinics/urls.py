@@ -13,6 +13,7 @@ urlpatterns = [
     path("settings/profile/", views.profile_update, name="profile-update"),
     path("settings/bot/", views.bot_update, name="bot-update"),
     path("settings/whatsapp/credentials/", views.whatsapp_credentials_update, name="whatsapp-credentials"),
+    path("settings/whatsapp/account/", views.whatsapp_account_update, name="whatsapp-account"),
     path("settings/whatsapp/check/", views.whatsapp_check, name="whatsapp-check"),
     path("settings/whatsapp/register/", views.whatsapp_register, name="whatsapp-register"),
     path("settings/whatsapp/resend/", views.whatsapp_resend, name="whatsapp-resend"),

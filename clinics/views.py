@@ -24,18 +24,28 @@ from django.urls import reverse
 from django.utils import translation
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET
 
 from common.forms import add_service_errors
+from common.validators import format_international
 from whatsapp import services as whatsapp_services
 from whatsapp.exceptions import WhatsAppError
-from whatsapp.forms import CredentialsForm, DeregisterForm, PinForm, RegisterForm, ResendForm, VerifyForm
+from whatsapp.forms import (
+    AccountForm,
+    CredentialsForm,
+    DeregisterForm,
+    PinForm,
+    RegisterForm,
+    ResendForm,
+    VerifyForm,
+)
 from whatsapp.models import WhatsAppAccount, WhatsAppStatus
 
 from . import services
 from .forms import BotForm, ClinicProfileForm, EmailAuthenticationForm
 from .models import Clinic
 from .permissions import ClinicAccessDenied, clinic_for_admin, clinic_for_member
+from .simulated_meta import simulated_code, simulated_numbers
 from .throttling import sign_in_retry_after
 
 # Register/deregister budget is worth showing once it gets low or the number is in flux.
@@ -46,12 +56,17 @@ View = Callable[..., HttpResponse]
 
 
 def clinic_admin_action(view: View) -> View:
-    """POST only, signed in, an admin of an active clinic: else 403, whatever the page showed."""
+    """POST only, signed in, an admin of an active clinic: else 403, whatever the page showed.
+
+    A GET (a reload after a form error, a language switch) is no dead end: it goes back
+    to the page, keeping any message.
+    """
 
     @login_required
-    @require_POST
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.method != "POST":
+            return back_to_settings()
         try:
             clinic = clinic_for_admin(request.user)
         except ClinicAccessDenied as denied:
@@ -79,15 +94,18 @@ def render_settings(request: HttpRequest, clinic: Clinic, **bound: forms.Form) -
         if left is not None and (left <= ATTEMPTS_WORTH_SHOWING or in_flux):
             attempts_left = left
 
-    profile_form = bound.get("profile_form") or ClinicProfileForm(
-        initial={name: getattr(clinic, name) for name in services.PROFILE_FIELDS}
-    )
+    initial = {name: getattr(clinic, name) for name in services.PROFILE_FIELDS}
+    initial["phone"] = format_international(clinic.phone)
+    profile_form = bound.get("profile_form") or _profile_form(clinic, initial=initial)
     credentials_form = bound.get("credentials_form") or CredentialsForm(
         has_token=account.has_access_token,
         initial={
             "phone_number_id": account.phone_number_id,
             "business_account_id": account.business_account_id,
         },
+    )
+    account_form = bound.get("account_form") or AccountForm(
+        initial={"business_account_id": account.business_account_id}
     )
     register_form = bound.get("register_form") or RegisterForm(
         initial={
@@ -109,6 +127,16 @@ def render_settings(request: HttpRequest, clinic: Clinic, **bound: forms.Form) -
         "profile_form": profile_form,
         "bot_form": bound.get("bot_form") or BotForm(initial={"bot_enabled": clinic.bot_enabled}),
         "credentials_form": credentials_form,
+        "account_form": account_form,
+        # A form sent back with its errors stays on screen, whatever step the clinic is at.
+        "step": "number"
+        if "register_form" in bound
+        else "code"
+        if "verify_form" in bound
+        else _connection_step(account),
+        "credentials_ready": bool(account.access_token and account.business_account_id),
+        "simulated_numbers": simulated_numbers(account.business_account_id) if is_admin else [],
+        "simulated_code": simulated_code(account.phone_number_id) if account.may_verify else None,
         "register_form": register_form,
         "verify_form": bound.get("verify_form") or VerifyForm(),
         "pin_form": bound.get("pin_form") or PinForm(),
@@ -137,9 +165,28 @@ def settings_page(request: HttpRequest) -> HttpResponse:
     return render_settings(request, clinic)
 
 
+def _connection_step(account: WhatsAppAccount) -> str:
+    """Where the clinic is in 1 credentials -> 2 number -> 3 code -> connected (the page shows that step)."""
+    if account.status == WhatsAppStatus.ACTIVE:
+        return "connected"
+    if account.needs_existing_pin:
+        return "pin"
+    if account.may_verify:
+        return "code"
+    if account.status == WhatsAppStatus.VERIFYING:
+        return "waiting"
+    if account.access_token and account.business_account_id:
+        return "number"
+    return "credentials"
+
+
+def _profile_form(clinic: Clinic, **kwargs: Any) -> ClinicProfileForm:
+    return ClinicProfileForm(country=clinic.country, current_timezone=clinic.timezone, **kwargs)
+
+
 @clinic_admin_action
 def profile_update(request: HttpRequest, clinic: Clinic) -> HttpResponse:
-    form = ClinicProfileForm(request.POST)
+    form = _profile_form(clinic, data=request.POST)
     if form.is_valid():
         try:
             services.clinic_update_profile(clinic=clinic, data=form.cleaned_data)
@@ -198,6 +245,25 @@ def whatsapp_credentials_update(request: HttpRequest, clinic: Clinic) -> HttpRes
             _report_outcome(request, account, _("WhatsApp credentials saved."))
             return back_to_settings(WHATSAPP_ANCHOR)
     return render_settings(request, clinic, credentials_form=form)
+
+
+@clinic_admin_action
+def whatsapp_account_update(request: HttpRequest, clinic: Clinic) -> HttpResponse:
+    """Step 1 for a new number: the WhatsApp Business Account and the token, asked once."""
+    form = AccountForm(request.POST)
+    if form.is_valid():
+        try:
+            # No number yet, so nothing to ask Meta: the register step uses these.
+            whatsapp_services.whatsapp_store_credentials(account=clinic.whatsapp, **form.cleaned_data)
+        except ValidationError as exc:
+            add_service_errors(form, exc)
+        except WhatsAppError as exc:
+            messages.error(request, exc.detail)
+            return back_to_settings(WHATSAPP_ANCHOR)
+        else:
+            messages.success(request, _("Saved. Now the number to connect."))
+            return back_to_settings(WHATSAPP_ANCHOR)
+    return render_settings(request, clinic, account_form=form)
 
 
 @clinic_admin_action

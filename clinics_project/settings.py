@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -35,6 +36,19 @@ else:
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
 
 META_GRAPH_URL = env("META_GRAPH_URL", default="https://graph.facebook.com/v26.0").rstrip("/")
+# Development only: Meta is the fake Graph server scripts/run starts (devtools/fake_graph.py).
+# Pages then say so in a banner and show the code the fake "sent".
+META_SIMULATED = DEBUG and env.bool("META_SIMULATED", default=False)
+# With DEBUG off, a Graph URL that is not Meta's is refused at start-up (an access token
+# must never be sent to a stray host), unless the operator says so (an egress proxy, a staging fake).
+META_GRAPH_ALLOW_ANY_HOST = env.bool("META_GRAPH_ALLOW_ANY_HOST", default=False)
+if not DEBUG and not META_GRAPH_ALLOW_ANY_HOST:
+    _graph_host = urlsplit(META_GRAPH_URL).hostname or ""
+    if _graph_host != "graph.facebook.com":
+        raise ImproperlyConfigured(
+            f"META_GRAPH_URL points at {_graph_host or 'no host'}, not Meta's graph.facebook.com. "
+            "Set META_GRAPH_ALLOW_ANY_HOST=true if that is intended."
+        )
 META_APP_SECRET = env("META_APP_SECRET", default="")
 # (connect, read) seconds for every Graph call: a hung Meta must never hang a worker.
 META_CONNECT_TIMEOUT = env.float("META_CONNECT_TIMEOUT", default=5.0)
@@ -90,6 +104,7 @@ TEMPLATES = [
                 "django.template.context_processors.i18n",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "clinics.context_processors.meta_mode",
             ],
         },
     },

@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from clinics.views import SignInView
 from common.health import healthz
+from common.views import favicon
 
 urlpatterns = [
     re_path(r"^healthz/?$", healthz, name="healthz"),
@@ -17,6 +18,8 @@ urlpatterns = [
     path("api/", include("clinics.api.urls")),
     path("whatsapp/", include("whatsapp.urls")),
     path("admin/", admin.site.urls),
+    # Browsers ask for /favicon.ico on every page (the admin's too): ours, from our static files.
+    path("favicon.ico", favicon),
     # Sign-in: Django's own views, with an email field (USERNAME_FIELD is email) and a throttle.
     path(
         "accounts/login/",

@@ -35,3 +35,14 @@ def normalize_limited_text(value: str | None, *, limit: int, what: str) -> str:
             params={"limit": limit, "what": what},
         )
     return text
+
+
+def format_international(e164: str | None) -> str:
+    """`+50399999999` -> `+503 9999 9999` for people to read; anything unparsable as it is."""
+    if not e164:
+        return ""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return e164
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)

@@ -1408,6 +1408,23 @@ class FakeGraphServer:
         self.stop()
 
 
+# Numbers a development clinic finds on its (simulated) WhatsApp Business Account, one per path
+# through the settings page: already on the Cloud API, and coming from another provider with a PIN.
+# Any other valid number is new to Meta and goes through register -> code -> active.
+DEMO_NUMBERS = (
+    {"id": "109000000000001", "cc": "503", "phone_number": "22000001", "status": "CONNECTED"},
+    {"id": "109000000000002", "cc": "503", "phone_number": "22000002", "status": "PENDING", "pin": "123456"},
+)
+
+
+def seed_demo(graph: FakeGraph, waba_id: str) -> list[dict[str, Any]]:
+    """The demo WABA's numbers (see DEMO_NUMBERS); idempotent enough for one fresh server."""
+    return [
+        graph.create_number({"waba_id": waba_id, "verified_name": "Clínica Demo", **number})
+        for number in DEMO_NUMBERS
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m devtools.fake_graph --port 8765``: serve in the foreground until Ctrl-C or SIGTERM."""
     import argparse
@@ -1428,8 +1445,15 @@ def main(argv: list[str] | None = None) -> None:
         default=DEFAULT_API_VERSION,
         help="Version in the printed base URL (any vNN.0 works).",
     )
+    parser.add_argument(
+        "--demo-waba",
+        default="",
+        help="Seed this WhatsApp Business Account with the demo numbers (scripts/run does).",
+    )
     options = parser.parse_args(argv)
     server = FakeGraphServer(options.host, options.port, api_version=options.api_version)
+    if options.demo_waba:
+        seed_demo(server.graph, options.demo_waba)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         # serve_forever() only leaves its loop on an exception in this thread.

@@ -38,9 +38,13 @@ def _optional_verify_token(value: str) -> str | NotSent:
 
 class CredentialsForm(NormalizedFormMixin, forms.Form):
     phone_number_id = forms.CharField(
-        label=_("Phone number id"), help_text=_("From Meta's dashboard: WhatsApp > API Setup.")
+        label=_("Phone number id"),
+        help_text=_("In WhatsApp Manager: Phone numbers, the number's id (also under WhatsApp > API Setup)."),
     )
-    business_account_id = forms.CharField(label=_("WhatsApp Business Account id"))
+    business_account_id = forms.CharField(
+        label=_("WhatsApp Business Account id"),
+        help_text=_("In Meta Business Settings: Accounts > WhatsApp accounts, the account's id."),
+    )
     access_token = forms.CharField(
         label=_("Access token"),
         required=False,
@@ -91,6 +95,29 @@ class CredentialsForm(NormalizedFormMixin, forms.Form):
         return {name: self.cleaned_data[name] for name in names}
 
 
+class AccountForm(NormalizedFormMixin, forms.Form):
+    """The WhatsApp Business Account and the token, for a number that is new to the Cloud API."""
+
+    business_account_id = forms.CharField(
+        label=_("WhatsApp Business Account id"),
+        help_text=_("In Meta Business Settings: Accounts > WhatsApp accounts, the account's id."),
+    )
+    access_token = forms.CharField(
+        label=_("Access token"),
+        strip=False,
+        widget=_secret_input(),
+        help_text=_("A permanent system user token from Meta Business Settings > System users."),
+    )
+    normalizers = {
+        "business_account_id": validators.normalize_meta_id,
+        "access_token": validators.normalize_secret,
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("auto_id", "acct_%s")
+        super().__init__(*args, **kwargs)
+
+
 class RegisterForm(NormalizedFormMixin, forms.Form):
     number = forms.CharField(
         label=_("WhatsApp number"),
@@ -103,7 +130,8 @@ class RegisterForm(NormalizedFormMixin, forms.Form):
         initial="sms",
         widget=forms.RadioSelect,
     )
-    business_account_id = forms.CharField(label=_("WhatsApp Business Account id"))
+    # Blank: the stored account and token (the guided page asks for them once, in step 1).
+    business_account_id = forms.CharField(label=_("WhatsApp Business Account id"), required=False)
     access_token = forms.CharField(
         label=_("Access token"),
         required=False,
@@ -115,7 +143,7 @@ class RegisterForm(NormalizedFormMixin, forms.Form):
     normalizers = {
         "number": validators.normalize_whatsapp_phone,
         "otp_method": validators.normalize_otp_method,
-        "business_account_id": validators.normalize_meta_id,
+        "business_account_id": lambda value: validators.normalize_meta_id(value) if value else NOT_SENT,
         "access_token": optional_secret,
     }
 

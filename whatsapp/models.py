@@ -33,7 +33,9 @@ class WhatsAppAccount(models.Model):
     """One clinic's WhatsApp Business connection. Only whatsapp.services changes `status`."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    clinic = models.OneToOneField(CLINIC_MODEL, on_delete=models.CASCADE, related_name="whatsapp")
+    clinic = models.OneToOneField(
+        CLINIC_MODEL, verbose_name=_("clinic"), on_delete=models.CASCADE, related_name="whatsapp"
+    )
     # Indexed: webhooks are routed by these ids and by the number.
     phone_number_id = models.CharField(_("phone number id"), max_length=64, blank=True, db_index=True)
     business_account_id = models.CharField(
@@ -45,7 +47,7 @@ class WhatsAppAccount(models.Model):
     # Meta keeps the first PIN registered on a number and refuses any other (133005),
     # so it is generated once per number and reused; `pin_phone_number_id` says which.
     registration_pin = EncryptedTextField(_("two-step verification PIN"), null=True, blank=True)
-    pin_phone_number_id = models.CharField(max_length=64, blank=True)
+    pin_phone_number_id = models.CharField(_("phone number id of the PIN"), max_length=64, blank=True)
     status = models.CharField(
         _("status"), max_length=20, choices=WhatsAppStatus.choices, default=WhatsAppStatus.DISCONNECTED
     )
@@ -53,11 +55,11 @@ class WhatsAppAccount(models.Model):
     # What happened, as message keys rendered in the reader's language (whatsapp.details).
     detail_parts = models.JSONField(_("detail"), default=list, blank=True)
     meta_code = models.IntegerField(_("Meta error code"), null=True, blank=True)
-    status_checked_at = models.DateTimeField(null=True, blank=True)
-    connected_at = models.DateTimeField(null=True, blank=True)
-    subscribed_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    status_checked_at = models.DateTimeField(_("status checked at"), null=True, blank=True)
+    connected_at = models.DateTimeField(_("connected at"), null=True, blank=True)
+    subscribed_at = models.DateTimeField(_("subscribed at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     objects = EncryptedFieldsQuerySet.as_manager()
 
@@ -156,10 +158,12 @@ class MetaAttempt(models.Model):
         REGISTER = "register", _("register")
         DEREGISTER = "deregister", _("deregister")
 
-    phone_number_id = models.CharField(max_length=64)
-    kind = models.CharField(max_length=12, choices=Kind.choices)
-    clinic = models.ForeignKey(CLINIC_MODEL, on_delete=models.CASCADE, related_name="meta_attempts")
-    created_at = models.DateTimeField(db_index=True)
+    phone_number_id = models.CharField(_("phone number id"), max_length=64)
+    kind = models.CharField(_("kind"), max_length=12, choices=Kind.choices)
+    clinic = models.ForeignKey(
+        CLINIC_MODEL, verbose_name=_("clinic"), on_delete=models.CASCADE, related_name="meta_attempts"
+    )
+    created_at = models.DateTimeField(_("created at"), db_index=True)
 
     class Meta:
         # Counted per clinic and number: no clinic can spend another's attempts.

@@ -253,6 +253,16 @@ def _require_access_token(account: WhatsAppAccount, access_token: SecretInput) -
     return token
 
 
+def _require_business_account(account: WhatsAppAccount, business_account_id: str | NotSent) -> str:
+    """The number is found or added in a WhatsApp Business Account: the one sent, or the stored one."""
+    waba_id = account.business_account_id if isinstance(business_account_id, NotSent) else business_account_id
+    if not waba_id:
+        raise ValidationError(
+            {"business_account_id": [_("Enter the WhatsApp Business Account id the number belongs to.")]}
+        )
+    return waba_id
+
+
 def _assign_credentials(
     account: WhatsAppAccount,
     *,
@@ -515,7 +525,7 @@ def whatsapp_register_number(
     account: WhatsAppAccount,
     number: str,
     otp_method: str,
-    business_account_id: str,
+    business_account_id: str | NotSent,
     access_token: SecretInput = NOT_SENT,
     verified_name: str,
     language: str = "es",
@@ -533,10 +543,11 @@ def whatsapp_register_number(
             raise StatusConflictError(status=locked.status, reason=Detail.of("conflict.active"))
         _ensure_not_owned_elsewhere(locked, number=number)
         token = _require_access_token(locked, _secret_change(access_token))
+        waba_id = _require_business_account(locked, business_account_id)
         client = _client(locked, token)
         pending_error: WhatsAppError | None = None
         try:
-            number_id = _find_or_add_number(client, business_account_id, number, verified_name)
+            number_id = _find_or_add_number(client, waba_id, number, verified_name)
             _ensure_not_owned_elsewhere(locked, phone_number_id=number_id)
             # Sending a code is pointless if the number cannot be registered afterwards.
             attempts_left = _meta_budget_guard(locked, number_id)
@@ -553,7 +564,7 @@ def whatsapp_register_number(
                 _save(locked, update_fields=["status", "detail_parts", "meta_code", "updated_at"])
         else:
             # Meta is sending the code: now the clinic's inputs become the stored state.
-            _assign_credentials(locked, business_account_id=business_account_id, access_token=access_token)
+            _assign_credentials(locked, business_account_id=waba_id, access_token=access_token)
             if locked.pin_phone_number_id != number_id or not locked.registration_pin:
                 # Meta keeps the first PIN registered on a number and refuses any other
                 # (133005), so one is generated per number and reused.

@@ -8,6 +8,7 @@ from django.test import Client
 from clinics.models import Clinic
 from clinics.tests.factories import LONG_TOKEN, fill_clinic, set_whatsapp, snapshot
 from conftest import PASSWORD
+from whatsapp.models import WhatsAppAccount
 
 SETTINGS = "/settings/"
 PROFILE = "/settings/profile/"
@@ -260,8 +261,11 @@ def test_it_refuses_staff_profile_writes(clinic_staff, clinic):
     assert snapshot(clinic) == before
 
 
-def test_it_refuses_get_on_actions(clinic_admin):
-    assert signed_in(clinic_admin).get(PROFILE).status_code == 405
+def test_a_get_on_an_action_goes_back_to_the_page(clinic_admin):
+    # A reload after a form error, or a language switch there, is no dead end (it used to be a 405).
+    response = signed_in(clinic_admin).get(PROFILE)
+    assert response.status_code == 302
+    assert response["Location"] == "/settings/"
 
 
 def test_it_enforces_csrf(clinic_admin, clinic):
@@ -295,9 +299,14 @@ def test_it_turns_the_bot_on_and_off(clinic_admin, clinic):
     assert clinic.bot_enabled is False
 
 
-def test_it_hints_that_the_bot_needs_whatsapp(clinic_admin):
-    html = signed_in(clinic_admin).get(SETTINGS).content.decode()
-    assert "once WhatsApp is active" in html
+def test_the_bot_switch_says_whether_patients_get_answers(clinic_admin, clinic):
+    # It used to say "the bot is on" under a hint that the bot only works once WhatsApp is active.
+    client = signed_in(clinic_admin)
+    assert "patients who write get no automatic answers" in client.get(SETTINGS).content.decode()
+    Clinic.objects.filter(pk=clinic.pk).update(bot_enabled=True)
+    assert "patients get no answers yet: WhatsApp is not active" in client.get(SETTINGS).content.decode()
+    WhatsAppAccount.objects.filter(clinic=clinic).update(status="active", number="+50377654321")
+    assert "get answers now" in client.get(SETTINGS).content.decode()
 
 
 def test_it_refuses_staff_bot_writes(clinic_staff, clinic):

@@ -45,81 +45,79 @@ def badge(page: Page):
     return page.locator("#wa-status-badge")
 
 
-def test_an_admin_connects_whatsapp_end_to_end(page: Page, live_server, fake_graph, clinic_with_people, shot):
+def test_an_admin_connects_a_new_number_end_to_end(
+    page: Page, live_server, fake_graph, clinic_with_people, shot
+):
     _server, control = fake_graph
-    number = control.call(
-        "POST",
-        "/numbers",
-        {"waba_id": WABA, "cc": "503", "phone_number": "77654321", "verified_name": "Clínica San Salvador"},
-    )
-    pnid = number["id"]
     # The first read after registering still says PENDING: the page must poll to see `active`.
     control.call("POST", "/settings", {"pending_reads_after_register": 1})
 
     sign_in(page, live_server.url, "admin@sansalvador.example", shot)
     expect(page.locator("html")).to_have_attribute("lang", "en")
     expect(badge(page)).to_have_text("Disconnected")
+    expect(page.locator(".steps__item--current")).to_have_text("1. Meta account")
     shot(page, "02-settings-admin-new")
 
-    # Profile
+    # Profile: phones are shown as people write them, stored in E.164.
     page.locator("#id_name").fill("Clínica San Salvador Centro")
     page.locator("#id_phone").fill("+503 2222-3333")
+    page.locator("#id_timezone").select_option("America/El_Salvador")
+    page.locator("#id_currency").select_option("USD")
     page.get_by_role("button", name="Save profile").click()
     expect(page.locator(".message--success")).to_contain_text("profile was saved")
-    expect(page.locator("#id_phone")).to_have_value("+50322223333")
+    expect(page.locator("#id_phone")).to_have_value("+503 2222 3333")
+    assert Clinic.objects.get(pk=clinic_with_people.pk).phone == "+50322223333"
 
     # An invalid value is shown next to its field, and focusable by keyboard.
-    page.locator("#id_currency").fill("XYZ")
+    page.locator("#id_phone").fill("12345")
     page.get_by_role("button", name="Save profile").click()
-    expect(page.locator("#id_currency_error")).to_contain_text("ISO 4217")
-    expect(page.locator("#id_currency")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#id_phone_error")).to_contain_text("international format")
+    expect(page.locator("#id_phone")).to_have_attribute("aria-invalid", "true")
     shot(page, "03-profile-error")
     page.goto(f"{live_server.url}/settings/")
 
-    # Credentials: the number exists at Meta but is not registered yet.
-    page.locator("#cred_phone_number_id").fill(pnid)
-    page.locator("#cred_business_account_id").fill(WABA)
-    page.locator("#cred_access_token").fill(TOKEN)
-    page.locator("#cred_app_secret").fill("browser-app-secret-1")
-    page.get_by_role("button", name="Save credentials").click()
-    expect(page.locator(".messages")).to_contain_text("WhatsApp credentials saved.")
-    expect(badge(page)).to_have_text("Verifying")
+    # Step 1, a new number: the WhatsApp Business Account and the token, asked once.
+    page.get_by_text("Register a new number", exact=True).click()
+    page.locator("#acct_business_account_id").fill(WABA)
+    page.locator("#acct_access_token").fill(TOKEN)
+    page.get_by_role("button", name="Continue").click()
+    expect(page.locator(".steps__item--current")).to_have_text("2. Number")
     expect(page.locator("#masked-token")).to_have_text("EAAbrows...****")
     assert TOKEN not in page.content()
-    assert "browser-app-secret-1" not in page.content()
-    expect(page.locator("#cred_access_token")).to_have_value("")
     expect(page.locator("#webhook-url")).to_contain_text(f"/whatsapp/webhook/{clinic_with_people.pk}")
     page.get_by_role("button", name=re.compile(r"^Copy\s+Webhook URL")).click()
     expect(page.locator("#copy-status")).to_have_text("Webhook URL copied")
-    shot(page, "04-credentials-saved")
+    shot(page, "04-step-2-number")
 
-    # Register: phone + SMS -> a code field.
+    # Step 2: the number and SMS; the account and the token are not asked again.
+    assert page.locator("#reg_business_account_id").count() == 0
     page.locator("#reg_number").fill("+503 7765-4321")
     page.get_by_label("SMS").check()
-    expect(page.locator("#reg_business_account_id")).to_have_value(WABA)
     page.get_by_role("button", name="Send the code").click()
     expect(badge(page)).to_have_text("Waiting for the code")
+    expect(page.locator(".steps__item--current")).to_have_text("3. Code")
     expect(page.locator("#id_code")).to_be_visible()
     expect(page.locator("#attempts-left")).to_contain_text("attempts left")
     shot(page, "05-enter-code")
 
     # The SMS, as the fake "delivers" it.
+    pnid = WhatsAppAccount.objects.get(clinic=clinic_with_people).phone_number_id
     code = control.call("GET", f"/numbers/{pnid}/code")["code"]
     page.locator("#id_code").fill(code)
     page.get_by_role("button", name="Verify", exact=True).click()
-    # Verifying first, then the static script polls the status endpoint until active.
+    # Verifying first (no register form then), then the static script polls until active.
     expect(badge(page)).to_have_text("Active", timeout=TIMEOUT)
-    expect(page.locator("#wa-status-number")).to_have_text("+50377654321", timeout=TIMEOUT)
-    # At a final state the script reloads the page, which then shows the next step.
-    expect(page.locator("#bot-hint")).to_have_count(0, timeout=TIMEOUT)
+    expect(page.locator("#wa-status-number")).to_have_text("+503 7765 4321", timeout=TIMEOUT)
+    expect(page.locator("#connected")).to_be_visible(timeout=TIMEOUT)
     expect(page.locator("#deregister")).to_be_visible()
     assert WhatsAppAccount.objects.get(clinic=clinic_with_people).status == "active"
     shot(page, "06-active")
 
-    # Bot on.
+    # Bot on: the page says patients get answers now.
     page.get_by_label("Answer patients with the bot").check()
     page.locator("#bot").get_by_role("button", name="Save").click()
     expect(page.locator(".message--success")).to_contain_text("The bot is on.")
+    expect(page.locator("#bot-hint")).to_contain_text("get answers now")
 
     # Deregister behind a typed confirmation.
     page.locator("#id_confirmation").fill("+503 0000-0000")

@@ -49,6 +49,11 @@ PRODUCT_VARIABLES = (
     "DJANGO_SETTINGS_MODULE",
     "CLINIC_USER_PASSWORD",
     "LOG_LEVEL",
+    "META_SIMULATED",
+    "META_GRAPH_ALLOW_ANY_HOST",
+    "REQUEST_DEADLINE_SECONDS",
+    "DEMO_PASSWORD",
+    "DEMO_SUPERUSER_PASSWORD",
     # Set by the browser tests' conftest for Playwright; never for a real server.
     "DJANGO_ALLOW_ASYNC_UNSAFE",
 )
@@ -72,6 +77,8 @@ def product_env(**overrides: str) -> dict[str, str]:
         DJANGO_SETTINGS_MODULE="clinics_project.settings",
         DEBUG="false",
         SECURE_SSL_REDIRECT="false",
+        # The processes talk to the fake Graph server on 127.0.0.1.
+        META_GRAPH_ALLOW_ANY_HOST="true",
         SECRET_KEY="e2e-" + secrets.token_urlsafe(48),
         ALLOWED_HOSTS="127.0.0.1",
         FIELD_ENCRYPTION_KEYS=new_field_key(),

@@ -1,22 +1,39 @@
+"""Development only: the demo clinic, its admin and a superuser, with stable logins printed each start."""
+
 from __future__ import annotations
 
+import os
 import secrets
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from clinics import services
-from clinics.models import User
+from clinics.models import Clinic, User
+from clinics.selectors import whatsapp_account_of
+from whatsapp.services import whatsapp_store_credentials
 
 DEMO_EMAIL = "admin@demo.clinic"
+DEMO_SUPERUSER_EMAIL = "superuser@demo.clinic"
 
 
 class Command(BaseCommand):
-    help = "Development only: make sure a demo clinic and its admin exist, and print a fresh login."
+    help = (
+        "Development only: make sure the demo clinic, its admin and a superuser exist, with the "
+        "passwords of DEMO_PASSWORD and DEMO_SUPERUSER_PASSWORD (scripts/run keeps them in .env), "
+        "and print how to sign in."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--base-url", default="http://127.0.0.1:8000", help="Where the server answers.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        password = secrets.token_urlsafe(12)
+        if not settings.DEBUG:
+            raise CommandError("ensure_demo_clinic is for development (DEBUG on) only.")
+        password = os.environ.get("DEMO_PASSWORD") or secrets.token_urlsafe(12)
+        superuser_password = os.environ.get("DEMO_SUPERUSER_PASSWORD") or secrets.token_urlsafe(12)
         with transaction.atomic():
             user = User.objects.filter(email=DEMO_EMAIL).first()
             if user is None:
@@ -24,12 +41,36 @@ class Command(BaseCommand):
                 user = services.clinic_add_user(
                     clinic=clinic, email=DEMO_EMAIL, password=password, role=User.Role.ADMIN
                 )
-            else:
-                # A new password each start: it is printed here and nowhere else.
+            elif not user.check_password(password):
                 user.set_password(password)
                 user.save(update_fields=["password"])
+            superuser = User.objects.filter(email=DEMO_SUPERUSER_EMAIL).first()
+            if superuser is None:
+                User.objects.create_superuser(email=DEMO_SUPERUSER_EMAIL, password=superuser_password)
+            elif not superuser.check_password(superuser_password):
+                superuser.set_password(superuser_password)
+                superuser.save(update_fields=["password"])
+        clinic = Clinic.objects.get(members=user)
+        simulated = self._give_simulated_credentials(clinic)
+        base = options["base_url"].rstrip("/")
+        meta = f"SIMULATED ({settings.META_GRAPH_URL})" if simulated else settings.META_GRAPH_URL
         self.stdout.write(
-            "\n  Demo clinic ready. Sign in at http://127.0.0.1:8000/accounts/login/\n"
-            f"    email:    {DEMO_EMAIL}\n"
-            f"    password: {password}\n"
+            "\n  Demo clinic ready.\n"
+            f"    settings page: {base}/accounts/login/\n"
+            f"      email:    {DEMO_EMAIL}\n"
+            f"      password: {password}\n"
+            f"    admin site:    {base}/admin/\n"
+            f"      email:    {DEMO_SUPERUSER_EMAIL}\n"
+            f"      password: {superuser_password}\n"
+            f"    Meta:          {meta}\n"
         )
+
+    def _give_simulated_credentials(self, clinic: Clinic) -> bool:
+        """With a simulated Meta, the demo clinic starts with credentials it knows (never over yours)."""
+        waba, token = os.environ.get("DEMO_WABA_ID", ""), os.environ.get("DEMO_ACCESS_TOKEN", "")
+        if not (settings.META_SIMULATED and waba and token):
+            return False
+        account = whatsapp_account_of(clinic)
+        if not account.access_token and not account.business_account_id:
+            whatsapp_store_credentials(account=account, business_account_id=waba, access_token=token)
+        return True
