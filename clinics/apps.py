@@ -9,4 +9,5 @@ class ClinicsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from . import notifications  # noqa: F401  (e-mails the WhatsApp alerts)
         from .api import schema  # noqa: F401  (registers the OpenAPI auth extension)

@@ -53,6 +53,7 @@ from .meta_errors import (
     meta_error_sentence,
 )
 from .models import MetaAttempt, WhatsAppAccount, WhatsAppStatus, WrongCodeAttempt, new_verify_token
+from .signals import access_token_saved
 
 logger = logging.getLogger(__name__)
 
@@ -276,6 +277,9 @@ def whatsapp_store_credentials(
         if changed:
             locked.full_clean()
             locked.save(update_fields=[*changed, "updated_at"])
+            if "access_token" in changed and locked.access_token:
+                # A health check reads the new token's expiry (a 24-hour token is flagged).
+                access_token_saved.send(sender=WhatsAppAccount, account=locked)
         return locked, meta_facing
 
 
@@ -790,6 +794,15 @@ class AccountEvent:
         ban_info = self.value.get("ban_info")
         state = ban_info.get("waba_ban_state") if isinstance(ban_info, dict) else None
         return str(state or self.value.get("waba_ban_state") or "").upper()
+
+    @property
+    def disconnects(self) -> bool:
+        """Whether Meta took the number away (the clinic's admins are warned)."""
+        if self.field != "account_update":
+            return False
+        return self.event in ("ACCOUNT_DELETED", "PARTNER_APP_UNINSTALLED") or (
+            self.event == "DISABLED_UPDATE" and self.ban_state == "DISABLE"
+        )
 
     @property
     def is_applied(self) -> bool:
