@@ -22,6 +22,7 @@ from django.db.models import F, Q
 from django.dispatch import receiver
 from django.utils import formats, timezone, translation
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django_tasks import task
 
 from common.tasks import enqueue_after, retry_delay
@@ -69,10 +70,12 @@ def alert_message(alert: WhatsAppAlert, clinic: Clinic) -> tuple[str, str]:
     greeting = _("Hello,")
     closing = _("Open the clinic's settings page to see the connection's health and fix it.")
     if alert.kind == AlertKind.TOKEN_EXPIRY:
-        subject = _("WhatsApp of %(clinic)s: the access token expires in %(days)s days") % {
-            "clinic": clinic.name,
-            "days": params.get("days", "?"),
-        }
+        days = int(params.get("days", 0))
+        subject = ngettext(
+            "WhatsApp of %(clinic)s: the access token expires in %(days)d day",
+            "WhatsApp of %(clinic)s: the access token expires in %(days)d days",
+            days,
+        ) % {"clinic": clinic.name, "days": days}
         lines = [
             _("The access token that connects %(clinic)s to WhatsApp expires on %(date)s.")
             % {"clinic": clinic.name, "date": _date(params["expires_at"])},

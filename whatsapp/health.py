@@ -30,6 +30,7 @@ from django.db.models import Max, Q
 from django.dispatch import receiver
 from django.utils import formats, timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django_tasks import task
 
 from .alerts import whatsapp_alert_record
@@ -74,7 +75,7 @@ CONNECTED_STATUSES = (WhatsAppStatus.ACTIVE, WhatsAppStatus.VERIFYING, WhatsAppS
 # --- sentences, rendered in the reader's language ----------------------------------------------
 
 
-def _sentences() -> dict[tuple[str, str], tuple[str, str]]:
+def _sentences(days: int = 0) -> dict[tuple[str, str], tuple[str, str]]:
     """(check key, reason) -> (detail, fix), translated now; parameters are filled by the caller."""
     new_token = _(
         "Create a system user's token that does not expire in Meta Business Settings and save it here."
@@ -89,7 +90,11 @@ def _sentences() -> dict[tuple[str, str], tuple[str, str]]:
             new_token,
         ),
         ("token_expiry", "expires_soon"): (
-            _("The access token expires in %(days)s days, on %(date)s."),
+            ngettext(
+                "The access token expires in %(days)s day, on %(date)s.",
+                "The access token expires in %(days)s days, on %(date)s.",
+                days,
+            ),
             new_token,
         ),
         ("token_expiry", "temporary"): (
@@ -160,11 +165,11 @@ def check_sentences(check: dict[str, Any]) -> tuple[str | None, str | None]:
     reason = check.get("reason") or ""
     if not reason:
         return None, None
-    sentences = _sentences()
+    params = dict(check.get("params") or {})
+    sentences = _sentences(int(params.get("days") or 0))
     pair = sentences.get((check.get("key", ""), reason)) or sentences.get(("*", reason))
     if pair is None:
         return None, None
-    params = dict(check.get("params") or {})
     if "date" in params:
         params["date"] = formats.date_format(datetime.fromisoformat(params["date"]), "DATE_FORMAT")
     detail, fix = pair
