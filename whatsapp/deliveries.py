@@ -303,11 +303,17 @@ def _apply_chunk(delivery: WebhookDelivery, chunk: list[RoutedEvent]) -> list[st
     )
     markers: list[AppliedWebhookEvent] = []
     outcomes: list[str] = []
+    # The events of a batch mostly name the same number: route each set of ids once per chunk
+    # (ids, not statuses, route; the service re-reads each account under its lock).
+    routes: dict[tuple[str | None, tuple[str, ...], str | None], list[WhatsAppAccount]] = {}
     for routed in chunk:
         if routed.key in seen:
             continue
         seen.add(routed.key)
-        for target in _targets(delivery, routed):
+        ids = (routed.phone_number_id, routed.waba_ids, routed.display_digits)
+        if ids not in routes:
+            routes[ids] = _targets(delivery, routed)
+        for target in routes[ids]:
             outcome = services.whatsapp_apply_account_event(account=target, event=routed.event)
             outcomes.append(outcome)
             if routed.event.disconnects and outcome != "stored":
