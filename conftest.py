@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from django.core.cache import cache
+from django_tasks import default_task_backend
 from rest_framework.test import APIClient
 
 from clinics import services
@@ -19,6 +20,33 @@ def _fresh_cache():
     cache.clear()
     yield
     cache.clear()
+
+
+# Tests record tasks without running them (test_settings); these run them.
+IMMEDIATE_TASKS = {
+    "default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend", "QUEUES": ["default"]}
+}
+DATABASE_TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+
+
+@pytest.fixture
+def tasks_run_inline(settings):
+    """Every task runs as it is enqueued, like a worker with no delay (django.tasks' immediate backend)."""
+    settings.TASKS = IMMEDIATE_TASKS
+
+
+@pytest.fixture
+def database_tasks(settings):
+    """The production backend: enqueueing writes a task row in the caller's transaction."""
+    settings.TASKS = DATABASE_TASKS
+
+
+@pytest.fixture
+def queued_tasks():
+    """The tasks enqueued during the test (the default test backend only records them)."""
+    default_task_backend.clear()  # type: ignore[attr-defined]
+    yield default_task_backend.results  # type: ignore[attr-defined]
+    default_task_backend.clear()  # type: ignore[attr-defined]
 
 
 @pytest.fixture

@@ -24,9 +24,9 @@ from django.utils.translation import ngettext
 
 from common.forms import NormalizedFormMixin
 from whatsapp import services as whatsapp_services
-from whatsapp.admin import WhatsAppAccountInline, status_badge
+from whatsapp.admin import WhatsAppAccountInline, status_badge, verdict_badge
 from whatsapp.exceptions import WhatsAppError
-from whatsapp.models import WhatsAppAccount, WhatsAppStatus
+from whatsapp.models import WhatsAppAccount, WhatsAppHealth, WhatsAppStatus
 
 from . import services, validators
 from .models import ApiToken, Clinic, User
@@ -56,11 +56,12 @@ class ClinicAdmin(admin.ModelAdmin):
         "subscription_plan",
         "subscription_expires_at",
         "whatsapp_status",
+        "whatsapp_health",
         "is_active",
     )
-    list_filter = ("subscription_plan", "is_active", "whatsapp__status")
+    list_filter = ("subscription_plan", "is_active", "whatsapp__status", "whatsapp__health__verdict")
     search_fields = ("name", "slug", "city", "members__email")
-    list_select_related = ("whatsapp",)
+    list_select_related = ("whatsapp", "whatsapp__health")
     readonly_fields = ("slug", "created_at", "updated_at")
     fieldsets = (
         (
@@ -76,6 +77,7 @@ class ClinicAdmin(admin.ModelAdmin):
                     "timezone",
                     "currency",
                     "logo_url",
+                    "language",
                 )
             },
         ),
@@ -95,6 +97,13 @@ class ClinicAdmin(admin.ModelAdmin):
             return status_badge(obj.whatsapp.status)
         except WhatsAppAccount.DoesNotExist:
             return "—"
+
+    @admin.display(description=_("WhatsApp health"), ordering="whatsapp__health__verdict")
+    def whatsapp_health(self, obj: Clinic) -> SafeString | str:
+        try:
+            return verdict_badge(obj.whatsapp.health)
+        except (WhatsAppAccount.DoesNotExist, WhatsAppHealth.DoesNotExist):
+            return verdict_badge(None)
 
     def get_inlines(self, request: HttpRequest, obj: Clinic | None) -> list[type]:
         # clinic_create makes the WhatsApp account: none on the add page.

@@ -6,6 +6,7 @@ import string
 import uuid
 from typing import Any, ClassVar
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.db import models
 from django.utils import timezone
@@ -54,6 +55,8 @@ class Clinic(models.Model):
         _("currency"), max_length=3, default="USD", validators=[validators.validate_currency]
     )
     logo_url = models.URLField(_("logo URL"), max_length=500, blank=True)
+    # The language of the e-mails the clinic's admins get (the pages follow each browser).
+    language = models.CharField(_("language"), max_length=8, choices=settings.LANGUAGES, default="es")
     bot_enabled = models.BooleanField(_("bot enabled"), default=False)
     is_active = models.BooleanField(_("active"), default=True)
     subscription_plan = models.CharField(

@@ -30,7 +30,14 @@ from .selectors import whatsapp_account_of
 PROFILE_FIELDS = ("name", "phone", "address", "city", "timezone", "currency")
 SETTINGS_CLINIC_FIELDS = (*PROFILE_FIELDS, "bot_enabled")
 # Only superusers change these (Django admin); the API shows them read-only.
-PLATFORM_FIELDS = ("country", "logo_url", "is_active", "subscription_plan", "subscription_expires_at")
+PLATFORM_FIELDS = (
+    "country",
+    "logo_url",
+    "language",
+    "is_active",
+    "subscription_plan",
+    "subscription_expires_at",
+)
 # The WhatsApp credentials the settings endpoint and admin may change (WhatsAppAccount's names).
 CREDENTIAL_FIELDS = ("phone_number_id", "business_account_id", "access_token", "verify_token", "app_secret")
 

@@ -15,6 +15,7 @@ urlpatterns = [
     path("settings/whatsapp/credentials/", views.whatsapp_credentials_update, name="whatsapp-credentials"),
     path("settings/whatsapp/account/", views.whatsapp_account_update, name="whatsapp-account"),
     path("settings/whatsapp/check/", views.whatsapp_check, name="whatsapp-check"),
+    path("settings/whatsapp/health/", views.whatsapp_health_check, name="whatsapp-health"),
     path("settings/whatsapp/register/", views.whatsapp_register, name="whatsapp-register"),
     path("settings/whatsapp/resend/", views.whatsapp_resend, name="whatsapp-resend"),
     path("settings/whatsapp/verify/", views.whatsapp_verify, name="whatsapp-verify"),

@@ -28,6 +28,7 @@ from django.views.decorators.http import require_GET
 
 from common.forms import add_service_errors
 from common.validators import format_international
+from whatsapp import health as whatsapp_health
 from whatsapp import services as whatsapp_services
 from whatsapp.exceptions import WhatsAppError
 from whatsapp.forms import (
@@ -39,7 +40,8 @@ from whatsapp.forms import (
     ResendForm,
     VerifyForm,
 )
-from whatsapp.models import WhatsAppAccount, WhatsAppStatus
+from whatsapp.health_serializers import HEALTH_SHAPE
+from whatsapp.models import HealthVerdict, WhatsAppAccount, WhatsAppStatus
 
 from . import services
 from .forms import BotForm, ClinicProfileForm, EmailAuthenticationForm
@@ -51,6 +53,7 @@ from .throttling import sign_in_retry_after
 # Register/deregister budget is worth showing once it gets low or the number is in flux.
 ATTEMPTS_WORTH_SHOWING = 5
 WHATSAPP_ANCHOR = "whatsapp"
+HEALTH_ANCHOR = "health"
 
 View = Callable[..., HttpResponse]
 
@@ -114,7 +117,13 @@ def render_settings(request: HttpRequest, clinic: Clinic, **bound: forms.Form) -
             "otp_method": "sms",
         }
     )
+    health = whatsapp_health.whatsapp_health_of(account=account)
+    health_body = HEALTH_SHAPE.render(health)
     context = {
+        "health": health,
+        "health_body": health_body,
+        "health_verdict_label": HealthVerdict(health_body["verdict"]).label,
+        "health_problems": [check for check in health_body["checks"] if check["detail"]],
         "clinic": clinic,
         "account": account,
         "report": report,
@@ -275,6 +284,18 @@ def whatsapp_check(request: HttpRequest, clinic: Clinic) -> HttpResponse:
     else:
         _report_outcome(request, account, _("Connection checked."))
     return back_to_settings(WHATSAPP_ANCHOR)
+
+
+@clinic_admin_action
+def whatsapp_health_check(request: HttpRequest, clinic: Clinic) -> HttpResponse:
+    """ "Check now": the same service and once-a-minute limit as endpoint 13's POST."""
+    try:
+        health = whatsapp_health.whatsapp_health_run_now(account=clinic.whatsapp)
+    except WhatsAppError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.info(request, _("Checked: %(verdict)s.") % {"verdict": health.get_verdict_display()})
+    return back_to_settings(HEALTH_ANCHOR)
 
 
 @clinic_admin_action

@@ -70,6 +70,9 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    # Background tasks (Django 6's django.tasks, backported) and their database queue.
+    "django_tasks",
+    "django_tasks_db",
     # Imports run one way, bottom to top: common <- whatsapp <- clinics (see .importlinter).
     "common",
     "whatsapp",
@@ -153,6 +156,37 @@ STORAGES = {
     },
 }
 
+# Background work: webhook deliveries, health checks, warning e-mails. The database
+# backend writes the task row in the caller's transaction (nothing is lost if no
+# worker runs) and `manage.py db_worker` processes it; TASKS_BACKEND switches to
+# another backend of the same framework (README, "Background work") with no code change.
+TASKS: dict[str, Any] = {
+    "default": {
+        "BACKEND": env("TASKS_BACKEND", default="django_tasks_db.DatabaseBackend"),
+        "QUEUES": ["default"],
+    }
+}
+# A delivery's processing (or a warning e-mail) that failed is tried again after
+# TASK_RETRY_BASE_SECONDS, doubling each time, at most TASK_RETRY_ATTEMPTS times.
+TASK_RETRY_ATTEMPTS = env.int("TASK_RETRY_ATTEMPTS", default=8)
+TASK_RETRY_BASE_SECONDS = env.float("TASK_RETRY_BASE_SECONDS", default=30.0)
+# A worker that died mid-delivery leaves it "processing"; after this long
+# `manage.py whatsapp_requeue_deliveries` queues it again.
+WHATSAPP_DELIVERY_LEASE_SECONDS = env.int("WHATSAPP_DELIVERY_LEASE_SECONDS", default=600)
+
+# Warning e-mails (token expiry, a broken connection): the console in development.
+_email = env.email("EMAIL_URL", default="consolemail://")
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST = _email.get("EMAIL_HOST") or "localhost"
+EMAIL_PORT = _email.get("EMAIL_PORT") or 25
+EMAIL_HOST_USER = _email.get("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = _email.get("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = bool(_email.get("EMAIL_USE_TLS"))
+EMAIL_USE_SSL = bool(_email.get("EMAIL_USE_SSL"))
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Clinics <no-reply@clinics.invalid>")
+# A mail server that does not answer must not hold a worker for long.
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=15)
+
 # The API takes small JSON documents; the webhook reads its own body with its
 # own 3 MB limit (Meta's largest payload) before Django's limit applies.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=256 * 1024)
@@ -215,5 +249,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # urllib3 logs each request's URL at DEBUG, and debug_token's URL carries the access token.
+        "urllib3": {"level": "INFO"},
+    },
 }

@@ -34,8 +34,14 @@ Graph side
   (the 11th -> 133016), needs VERIFIED unless CONNECTED (133006), needs the
   stored PIN once one is set (133005), then CONNECTED/CLOUD_API; ``deregister``
   -> DISCONNECTED/NOT_APPLICABLE; ``messages`` needs CONNECTED (133010).
-* Tokens can be expired/revoked/invalid (190; subcode 463 unless told) or
-  limited to some WABA ids (200 for the others).
+* ``GET /debug_token?input_token=…`` (§2.9): type, expiry, issue time, scopes and
+  granular scopes of the token as configured with ``/_fake/tokens`` (by default a
+  system user's token that never expires, with both WhatsApp permissions).
+* Tokens can be expired/revoked/invalid (190; subcode 463 unless told), limited
+  to some WABA ids (200 for the others), or expire at a time (190 from then on).
+* Numbers carry ``quality_rating`` and the deprecated ``messaging_limit_tier``
+  (TIER_250 when new, TIER_1K once connected; ``removed_fields`` makes a field
+  unknown, as on a Graph version that dropped it).
 
 Control API (JSON, no auth; under ``/_fake``)
 ---------------------------------------------
@@ -46,11 +52,15 @@ Control API (JSON, no auth; under ``/_fake``)
                                      "verified_name", "status", "pin", "id", ...}`` -> the number
 ``POST /_fake/numbers/<pnid>``       set fields, e.g. ``{"status": "BANNED"}``
 ``POST /_fake/tokens``               ``{"token", "expired"|"revoked"|"invalid": true, "subcode",
-                                     "waba_ids": [...] | null}``
+                                     "waba_ids": [...] | null, "type": "SYSTEM_USER"|"USER"|...,
+                                     "expires_at": unix | "expires_in_seconds": n (0: never),
+                                     "issued_at": unix | "issued_seconds_ago": n, "scopes": [...],
+                                     "app_id"}``: how Graph treats it and what debug_token says
 ``GET|POST /_fake/settings``         ``pending_reads_after_register`` (GETs that still say PENDING
                                      after a register), ``code`` (fixed OTP or null), ``register_limit``
                                      (10), ``page_size`` (25), ``status_overrides`` ({"190": 400}),
-                                     ``clock_offset_seconds`` / ``advance_seconds`` (move the clock)
+                                     ``clock_offset_seconds`` / ``advance_seconds`` (move the clock),
+                                     ``removed_fields`` (number fields this version refuses)
 ``GET|POST|DELETE /_fake/faults``    inject a fault on the next ``times`` (1) requests whose method
                                      (``"*"``) and path (regex searched in e.g. ``/v26.0/123/register``)
                                      match. ``kind``: ``delay`` (``seconds``, then answer normally),
@@ -146,6 +156,7 @@ NUMBER_FIELDS = frozenset(
         "is_on_biz_app",
         "last_onboarded_time",
         "webhook_configuration",
+        "messaging_limit_tier",
     }
 )
 _DEFAULT_NUMBER_FIELDS = (
@@ -175,6 +186,7 @@ _SETTABLE_FIELDS = frozenset(
         "is_official_business_account",
         "is_on_biz_app",
         "pending_reads",
+        "messaging_limit_tier",
     }
 )
 
@@ -240,7 +252,11 @@ _DEFAULT_SETTINGS: dict[str, Any] = {
     "page_size": 25,
     "status_overrides": {},
     "clock_offset_seconds": 0.0,
+    # Number fields this "version" no longer has (asking for one fails the call, §1.4).
+    "removed_fields": [],
 }
+# What debug_token says about a token nobody configured: a system user's, never expiring (§2.9).
+_DEFAULT_SCOPES = ["whatsapp_business_management", "whatsapp_business_messaging", "business_management"]
 
 
 class GraphError(Exception):
@@ -476,6 +492,7 @@ class FakeGraph:
                     code_verification_status="EXPIRED",
                     platform_type="CLOUD_API",
                     quality_rating="GREEN",
+                    messaging_limit_tier="TIER_1K",
                     name_status="APPROVED",
                     last_onboarded_time=_iso(self.now()),
                 )
@@ -509,12 +526,27 @@ class FakeGraph:
                 not isinstance(waba_ids, list) or not all(isinstance(w, str | int) for w in waba_ids)
             ):
                 raise ControlError("waba_ids must be a list of ids or null")
+            scopes = data.get("scopes", _DEFAULT_SCOPES)
+            if not isinstance(scopes, list) or not all(isinstance(x, str) for x in scopes):
+                raise ControlError("scopes must be a list of permission names")
+            expires_at = data.get("expires_at")
+            if data.get("expires_in_seconds") is not None:
+                expires_at = int(self.now() + float(data["expires_in_seconds"]))
+            issued_at = data.get("issued_at")
+            if data.get("issued_seconds_ago") is not None:
+                issued_at = int(self.now() - float(data["issued_seconds_ago"]))
             rule = {
                 "expired": bool(data.get("expired")),
                 "revoked": bool(data.get("revoked")),
                 "invalid": bool(data.get("invalid")),
                 "subcode": int(data.get("subcode") or 463),
                 "waba_ids": [str(w) for w in waba_ids] if waba_ids is not None else None,
+                # debug_token's answer (§2.9): 0 = never expires.
+                "type": str(data.get("type") or "SYSTEM_USER"),
+                "expires_at": int(expires_at or 0),
+                "issued_at": int(issued_at) if issued_at is not None else None,
+                "scopes": list(scopes),
+                "app_id": str(data.get("app_id") or FAKE_APP["id"]),
             }
             self._tokens[token_fingerprint(token)] = rule
             return {"token_sha256": token_fingerprint(token), **rule}
@@ -544,6 +576,10 @@ class FakeGraph:
                     self._settings[key] = {str(code): int(status) for code, status in value.items()}
                 elif key == "clock_offset_seconds":
                     self._settings[key] = float(value)
+                elif key == "removed_fields":
+                    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                        raise ControlError("removed_fields must be a list of field names")
+                    self._settings[key] = list(value)
                 else:
                     raise ControlError(f"unknown setting {key!r}")
             return copy.deepcopy(self._settings)
@@ -641,6 +677,8 @@ class FakeGraph:
         with self._lock:
             self._check_token(token)
             segments = [segment for segment in rest.split("/") if segment]
+            if segments == ["debug_token"] and method == "GET":
+                return self._debug_token(params)
             if not segments or len(segments) > 2 or not _ID_RE.fullmatch(segments[0]):
                 raise _unknown_path(rest)
             node_id = segments[0]
@@ -662,7 +700,7 @@ class FakeGraph:
             return
         if rule["invalid"]:
             raise GraphError(190, "Invalid OAuth access token - Cannot parse access token")
-        if rule["expired"]:
+        if rule["expired"] or (rule.get("expires_at") and self.now() >= rule["expires_at"]):
             now = datetime.fromtimestamp(self.now(), tz=UTC)
             raise GraphError(
                 190,
@@ -677,6 +715,40 @@ class FakeGraph:
                 "changed their password or Facebook has changed the session for security reasons.",
                 subcode=rule["subcode"],
             )
+
+    def _debug_token(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``GET /debug_token?input_token=…`` (§2.9), as Meta answers for a valid token of our app."""
+        input_token = _text_param(params, "input_token")
+        if not input_token:
+            raise _param_error("The parameter input_token is required")
+        rule = self._tokens.get(token_fingerprint(input_token)) or {}
+        if rule.get("invalid") or rule.get("revoked") or rule.get("expired"):
+            # The token under inspection is dead: Meta answers 200 with is_valid false.
+            return {"data": {"app_id": rule.get("app_id", FAKE_APP["id"]), "is_valid": False, "scopes": []}}
+        scopes = rule.get("scopes", _DEFAULT_SCOPES)
+        waba_ids = rule.get("waba_ids")
+        granular: list[dict[str, Any]] = []
+        for scope in scopes:
+            grant: dict[str, Any] = {"scope": scope}
+            if waba_ids is not None and scope.startswith("whatsapp_"):
+                grant["target_ids"] = list(waba_ids)
+            granular.append(grant)
+        expires_at = rule.get("expires_at", 0)
+        issued_at = rule.get("issued_at")
+        return {
+            "data": {
+                "app_id": rule.get("app_id", FAKE_APP["id"]),
+                "type": rule.get("type", "SYSTEM_USER"),
+                "application": FAKE_APP["name"],
+                "data_access_expires_at": 0,
+                "expires_at": expires_at,
+                "is_valid": not (expires_at and self.now() >= expires_at),
+                "issued_at": issued_at if issued_at is not None else int(self.now()) - 30 * 86400,
+                "scopes": list(scopes),
+                "granular_scopes": granular,
+                "user_id": "122100000000000001",
+            }
+        }
 
     def _check_waba_access(self, token: str | None, waba_id: str) -> None:
         rule = self._tokens.get(token_fingerprint(token or ""))
@@ -760,6 +832,7 @@ class FakeGraph:
             "name_status": "PENDING_REVIEW",
             "new_name_status": None,
             "quality_rating": "UNKNOWN",
+            "messaging_limit_tier": "TIER_250",
             "platform_type": "NOT_APPLICABLE",
             "throughput": {"level": "STANDARD"},
             "account_mode": "LIVE",
@@ -811,7 +884,7 @@ class FakeGraph:
         else:
             fields = list(_DEFAULT_NUMBER_FIELDS)
         for field in fields:
-            if field not in NUMBER_FIELDS:
+            if field not in NUMBER_FIELDS or field in self._settings["removed_fields"]:
                 raise _param_error(
                     f"Tried accessing nonexisting field ({field}) on node type (WhatsAppBusinessPhoneNumber)"
                 )
@@ -1129,6 +1202,9 @@ class _Handler(BaseHTTPRequestHandler):
             params = {key: values[-1] for key, values in parse_qs(query, keep_blank_values=True).items()}
             token, via = self._token(params, "query")
             entry["params"] = dict(params)
+            if "input_token" in params:
+                # debug_token carries a token in its query: log a fingerprint, never the token.
+                entry["params"]["input_token"] = "sha256:" + token_fingerprint(str(params["input_token"]))
             body = self._body_params(self._read_body())
             entry["body_keys"] = sorted(key for key in body if key != "access_token")
             if token is None:

@@ -21,7 +21,14 @@ from common.masking import mask_secret
 
 from . import validators
 from .forms import optional_secret
-from .models import WebhookDelivery, WhatsAppAccount, WhatsAppStatus
+from .models import (
+    HealthVerdict,
+    WebhookDelivery,
+    WhatsAppAccount,
+    WhatsAppAlert,
+    WhatsAppHealth,
+    WhatsAppStatus,
+)
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
@@ -36,6 +43,12 @@ def status_badge(status: str) -> SafeString:
     except ValueError:
         label = status
     return format_html('<span class="wa-badge wa-badge--{}">{}</span>', status, label)
+
+
+def verdict_badge(health: WhatsAppHealth | None) -> SafeString:
+    """The health verdict as a pill (`unknown` before the first check)."""
+    verdict = health.verdict if health is not None and health.checked_at else HealthVerdict.UNKNOWN
+    return format_html('<span class="wa-badge wa-badge--{}">{}</span>', verdict, HealthVerdict(verdict).label)
 
 
 def _write_only(label: StrOrPromise, help_text: StrOrPromise) -> forms.CharField:
@@ -131,25 +144,8 @@ class WhatsAppAccountInline(admin.StackedInline):
         return False
 
 
-@admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
-    """What Meta sent, as received: evidence, so nobody adds, edits or deletes it here."""
-
-    list_display = ("received_at", "clinic", "fields", "outcome", "processed_at")
-    list_filter = ("fields", "received_at")
-    search_fields = ("clinic__name", "clinic__slug", "dedupe_key", "outcome")
-    list_select_related = ("clinic",)
-    readonly_fields = (
-        "id",
-        "clinic",
-        "dedupe_key",
-        "fields",
-        "raw_body",
-        "received_at",
-        "processed_at",
-        "outcome",
-    )
-    date_hierarchy = "received_at"
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records kept as evidence: nobody adds, edits or deletes them here."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -159,3 +155,58 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    """What Meta sent, as received, and how far its processing got: evidence, so read-only."""
+
+    list_display = (
+        "received_at",
+        "clinic",
+        "fields",
+        "state",
+        "progress",
+        "attempts",
+        "outcome",
+        "processed_at",
+    )
+    list_filter = ("state", "fields", "received_at")
+    search_fields = ("clinic__name", "clinic__slug", "dedupe_key", "outcome")
+    list_select_related = ("clinic",)
+    readonly_fields = (
+        "id",
+        "clinic",
+        "dedupe_key",
+        "fields",
+        "raw_body",
+        "received_at",
+        "state",
+        "attempts",
+        "events_total",
+        "events_done",
+        "next_attempt_at",
+        "lease_expires_at",
+        "last_error",
+        "processed_at",
+        "outcome",
+        "signed_with_clinic_secret",
+    )
+    date_hierarchy = "received_at"
+
+    @admin.display(description=_("events done"))
+    def progress(self, obj: WebhookDelivery) -> str:
+        if obj.events_total is None:
+            return "—"
+        return f"{obj.events_done} / {obj.events_total}"
+
+
+@admin.register(WhatsAppAlert)
+class WhatsAppAlertAdmin(ReadOnlyAdmin):
+    """The warnings recorded for clinics' admins and whether the e-mail went out: read-only."""
+
+    list_display = ("created_at", "clinic", "kind", "key", "notified_at", "attempts", "last_error")
+    list_filter = ("kind", "created_at")
+    search_fields = ("clinic__name", "clinic__slug", "key")
+    list_select_related = ("clinic",)
+    readonly_fields = (*list_display, "params", "claimed_until")

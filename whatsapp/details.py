@@ -86,6 +86,7 @@ SENTENCES: dict[str, Promise] = {
         "Too many wrong codes. To protect the number, wait %(minutes)d minutes before trying "
         "again, or ask for a new code then."
     ),
+    "limit.health_recent": _("The checks ran less than a minute ago. Try again in %(seconds)d seconds."),
     "refresh.unreachable": _("Meta could not be reached just now; this is the last known status."),
     # Meta's refusals (the sentences of meta_errors.py, by code) and its temporary trouble
     "meta.refused": _("Meta refused the request: %(message)s"),

@@ -57,6 +57,8 @@ __all__ = [
     "MetaTimeoutError",
     "MetaUnavailableError",
     "PhoneNumberInfo",
+    "SubscribedApp",
+    "TokenInfo",
 ]
 
 logger = logging.getLogger(__name__)
@@ -72,6 +74,12 @@ PHONE_NUMBER_FIELDS = (
     "platform_type",
 )
 _FIELDS_PARAM = ",".join(PHONE_NUMBER_FIELDS)
+# The health check also reads the messaging limit. Meta deprecated the field on the
+# number (limits moved to the business portfolio); a version without it refuses
+# the whole request with 100, so the client asks again without it.
+HEALTH_FIELDS = (*PHONE_NUMBER_FIELDS, "messaging_limit_tier")
+_HEALTH_FIELDS_PARAM = ",".join(HEALTH_FIELDS)
+_NONEXISTING_FIELD = "nonexisting field"
 
 # Pauses before the 2nd and 3rd attempt of a GET: long enough to ride out a
 # blip, short enough that a request-handling worker is not held for long.
@@ -105,6 +113,7 @@ class PhoneNumberInfo:
     name_status: str | None
     quality_rating: str | None
     platform_type: str | None
+    messaging_limit_tier: str | None = None
 
     @property
     def display_digits(self) -> str:
@@ -127,6 +136,69 @@ class PhoneNumberInfo:
             name_status=_opt_str(data.get("name_status")),
             quality_rating=_opt_str(data.get("quality_rating")),
             platform_type=_opt_str(data.get("platform_type")),
+            messaging_limit_tier=_opt_str(data.get("messaging_limit_tier")),
+        )
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What ``debug_token`` says about an access token; absent values are None.
+
+    ``expires_at`` None with ``is_valid`` means the token never expires (Meta's 0).
+    ``target_ids`` maps a scope to the asset ids it is limited to (None: all assets).
+    """
+
+    is_valid: bool
+    type: str | None
+    app_id: str | None
+    expires_at: int | None
+    issued_at: int | None
+    scopes: tuple[str, ...]
+    target_ids: dict[str, tuple[str, ...] | None]
+
+    @classmethod
+    def from_graph(cls, data: dict[str, Any]) -> TokenInfo:
+        info = data.get("data")
+        if not isinstance(info, dict):
+            raise MetaUnavailableError("Meta answered debug_token without a data object")
+        scopes = info.get("scopes")
+        targets: dict[str, tuple[str, ...] | None] = {}
+        for grant in info.get("granular_scopes") or []:
+            if isinstance(grant, dict) and isinstance(grant.get("scope"), str):
+                ids = grant.get("target_ids")
+                targets[grant["scope"]] = tuple(str(i) for i in ids) if isinstance(ids, list) else None
+        expires_at = _opt_int(info.get("expires_at"))
+        app_id = info.get("app_id")
+        return cls(
+            is_valid=info.get("is_valid") is True,
+            type=_opt_str(info.get("type")),
+            app_id=str(app_id) if isinstance(app_id, str | int) and not isinstance(app_id, bool) else None,
+            expires_at=expires_at or None,  # 0: never
+            issued_at=_opt_int(info.get("issued_at")),
+            scopes=tuple(scope for scope in scopes if isinstance(scope, str))
+            if isinstance(scopes, list)
+            else (),
+            target_ids=targets,
+        )
+
+
+@dataclass(frozen=True)
+class SubscribedApp:
+    """One app subscribed to a WABA's webhooks (``GET /{waba}/subscribed_apps``)."""
+
+    id: str | None
+    name: str | None
+    override_callback_uri: str | None
+
+    @classmethod
+    def from_graph(cls, data: dict[str, Any]) -> SubscribedApp:
+        app = data.get("whatsapp_business_api_data")
+        app = app if isinstance(app, dict) else {}
+        app_id = app.get("id")
+        return cls(
+            id=str(app_id) if isinstance(app_id, str | int) and not isinstance(app_id, bool) else None,
+            name=_opt_str(app.get("name")),
+            override_callback_uri=_opt_str(data.get("override_callback_uri")),
         )
 
 
@@ -225,6 +297,42 @@ class MetaClient:
         pnid = _check_id(phone_number_id, "phone number id")
         data = self._request("GET", pnid, params={"fields": _FIELDS_PARAM})
         return PhoneNumberInfo.from_graph(data)
+
+    def get_phone_number_health(self, phone_number_id: str) -> PhoneNumberInfo:
+        """``GET /{pnid}`` with the stored fields and the messaging limit, when the version still has it."""
+        pnid = _check_id(phone_number_id, "phone number id")
+        try:
+            data = self._request("GET", pnid, params={"fields": _HEALTH_FIELDS_PARAM})
+        except MetaRefusedError as exc:
+            if exc.code != 100 or _NONEXISTING_FIELD not in (exc.message or "").lower():
+                raise
+            data = self._request("GET", pnid, params={"fields": _FIELDS_PARAM})
+        return PhoneNumberInfo.from_graph(data)
+
+    def debug_token(self) -> TokenInfo:
+        """``GET /debug_token``: the client's own token inspected with itself (validity, type, expiry, scopes).
+
+        The token is also the ``input_token`` query parameter (Graph has no other
+        way); the client never logs query strings and the header carries it anyway.
+        """
+        try:
+            data = self._request("GET", "debug_token", params={"input_token": self._access_token})
+        except MetaError as exc:
+            # requests' own exceptions name the URL, which here carries the token:
+            # drop them from the chain so that no logged traceback shows it.
+            exc.__cause__ = None
+            exc.__suppress_context__ = True
+            raise
+        return TokenInfo.from_graph(data)
+
+    def get_subscribed_apps(self, waba_id: str) -> list[SubscribedApp]:
+        """``GET /{waba}/subscribed_apps``: the apps that receive this WABA's webhooks."""
+        waba = _check_id(waba_id, "WhatsApp Business Account id")
+        data = self._request("GET", f"{waba}/subscribed_apps")
+        items = data.get("data")
+        if not isinstance(items, list):
+            raise MetaUnavailableError("Meta returned subscribed apps without a data array")
+        return [SubscribedApp.from_graph(item) for item in items if isinstance(item, dict)]
 
     def list_phone_numbers(self, waba_id: str) -> list[PhoneNumberInfo]:
         """``GET /{waba}/phone_numbers``, following up to 10 pages."""

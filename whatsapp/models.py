@@ -5,6 +5,7 @@ import uuid
 
 from django.db import models
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from common.fields import EncryptedFieldsQuerySet, EncryptedTextField
@@ -190,6 +191,14 @@ class WrongCodeAttempt(models.Model):
         return f"wrong code for {self.clinic_id} at {self.created_at:%Y-%m-%d %H:%M}"
 
 
+class DeliveryState(models.TextChoices):
+    QUEUED = "queued", _("Queued")
+    PROCESSING = "processing", _("Processing")
+    RETRYING = "retrying", _("Failed, will retry")
+    DONE = "done", _("Done")
+    FAILED = "failed", _("Failed")
+
+
 class WebhookDelivery(models.Model):
     """One authentic POST from Meta, kept as received so nothing is lost."""
 
@@ -204,6 +213,20 @@ class WebhookDelivery(models.Model):
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
     processed_at = models.DateTimeField(null=True, blank=True)
     outcome = models.CharField(max_length=255, blank=True)
+    # A clinic's own app secret speaks only for that clinic; the deployment's speaks for every clinic.
+    signed_with_clinic_secret = models.BooleanField(default=True)
+    # Processing happens in a background task (whatsapp.deliveries); these say how far it got.
+    state = models.CharField(
+        _("processing state"), max_length=12, choices=DeliveryState.choices, default=DeliveryState.QUEUED
+    )
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    events_total = models.PositiveIntegerField(_("events"), null=True, blank=True)
+    # Events handled so far, committed with their effects: a retry resumes here.
+    events_done = models.PositiveIntegerField(_("events done"), default=0)
+    last_error = models.TextField(_("last error"), blank=True)
+    next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
+    # Until then a worker is taken to be working on it; a dead worker's delivery is queued again after.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
 
     objects = EncryptedFieldsQuerySet.as_manager()
 
@@ -214,6 +237,141 @@ class WebhookDelivery(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["clinic", "dedupe_key"], name="wa_delivery_unique_per_clinic")
         ]
+        indexes = [
+            # The health check's "last authentic event" of a clinic.
+            models.Index(fields=["clinic", "received_at"], name="wa_delivery_clinic_time"),
+            # The requeue sweep looks only at unfinished deliveries.
+            models.Index(fields=["state", "lease_expires_at"], name="wa_delivery_state_lease"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.fields or 'delivery'} at {self.received_at:%Y-%m-%d %H:%M:%S}"
+
+
+class AppliedWebhookEvent(models.Model):
+    """An event of a delivery that was applied, written in the same transaction as its effect.
+
+    Keyed by the event's own identity (Meta's entry id, time, field and value), so the
+    same event is applied once whether a task is retried or Meta sends it again in
+    another delivery. Scoped to the clinic whose webhook received it: a clinic with
+    its own app secret can sign any content, and must not be able to pre-empt an
+    event another clinic will receive.
+    """
+
+    clinic = models.ForeignKey(CLINIC_MODEL, on_delete=models.CASCADE, related_name="applied_webhook_events")
+    key = models.CharField(max_length=64)
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.SET_NULL, null=True, related_name="+")
+    applied_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["clinic", "key"], name="wa_event_applied_once")]
+
+    def __str__(self) -> str:
+        return f"event {self.key[:12]} of {self.clinic_id}"
+
+
+class WebhookSignatureFailure(models.Model):
+    """POSTs with a wrong signature, counted per clinic and hour: one UPDATE each, cheap under a flood."""
+
+    clinic = models.ForeignKey(CLINIC_MODEL, on_delete=models.CASCADE, related_name="+")
+    hour = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["clinic", "hour"], name="wa_sigfail_clinic_hour")]
+
+    def __str__(self) -> str:
+        return f"{self.count} signature failures at {self.hour:%Y-%m-%d %H:00}"
+
+
+class HealthVerdict(models.TextChoices):
+    READY = "ready", _("Ready")
+    ATTENTION = "attention", _("Needs attention")
+    BROKEN = "broken", _("Broken")
+    UNKNOWN = "unknown", _("Not checked yet")
+
+
+class WhatsAppHealth(models.Model):
+    """The last health check of a connection (endpoint 13): what Meta and our own data said."""
+
+    account = models.OneToOneField(
+        WhatsAppAccount, on_delete=models.CASCADE, primary_key=True, related_name="health"
+    )
+    verdict = models.CharField(
+        _("verdict"),
+        max_length=10,
+        choices=HealthVerdict.choices,
+        default=HealthVerdict.UNKNOWN,
+        db_index=True,
+    )
+    checked_at = models.DateTimeField(_("checked at"), null=True, blank=True)
+    # [{"key", "ok", "params"}] in the contract's order; sentences are rendered in the reader's language.
+    checks = models.JSONField(default=list, blank=True)
+    token_type = models.CharField(max_length=40, blank=True)
+    token_expires_at = models.DateTimeField(null=True, blank=True)
+    token_scopes = models.JSONField(default=list, blank=True)
+    number_status = models.CharField(max_length=40, blank=True)
+    name_status = models.CharField(max_length=40, blank=True)
+    quality_rating = models.CharField(max_length=40, blank=True)
+    messaging_limit = models.CharField(max_length=40, blank=True)
+    last_event_at = models.DateTimeField(null=True, blank=True)
+    signature_failures_24h = models.PositiveIntegerField(default=0)
+    # When the verdict last turned broken: one warning per such episode.
+    broken_since = models.DateTimeField(null=True, blank=True)
+    # The on-demand gate: a run may start only a minute after the last one started.
+    run_started_at = models.DateTimeField(null=True, blank=True)
+    # The day the scheduler last queued a check: a conditional UPDATE of it lets
+    # several schedulers run at once and still queue one check per clinic per day.
+    scheduled_on = models.DateField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("WhatsApp health")
+        verbose_name_plural = _("WhatsApp health")
+
+    def __str__(self) -> str:
+        return str(self.get_verdict_display())
+
+    @property
+    def token_days_left(self) -> int | None:
+        """Whole days until the token expires (rounded up), None when it never does or is unknown."""
+        if self.token_expires_at is None:
+            return None
+        seconds = (self.token_expires_at - timezone.now()).total_seconds()
+        return max(0, -int(-seconds // 86400))
+
+
+class AlertKind(models.TextChoices):
+    TOKEN_EXPIRY = "token_expiry", _("Access token expires soon")
+    BROKEN = "broken", _("Connection broken")
+    DISCONNECTED = "disconnected", _("Number disconnected by Meta")
+
+
+class WhatsAppAlert(models.Model):
+    """A condition the clinic's admins must hear about, recorded once (the unique key says which).
+
+    whatsapp decides that something is worth a warning; who is told, and in which
+    language, is the product's business (clinics.notifications sends it).
+    """
+
+    clinic = models.ForeignKey(CLINIC_MODEL, on_delete=models.CASCADE, related_name="whatsapp_alerts")
+    kind = models.CharField(max_length=20, choices=AlertKind.choices)
+    # Which occurrence: "14:<expiry>" for a token's 14-day warning, the episode's start for broken...
+    key = models.CharField(max_length=100)
+    params = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    notified_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    # A sender holds the alert until then, so two workers never send it twice.
+    claimed_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("WhatsApp warning")
+        verbose_name_plural = _("WhatsApp warnings")
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["clinic", "kind", "key"], name="wa_alert_once_per_condition")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} ({self.key})"

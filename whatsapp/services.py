@@ -63,6 +63,7 @@ from .meta_errors import (
     WRONG_CODE,
 )
 from .models import MetaAttempt, WhatsAppAccount, WhatsAppStatus, WrongCodeAttempt, new_verify_token
+from .signals import access_token_saved
 
 logger = logging.getLogger(__name__)
 
@@ -327,6 +328,9 @@ def whatsapp_store_credentials(
         if changed:
             locked.full_clean(validate_constraints=False)
             _save(locked, update_fields=[*changed, "updated_at"])
+            if "access_token" in changed and locked.access_token:
+                # A health check reads the new token's expiry (a 24-hour token is flagged).
+                access_token_saved.send(sender=WhatsAppAccount, account=locked)
         return locked, meta_facing
 
 
@@ -564,7 +568,9 @@ def whatsapp_register_number(
                 _save(locked, update_fields=["status", "detail_parts", "meta_code", "updated_at"])
         else:
             # Meta is sending the code: now the clinic's inputs become the stored state.
-            _assign_credentials(locked, business_account_id=waba_id, access_token=access_token)
+            changed, _meta_facing = _assign_credentials(
+                locked, business_account_id=waba_id, access_token=access_token
+            )
             if locked.pin_phone_number_id != number_id or not locked.registration_pin:
                 # Meta keeps the first PIN registered on a number and refuses any other
                 # (133005), so one is generated per number and reused.
@@ -581,6 +587,8 @@ def whatsapp_register_number(
             locked.status_checked_at = None
             locked.full_clean(validate_constraints=False)
             _save(locked)
+            if "access_token" in changed:
+                access_token_saved.send(sender=WhatsAppAccount, account=locked)
     if pending_error is not None:
         raise pending_error
     return locked
@@ -868,6 +876,15 @@ class AccountEvent:
         ban_info = self.value.get("ban_info")
         state = ban_info.get("waba_ban_state") if isinstance(ban_info, dict) else None
         return str(state or self.value.get("waba_ban_state") or "").upper()
+
+    @property
+    def disconnects(self) -> bool:
+        """Whether Meta took the number away (the clinic's admins are warned)."""
+        if self.field != "account_update":
+            return False
+        return self.event in ("ACCOUNT_DELETED", "PARTNER_APP_UNINSTALLED") or (
+            self.event == "DISABLED_UPDATE" and self.ban_state == "DISABLE"
+        )
 
     @property
     def is_applied(self) -> bool:

@@ -8,7 +8,6 @@ which both renders the body and documents it.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from django.utils.translation import gettext_lazy as _
@@ -17,7 +16,7 @@ from rest_framework import serializers
 from clinics import validators
 from clinics.models import Clinic
 from common.api.fields import NormalizedCharField, StrictBooleanField
-from common.api.shapes import OutputField, OutputShape
+from common.api.shapes import OutputField, OutputShape, utc_iso
 from whatsapp import validators as whatsapp_validators
 from whatsapp.models import WhatsAppStatus
 
@@ -102,12 +101,6 @@ class ClinicSettingsInputSerializer(ClinicProfileInputSerializer):
 def _text_or_null(value: str | None) -> str | None:
     # The contract's rule: an unset text value is `null`, never "".
     return value or None
-
-
-def _utc_iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _text(name: str) -> OutputField:
@@ -197,7 +190,7 @@ SETTINGS_SHAPE = OutputShape(
         _PLAN,
         OutputField(
             "subscription_expires_at",
-            lambda clinic: _utc_iso(clinic.subscription_expires_at),
+            lambda clinic: utc_iso(clinic.subscription_expires_at),
             serializers.DateTimeField(read_only=True, allow_null=True),
         ),
     ],

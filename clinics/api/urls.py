@@ -23,4 +23,9 @@ urlpatterns = [
     re_path(r"^clinics/whatsapp/verify/?$", whatsapp({"post": "verify"}), name="whatsapp-verify"),
     re_path(r"^clinics/whatsapp/status/?$", whatsapp({"get": "status"}), name="whatsapp-status"),
     re_path(r"^clinics/whatsapp/pin/?$", whatsapp({"put": "pin"}), name="whatsapp-pin"),
+    re_path(
+        r"^clinics/whatsapp/health/?$",
+        whatsapp({"get": "health", "post": "check_health"}),
+        name="whatsapp-health",
+    ),
 ]

@@ -25,7 +25,9 @@ from clinics.permissions import IsClinicAdmin, IsClinicMember
 from clinics.throttling import sign_in_retry_after
 from common.api.fields import error_names
 from common.api.views import NoStoreMixin
+from whatsapp import health as whatsapp_health
 from whatsapp import services as whatsapp_services
+from whatsapp.health_serializers import HEALTH_SHAPE
 from whatsapp.serializers import (
     CONFIGURE_SHAPE,
     ERROR_SHAPE,
@@ -187,7 +189,7 @@ _WHATSAPP_ERRORS = {
 
 
 class WhatsAppViewSet(NoStoreMixin, viewsets.ViewSet):
-    """Endpoints 5-9: one ViewSet, explicit actions, every rule in the services."""
+    """Endpoints 5-9 and 13: one ViewSet, explicit actions, every rule in the services."""
 
     permission_classes = [permissions.IsAuthenticated, IsClinicAdmin]
     input_serializers: dict[str, type] = {
@@ -268,3 +270,19 @@ class WhatsAppViewSet(NoStoreMixin, viewsets.ViewSet):
     def deregister(self, request: Request) -> Response:
         account = services.clinic_whatsapp_deregister(clinic=self.clinic)
         return Response(STATUS_ONLY_SHAPE.render(account))
+
+    @extend_schema(
+        responses={200: HEALTH_SHAPE.serializer},
+        summary="Read the last health check of the WhatsApp connection",
+    )
+    def health(self, request: Request) -> Response:
+        return Response(HEALTH_SHAPE.render(whatsapp_health.whatsapp_health_of(account=self.clinic.whatsapp)))
+
+    @extend_schema(
+        request=None,
+        responses={200: HEALTH_SHAPE.serializer, 429: _WHATSAPP_ERRORS[429]},
+        summary="Run the health checks now (at most once a minute per clinic)",
+    )
+    def check_health(self, request: Request) -> Response:
+        health = whatsapp_health.whatsapp_health_run_now(account=self.clinic.whatsapp)
+        return Response(HEALTH_SHAPE.render(health))

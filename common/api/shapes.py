@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
@@ -42,3 +43,10 @@ class OutputShape:
     def serializer(self) -> type[serializers.Serializer]:
         declared = {field.name: field.schema for field in self.fields}
         return type(self.name, (serializers.Serializer,), declared)
+
+
+def utc_iso(value: datetime | None) -> str | None:
+    """The contract's time format: ISO 8601 in UTC with `Z`, or None."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -16,46 +16,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import requests
 
-from devtools.fake_graph import FakeGraphServer, token_fingerprint
+from devtools.fake_graph import token_fingerprint
+from devtools.tests.conftest import TOKEN, WABA, control
 from whatsapp.meta import MetaClient, MetaRefusedError, MetaTimeoutError, MetaUnavailableError
-
-TOKEN = "EAAFakeGraphSECRETtoken42"
-WABA = "102290129340398"
-READ_TIMEOUT = 0.4
-
-
-@pytest.fixture
-def fake():
-    with FakeGraphServer() as server:
-        yield server
-
-
-@pytest.fixture
-def session():
-    # The fake is on loopback: never route it through a proxy from the environment.
-    with requests.Session() as http:
-        http.trust_env = False
-        yield http
-
-
-@pytest.fixture
-def client(fake, session) -> MetaClient:
-    return MetaClient(
-        TOKEN,
-        base_url=fake.base_url,
-        connect_timeout=READ_TIMEOUT,
-        read_timeout=READ_TIMEOUT,
-        session=session,
-        read_retries=0,
-    )
-
-
-def control(fake, session, method: str, path: str, body: dict | None = None):
-    response = session.request(method, f"{fake.control_url}/{path}", json=body, timeout=5)
-    assert response.status_code < 300, response.text
-    return response.json()
 
 
 def add_verified_number(client: MetaClient, fake, session) -> str:

@@ -54,6 +54,12 @@ PRODUCT_VARIABLES = (
     "REQUEST_DEADLINE_SECONDS",
     "DEMO_PASSWORD",
     "DEMO_SUPERUSER_PASSWORD",
+    "TASKS_BACKEND",
+    "TASK_RETRY_ATTEMPTS",
+    "TASK_RETRY_BASE_SECONDS",
+    "WHATSAPP_DELIVERY_LEASE_SECONDS",
+    "EMAIL_URL",
+    "DEFAULT_FROM_EMAIL",
     # Set by the browser tests' conftest for Playwright; never for a real server.
     "DJANGO_ALLOW_ASYNC_UNSAFE",
 )
@@ -246,6 +252,11 @@ class Processes:
         origin = f"http://127.0.0.1:{port}"
         server.wait_ready(f"{origin}/healthz/")
         return server, origin
+
+    def worker(self, env: dict[str, str], name: str = "worker") -> ServerProcess:
+        """`manage.py db_worker`: the task worker, polling often so that tests wait little."""
+        argv = [PYTHON, MANAGE, "db_worker", "--no-reload", "--no-startup-delay", "--interval", "0.2"]
+        return self.start(name, argv, env)
 
     def stop_all(self) -> None:
         for server in reversed(self.started):

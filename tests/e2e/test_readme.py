@@ -95,7 +95,10 @@ def test_the_readme_curl_block_runs_as_written(processes, tmp_path):
         assert settings_write["city"] == "Santa Ana" and settings_write["phone"] == "+50399999999"
         assert "whatsapp_access_token" not in profile
         assert profile_write["currency"] == "USD"
-        configure, deregister, register, verify, poll, deregister_again, health = answers[4:]
+        configure, deregister, register, verify, poll, deregister_again, last_check, check_now, health = (
+            answers[4:]
+        )
+        assert set(last_check) >= {"verdict", "checks"} and set(check_now) >= {"verdict", "checks"}
         assert configure["status"] == "active", configure
         assert deregister == {"status": "disconnected"}
         assert register == {"status": "pending_otp"}

@@ -16,6 +16,7 @@ import hmac
 import json
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -277,12 +278,12 @@ def partner_app_uninstalled(*, waba: str = WABA) -> dict[str, Any]:
     )
 
 
-def quality_update(*, digits: str = DIGITS, waba: str = WABA) -> dict[str, Any]:
+def quality_update(*, digits: str = DIGITS, waba: str = WABA, time: int = 1748454394) -> dict[str, Any]:
     return {
         "entry": [
             {
                 "id": waba,
-                "time": 1748454394,
+                "time": time,
                 "changes": [
                     {
                         "value": {
@@ -583,3 +584,41 @@ def graph(monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture
 def admin_api(api_client, clinic_admin):
     return api_client(clinic_admin)
+
+
+def many_quality_updates(
+    count: int, *, digits: str = DIGITS, waba: str = WABA, start: int = 1748454394
+) -> dict:
+    """One delivery of `count` distinct quality updates (§6.9), one entry each: Meta's batch mode."""
+    entries = [quality_update(digits=digits, waba=waba, time=start + i)["entry"][0] for i in range(count)]
+    return {"object": "whatsapp_business_account", "entry": entries}
+
+
+# --- health checks (§2.9, §2.11, §2.3) -----------------------------------------------------------
+
+DATA = Path(__file__).parent / "data"
+
+
+def debug_token(**changes) -> dict:
+    body = json.loads((DATA / "debug_token_system_user.json").read_text())
+    body["data"].update(changes)
+    return body
+
+
+def subscribed_apps(app_id: str = "670843887433847") -> dict:
+    body = json.loads((DATA / "subscribed_apps.json").read_text())
+    body["data"][0]["whatsapp_business_api_data"]["id"] = app_id
+    del body["data"][0]["override_callback_uri"]
+    return body
+
+
+def healthy_meta(graph, *, token=None, number=None, numbers=None, apps=None) -> None:
+    """Meta's answers for a connection in good health; each argument replaces one answer."""
+    graph.add("GET", "debug_token", json_body=token or debug_token())
+    graph.add(
+        "GET",
+        f"{WABA}/phone_numbers",
+        json_body=numbers or phone_numbers_list((PNID, DISPLAY)),
+    )
+    graph.add("GET", f"{WABA}/subscribed_apps", json_body=apps or subscribed_apps())
+    graph.add("GET", PNID, json_body=number or phone_number("CONNECTED", messaging_limit_tier="TIER_1K"))

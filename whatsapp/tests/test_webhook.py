@@ -7,8 +7,9 @@ import uuid
 
 import pytest
 from django.db import connection
+from django_tasks_db.models import DBTaskResult
 
-from whatsapp.models import WebhookDelivery
+from whatsapp.models import WebhookDelivery, WebhookSignatureFailure
 from whatsapp.services import whatsapp_store_credentials
 from whatsapp.tests import helpers
 from whatsapp.tests.helpers import (
@@ -51,6 +52,11 @@ DEPLOYMENT_SECRET = "d3pl0ym3nt5ecret00112233445566778899"
 @pytest.fixture(autouse=True)
 def _no_deployment_secret(settings):
     settings.META_APP_SECRET = ""
+
+
+@pytest.fixture(autouse=True)
+def _tasks_run_inline(tasks_run_inline):
+    """The delivery's processing runs as soon as it is queued: these tests look at its effects."""
 
 
 @pytest.fixture
@@ -519,13 +525,38 @@ def test_it_applies_every_change_of_a_batch(client, clinic, own_secret):
     assert account_of(clinic).status == "failed"
 
 
-def test_it_is_answered_within_the_request(client, clinic, own_secret, graph, django_assert_max_num_queries):
+def test_it_queues_the_events_and_applies_nothing_in_the_request(
+    client, clinic, own_secret, graph, database_tasks, django_assert_max_num_queries
+):
     arrange(clinic, status="active", business_account_id=WABA, phone_number_id=PNID, access_token=TOKEN)
-    with django_assert_max_num_queries(20):
+    with django_assert_max_num_queries(6):
         response = post_webhook(client, clinic, meta_bytes(account_deleted()), secret=own_secret)
+
     assert response.status_code == 200
     assert response.json() == {"status": "received"}
+    assert account_of(clinic).status == "active"  # the worker applies it, not the request
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.state == "queued"
+    task_row = DBTaskResult.objects.get()
+    assert task_row.task_path == "whatsapp.deliveries.process_webhook_delivery"
+    assert task_row.args_kwargs["kwargs"] == {"delivery_id": str(delivery.pk)}
     assert graph.calls == []
+
+
+def test_it_queues_a_replay_once(client, clinic, own_secret, database_tasks):
+    body = meta_bytes(account_deleted())
+    assert post_webhook(client, clinic, body, secret=own_secret).json() == {"status": "received"}
+    assert post_webhook(client, clinic, body, secret=own_secret).json() == {"status": "duplicate"}
+    assert WebhookDelivery.objects.count() == 1
+    assert DBTaskResult.objects.count() == 1
+
+
+def test_it_counts_signature_failures(client, clinic, own_secret):
+    body = meta_bytes(text_message())
+    for _ in range(3):
+        assert post_webhook(client, clinic, body, signature=sign(body, OTHER_APP_SECRET)).status_code == 403
+
+    assert WebhookSignatureFailure.objects.get(clinic=clinic).count == 3
 
 
 @pytest.mark.parametrize("path", ["/whatsapp/webhook/" + "-" * 36 + "/", "/whatsapp/webhook/not-a-uuid/"])

@@ -1,0 +1,188 @@
+"""Warning e-mails to a clinic's admins: the token-expiry schedule with time moved forward, a verdict
+turning broken, Meta disconnecting the number, each once; and a mail server that fails."""
+
+from __future__ import annotations
+
+import socket
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+from django.core import mail
+
+from clinics.models import Clinic
+from clinics.notifications import clinic_alert_send, clinic_alerts_requeue_unsent
+from whatsapp.deliveries import whatsapp_delivery_process, whatsapp_delivery_store
+from whatsapp.health import whatsapp_health_check
+from whatsapp.models import WhatsAppAlert
+from whatsapp.tests import helpers
+from whatsapp.tests.helpers import (
+    account_deleted,
+    account_of,
+    arrange_active,
+    debug_token,
+    healthy_meta,
+    meta_bytes,
+    phone_number,
+)
+
+pytestmark = pytest.mark.django_db
+graph = helpers.graph
+admin_api = helpers.admin_api
+
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+EXPIRES = T0 + timedelta(days=20)
+
+
+@pytest.fixture
+def connected(clinic, clinic_admin, clinic_staff):
+    return arrange_active(clinic, connected_at=T0 - timedelta(days=60))
+
+
+def daily_checks(graph, account, days: range, **meta) -> None:
+    """The scheduled check once a day at 09:00, Meta answering the same each day."""
+    for day in days:
+        healthy_meta(graph, **meta)
+        with time_machine.travel(T0 + timedelta(days=day), tick=False):
+            whatsapp_health_check(account=account)
+
+
+def test_the_expiry_warnings_go_out_once_at_14_7_and_1_days(connected, graph, tasks_run_inline):
+    token = debug_token(expires_at=int(EXPIRES.timestamp()))
+
+    daily_checks(graph, connected, range(20), token=token)
+
+    subjects = [message.subject for message in mail.outbox]
+    assert subjects == [
+        "WhatsApp de Clínica San Salvador: el token de acceso caduca en 14 días",
+        "WhatsApp de Clínica San Salvador: el token de acceso caduca en 7 días",
+        "WhatsApp de Clínica San Salvador: el token de acceso caduca en 1 día",
+    ]
+    # To the clinic's admins only, never its staff.
+    assert all(message.to == ["admin@sansalvador.example"] for message in mail.outbox)
+    assert "21 de diciembre de 2026" in mail.outbox[0].body
+    alerts = WhatsAppAlert.objects.filter(kind="token_expiry").order_by("created_at")
+    assert [alert.key.split(":")[0] for alert in alerts] == ["14", "7", "1"]
+    assert all(alert.notified_at is not None for alert in alerts)
+    assert [alert.created_at.date() for alert in alerts] == [
+        (T0 + timedelta(days=6)).date(),
+        (T0 + timedelta(days=13)).date(),
+        (T0 + timedelta(days=19)).date(),
+    ]
+
+
+def test_a_clinic_in_english_gets_english(connected, graph, tasks_run_inline):
+    Clinic.objects.filter(pk=connected.clinic_id).update(language="en")
+
+    daily_checks(graph, connected, range(6, 8), token=debug_token(expires_at=int(EXPIRES.timestamp())))
+
+    assert [message.subject for message in mail.outbox] == [
+        "WhatsApp of Clínica San Salvador: the access token expires in 14 days"
+    ]
+    assert "Dec. 21, 2026" in mail.outbox[0].body
+
+
+def test_a_first_check_close_to_expiry_warns_once_not_for_every_threshold(connected, graph, tasks_run_inline):
+    daily_checks(graph, connected, range(16, 18), token=debug_token(expires_at=int(EXPIRES.timestamp())))
+
+    assert len(mail.outbox) == 1
+    assert "4 días" in mail.outbox[0].subject
+
+
+def test_a_new_token_starts_a_new_schedule(connected, graph, tasks_run_inline):
+    daily_checks(graph, connected, range(6, 7), token=debug_token(expires_at=int(EXPIRES.timestamp())))
+    later = EXPIRES + timedelta(days=60)
+    daily_checks(graph, connected, range(66, 67), token=debug_token(expires_at=int(later.timestamp())))
+
+    assert len(mail.outbox) == 2
+
+
+def test_a_broken_verdict_is_told_once_per_episode(connected, graph, tasks_run_inline):
+    daily_checks(graph, connected, range(3), number=phone_number("BANNED"))
+
+    assert [message.subject for message in mail.outbox] == [
+        "WhatsApp de Clínica San Salvador dejó de funcionar"
+    ]
+    assert "BANNED" in mail.outbox[0].body
+
+
+def test_a_disconnecting_event_is_told_once(connected, tasks_run_inline):
+    body = meta_bytes(account_deleted())
+    delivery = whatsapp_delivery_store(account=connected, body=body, signed_with_clinic_secret=True)
+    assert delivery is not None
+    whatsapp_delivery_process(delivery_id=str(delivery.pk))  # a duplicate task: nothing more
+
+    assert [message.subject for message in mail.outbox] == [
+        "Meta desconectó el WhatsApp de Clínica San Salvador"
+    ]
+    assert "eliminada" in mail.outbox[0].body
+    assert account_of(connected.clinic).status == "failed"
+
+
+# --- a failing mail server ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def refusing_mail_server(settings):
+    """SMTP to a local port nobody listens on: the connection is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = port
+    settings.EMAIL_TIMEOUT = 2
+
+
+def test_a_refused_mail_server_never_breaks_the_request(
+    admin_api, connected, graph, refusing_mail_server, tasks_run_inline, settings
+):
+    settings.TASK_RETRY_ATTEMPTS = 2
+    healthy_meta(graph, number=phone_number("BANNED"))
+
+    response = admin_api.post("/api/clinics/whatsapp/health/")
+
+    assert response.status_code == 200
+    assert response.json()["verdict"] == "broken"
+    alert = WhatsAppAlert.objects.get()
+    assert alert.notified_at is None
+    assert alert.attempts == 2  # tried, and tried again (at once: the immediate backend cannot wait)
+    assert "ConnectionRefusedError" in alert.last_error
+
+
+def test_the_warning_is_retried_with_backoff_until_the_server_answers(
+    connected, graph, refusing_mail_server, queued_tasks, settings
+):
+    healthy_meta(graph, number=phone_number("BANNED"))
+    with time_machine.travel(T0, tick=False):
+        whatsapp_health_check(account=connected)
+    alert = WhatsAppAlert.objects.get()
+    assert [r.task.name for r in queued_tasks] == ["send_whatsapp_alert"]
+
+    with time_machine.travel(T0, tick=False):
+        assert clinic_alert_send(alert_id=alert.pk) == "retrying in 30 s"
+    retry = queued_tasks[-1]
+    assert retry.task.run_after == T0 + timedelta(seconds=30)
+    assert mail.outbox == []
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    assert clinic_alert_send(**retry.kwargs) == "sent to 1"
+    assert clinic_alert_send(**retry.kwargs) == "already sent or being sent"
+    assert len(mail.outbox) == 1
+    alert.refresh_from_db()
+    assert (alert.attempts, alert.last_error) == (2, "")
+    assert alert.notified_at is not None
+
+
+def test_an_unsent_warning_is_queued_again_by_the_daily_command(connected, graph, queued_tasks):
+    healthy_meta(graph, number=phone_number("BANNED"))
+    with time_machine.travel(T0, tick=False):
+        whatsapp_health_check(account=connected)
+    queued_tasks.clear()  # the task was lost
+
+    with time_machine.travel(T0 + timedelta(minutes=10)):
+        assert clinic_alerts_requeue_unsent() == 0  # give the first task time
+    with time_machine.travel(T0 + timedelta(hours=1)):
+        assert clinic_alerts_requeue_unsent() == 1
+
+    assert [r.task.name for r in queued_tasks] == ["send_whatsapp_alert"]

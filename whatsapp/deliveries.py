@@ -1,0 +1,393 @@
+"""Webhook deliveries: stored and queued in the request, applied by a background worker.
+
+The webhook stores each authentic delivery and queues its processing in one
+transaction (with the database task backend the task row commits with it, so
+nothing is lost if no worker runs), then answers. `process_webhook_delivery`
+applies the delivery's account events later:
+
+* idempotently: each event applied writes an `AppliedWebhookEvent` marker in the
+  same transaction as its effect, so a retried task, a duplicate worker or the
+  same event inside another delivery never applies it twice;
+* bounded: events are applied in transactions of `EVENTS_PER_TRANSACTION`, and a
+  run stops after `EVENTS_PER_RUN` and queues the rest as a new task, so one huge
+  delivery never holds a worker (or a lock) for long;
+* with its state on the delivery (queued, processing, retrying, done, failed),
+  the failure recorded and retried with backoff, at most TASK_RETRY_ATTEMPTS times;
+* a worker that dies mid-delivery leaves its lease to expire, and
+  `whatsapp_deliveries_requeue_stalled` (the `whatsapp_requeue_deliveries`
+  command) queues it again: it resumes where the last committed chunk ended.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from django_tasks import task
+
+from common.tasks import enqueue_after, retry_delay
+
+from . import services
+from .alerts import whatsapp_alert_record
+from .models import (
+    AlertKind,
+    AppliedWebhookEvent,
+    DeliveryState,
+    WebhookDelivery,
+    WebhookSignatureFailure,
+    WhatsAppAccount,
+)
+
+logger = logging.getLogger(__name__)
+
+# A few hundred events per transaction: few commits, short locks.
+EVENTS_PER_TRANSACTION = 250
+# A run hands the rest of a big delivery to a new task after this many events.
+EVENTS_PER_RUN = 2000
+UNFINISHED = (DeliveryState.QUEUED, DeliveryState.PROCESSING, DeliveryState.RETRYING)
+# Accounts one event may reach (the routing query's bound).
+MAX_TARGETS = 50
+
+
+# --- reading Meta's payload ----------------------------------------------------------------
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """Meta's JSON object, or an empty one for anything else (a payload we do not trust the shape of)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _changes(payload: Any) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    if not isinstance(payload, dict):
+        return
+    for entry in payload.get("entry") or []:
+        if not isinstance(entry, dict):
+            continue
+        for change in entry.get("changes") or []:
+            if isinstance(change, dict):
+                yield entry, change
+
+
+def _event_identity(entry: dict[str, Any], field: str, value: dict[str, Any]) -> str:
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return f"e:{entry.get('id', '')}:{entry.get('time', '')}:{field}:{canonical}"
+
+
+def dedupe_key(body: bytes, payload: Any) -> str:
+    """Meta's own ids when it gives them: a retried delivery maps to the same key."""
+    ids: list[str] = []
+    for entry, change in _changes(payload):
+        value = _mapping(change.get("value"))
+        field = str(change.get("field", ""))
+        found = False
+        for message in value.get("messages") or []:
+            if isinstance(message, dict) and message.get("id"):
+                ids.append(f"m:{message['id']}")
+                found = True
+        for status in value.get("statuses") or []:
+            if isinstance(status, dict) and status.get("id"):
+                ids.append(f"s:{status['id']}:{status.get('status', '')}")
+                found = True
+        if not found:
+            ids.append(_event_identity(entry, field, value))
+    if not ids:
+        return hashlib.sha256(body).hexdigest()
+    return hashlib.sha256("\n".join(sorted(ids)).encode("utf-8")).hexdigest()
+
+
+def parse_body(body: bytes | str) -> Any:
+    """The delivery's JSON, or None when it is not JSON at all."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+
+
+def delivery_fields(payload: Any) -> str:
+    return ",".join(sorted({str(change.get("field", ""))[:40] for _entry, change in _changes(payload)}))[:255]
+
+
+@dataclass(frozen=True)
+class RoutedEvent:
+    """An account event, the ids that say which accounts it is about, and its identity."""
+
+    event: services.AccountEvent
+    key: str
+    phone_number_id: str | None
+    waba_ids: tuple[str, ...]
+    display_digits: str | None
+
+
+def account_events(payload: Any) -> Iterator[RoutedEvent]:
+    """The changes that report on an account or number; what each means is the services' business."""
+    for entry, change in _changes(payload):
+        field = str(change.get("field") or "")
+        if field not in services.ACCOUNT_EVENT_FIELDS:
+            continue
+        value = _mapping(change.get("value"))
+        event = services.AccountEvent(field=field, value=value)
+        if not event.is_applied:
+            continue
+        metadata = _mapping(value.get("metadata"))
+        waba_info = _mapping(value.get("waba_info"))
+        yield RoutedEvent(
+            event=event,
+            key=hashlib.sha256(_event_identity(entry, field, value).encode("utf-8")).hexdigest(),
+            phone_number_id=str(metadata.get("phone_number_id") or "") or None,
+            waba_ids=tuple(str(x) for x in (waba_info.get("waba_id"), entry.get("id")) if x),
+            display_digits=re.sub(r"\D", "", str(value.get("display_phone_number") or "")) or None,
+        )
+
+
+def _targets(delivery: WebhookDelivery, event: RoutedEvent) -> list[WhatsAppAccount]:
+    """Accounts the event is about: by phone number id, WABA id, or display digits."""
+    query = Q()
+    if event.phone_number_id:
+        query |= Q(phone_number_id=event.phone_number_id)
+    if event.display_digits:
+        query |= Q(number="+" + event.display_digits)
+    elif event.waba_ids:
+        query |= Q(business_account_id__in=event.waba_ids)
+    if not query:
+        return []
+    scope = WhatsAppAccount.objects.all()
+    if delivery.signed_with_clinic_secret:
+        scope = scope.filter(clinic_id=delivery.clinic_id)
+    return list(scope.filter(query)[:MAX_TARGETS])
+
+
+# --- the request's side ----------------------------------------------------------------------
+
+
+def whatsapp_delivery_store(
+    *, account: WhatsAppAccount, body: bytes, signed_with_clinic_secret: bool
+) -> WebhookDelivery | None:
+    """Store an authentic delivery and queue its processing, in one transaction.
+
+    Returns None when it is a replay of a delivery already stored (nothing is
+    queued again). Nothing here applies an event or calls Meta, so the time does
+    not depend on what the delivery holds.
+    """
+    payload = parse_body(body)
+    now = timezone.now()
+    delivery = WebhookDelivery(
+        clinic_id=account.clinic_id,
+        dedupe_key=dedupe_key(body, payload),
+        fields=delivery_fields(payload),
+        raw_body=body.decode("utf-8", errors="replace"),
+        signed_with_clinic_secret=signed_with_clinic_secret,
+        lease_expires_at=now + _lease(),
+    )
+    try:
+        with transaction.atomic():
+            delivery.save(force_insert=True)
+            process_webhook_delivery.enqueue(delivery_id=str(delivery.pk))
+    except IntegrityError:
+        return None  # a replay of a delivery we already have
+    return delivery
+
+
+def whatsapp_signature_failure_record(*, clinic_id: Any) -> None:
+    """Count a POST whose signature did not match (the health check reads the last 24 hours)."""
+    hour = timezone.now().replace(minute=0, second=0, microsecond=0)
+    counted = WebhookSignatureFailure.objects.filter(clinic_id=clinic_id, hour=hour).update(
+        count=F("count") + 1
+    )
+    if counted:
+        return
+    try:
+        with transaction.atomic():
+            WebhookSignatureFailure.objects.create(clinic_id=clinic_id, hour=hour, count=1)
+    except IntegrityError:
+        # Another request created this hour's row first.
+        WebhookSignatureFailure.objects.filter(clinic_id=clinic_id, hour=hour).update(count=F("count") + 1)
+
+
+def signature_failures_since(*, clinic_id: Any, since: datetime) -> int:
+    hours = WebhookSignatureFailure.objects.filter(
+        clinic_id=clinic_id, hour__gte=since.replace(minute=0, second=0, microsecond=0)
+    )
+    return sum(hours.values_list("count", flat=True))
+
+
+# --- the worker's side -----------------------------------------------------------------------
+
+
+def _lease() -> timedelta:
+    return timedelta(seconds=settings.WHATSAPP_DELIVERY_LEASE_SECONDS)
+
+
+@task()
+def process_webhook_delivery(delivery_id: str, continuation: bool = False) -> str:
+    """The background task: apply one stored delivery (see the module's docstring)."""
+    return whatsapp_delivery_process(delivery_id=delivery_id, continuation=continuation)
+
+
+def _start(delivery_id: str, *, continuation: bool) -> WebhookDelivery | None:
+    """Mark the delivery as being processed (a new attempt unless it continues one)."""
+    with transaction.atomic():
+        delivery = WebhookDelivery.objects.select_for_update().filter(pk=delivery_id).first()
+        if delivery is None or delivery.state not in UNFINISHED:
+            return None  # done already (a duplicate task), or given up
+        delivery.state = DeliveryState.PROCESSING
+        if not continuation:
+            delivery.attempts += 1
+        delivery.lease_expires_at = timezone.now() + _lease()
+        delivery.next_attempt_at = None
+        delivery.save(update_fields=["state", "attempts", "lease_expires_at", "next_attempt_at"])
+    return delivery
+
+
+def whatsapp_delivery_process(*, delivery_id: str, continuation: bool = False) -> str:
+    """Apply the delivery's events from where the last committed chunk ended; never raises.
+
+    Returns what happened, for the task's result.
+    """
+    delivery = _start(delivery_id, continuation=continuation)
+    if delivery is None:
+        return "nothing to do"
+    try:
+        return _process(delivery)
+    except Exception as exc:  # noqa: BLE001 - any failure is recorded on the delivery and retried
+        logger.warning("webhook delivery %s failed (attempt %d): %r", delivery.pk, delivery.attempts, exc)
+        return _record_failure(delivery, exc)
+
+
+def _process(delivery: WebhookDelivery) -> str:
+    payload = parse_body(delivery.raw_body)
+    if payload is None:
+        return _finish(delivery, outcome="invalid JSON")
+    events = list(account_events(payload))
+    if delivery.events_total != len(events):
+        delivery.events_total = len(events)
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(events_total=len(events))
+    budget = EVENTS_PER_RUN
+    while True:
+        with transaction.atomic():
+            # Locked: a second task for this delivery (a requeue racing a slow
+            # worker) waits here, then starts after the chunk this one committed.
+            locked = WebhookDelivery.objects.select_for_update().get(pk=delivery.pk)
+            start = locked.events_done
+            chunk = events[start : start + EVENTS_PER_TRANSACTION]
+            if not chunk:
+                break
+            outcomes = _apply_chunk(locked, chunk)
+            locked.events_done = start + len(chunk)
+            locked.outcome = _merge_outcomes(locked.outcome, outcomes)
+            locked.lease_expires_at = timezone.now() + _lease()
+            locked.save(update_fields=["events_done", "outcome", "lease_expires_at"])
+        budget -= len(chunk)
+        if budget <= 0 and locked.events_done < len(events):
+            # Bounded: the rest goes to a new task, behind whatever else is queued.
+            process_webhook_delivery.enqueue(delivery_id=str(delivery.pk), continuation=True)
+            return f"{locked.events_done} of {len(events)} events done, continuing"
+    return _finish(locked, outcome=None)
+
+
+def _apply_chunk(delivery: WebhookDelivery, chunk: list[RoutedEvent]) -> list[str]:
+    """Apply the events not applied before, and mark them applied, in the caller's transaction."""
+    seen = set(
+        AppliedWebhookEvent.objects.filter(
+            clinic_id=delivery.clinic_id, key__in=[routed.key for routed in chunk]
+        ).values_list("key", flat=True)
+    )
+    markers: list[AppliedWebhookEvent] = []
+    outcomes: list[str] = []
+    # The events of a batch mostly name the same number: route each set of ids once per chunk
+    # (ids, not statuses, route; the service re-reads each account under its lock).
+    routes: dict[tuple[str | None, tuple[str, ...], str | None], list[WhatsAppAccount]] = {}
+    for routed in chunk:
+        if routed.key in seen:
+            continue
+        seen.add(routed.key)
+        ids = (routed.phone_number_id, routed.waba_ids, routed.display_digits)
+        if ids not in routes:
+            routes[ids] = _targets(delivery, routed)
+        for target in routes[ids]:
+            outcome = services.whatsapp_apply_account_event(account=target, event=routed.event)
+            outcomes.append(outcome)
+            if routed.event.disconnects and outcome != "stored":
+                whatsapp_alert_record(
+                    clinic_id=target.clinic_id,
+                    kind=AlertKind.DISCONNECTED,
+                    key=routed.key,
+                    params={"event": routed.event.event},
+                )
+        markers.append(AppliedWebhookEvent(clinic_id=delivery.clinic_id, key=routed.key, delivery=delivery))
+    AppliedWebhookEvent.objects.bulk_create(markers)
+    return outcomes
+
+
+def _merge_outcomes(previous: str, outcomes: list[str]) -> str:
+    """What was done, each distinct outcome once, within the column's 255 characters."""
+    parts = [part for part in previous.split("; ") if part and part != "stored"]
+    for outcome in outcomes:
+        if outcome != "stored" and outcome not in parts:
+            parts.append(outcome)
+    return "; ".join(parts)[:255]
+
+
+def _finish(delivery: WebhookDelivery, *, outcome: str | None) -> str:
+    now = timezone.now()
+    final = outcome if outcome is not None else (delivery.outcome or "stored")
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(
+        state=DeliveryState.DONE,
+        processed_at=now,
+        outcome=final[:255],
+        last_error="",
+        lease_expires_at=None,
+        next_attempt_at=None,
+    )
+    return final
+
+
+def _record_failure(delivery: WebhookDelivery, exc: Exception) -> str:
+    now = timezone.now()
+    error = f"{type(exc).__name__}: {exc}"[:2000]
+    if delivery.attempts >= settings.TASK_RETRY_ATTEMPTS:
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(
+            state=DeliveryState.FAILED, last_error=error, lease_expires_at=None, next_attempt_at=None
+        )
+        logger.error("webhook delivery %s given up after %d attempts", delivery.pk, delivery.attempts)
+        return f"failed: {error}"
+    delay = retry_delay(delivery.attempts)
+    with transaction.atomic():
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(
+            state=DeliveryState.RETRYING,
+            last_error=error,
+            next_attempt_at=now + delay,
+            lease_expires_at=now + delay + _lease(),
+        )
+        enqueue_after(process_webhook_delivery, delay, delivery_id=str(delivery.pk))
+    return f"retrying in {int(delay.total_seconds())} s: {error}"
+
+
+def whatsapp_deliveries_requeue_stalled() -> int:
+    """Queue again the unfinished deliveries whose lease expired (a worker died, a task was lost).
+
+    Each is claimed with a conditional UPDATE in the transaction that queues it,
+    so several sweeps at once queue it once; a duplicate task would change
+    nothing anyway (the markers), it would only cost a worker's time.
+    """
+    now = timezone.now()
+    stalled = WebhookDelivery.objects.filter(state__in=UNFINISHED, lease_expires_at__lt=now)
+    queued = 0
+    for pk in stalled.values_list("pk", flat=True)[:1000]:
+        with transaction.atomic():
+            claimed = WebhookDelivery.objects.filter(
+                pk=pk, state__in=UNFINISHED, lease_expires_at__lt=now
+            ).update(lease_expires_at=now + _lease())
+            if claimed:
+                process_webhook_delivery.enqueue(delivery_id=str(pk))
+                queued += 1
+    return queued

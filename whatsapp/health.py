@@ -1,0 +1,546 @@
+"""The connection's health: checks against Meta and our own data, one verdict (endpoint 13).
+
+A run asks Meta four things at once (``debug_token``, the WABA's numbers, its
+subscribed apps, the number's status fields), reads our own webhook data (the last
+authentic delivery, signature failures in 24 hours), and stores the result on the
+account's `WhatsAppHealth`. The checks are stored as keys, `ok` and parameters; their
+sentences are rendered when read, in the reader's language (`check_sentences`).
+
+Verdict (the contract's "Health object (13)"): `unknown` before the first check or
+while a check that stops messages could not be made; `broken` when such a check
+failed; `attention` when only a warning failed; else `ready`.
+
+A run also records the conditions worth a warning (whatsapp.alerts): the token
+expiring in 14, 7 or 1 days (once per threshold and token) and the verdict turning
+broken (once per episode). On demand, a run starts at most once a minute per clinic.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Max, Q
+from django.dispatch import receiver
+from django.utils import formats, timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
+from django_tasks import task
+
+from .alerts import whatsapp_alert_record
+from .deliveries import signature_failures_since
+from .details import Detail
+from .exceptions import AttemptsExhaustedError, MetaError, MetaRefusedError
+from .meta import MetaClient, PhoneNumberInfo, SubscribedApp, TokenInfo
+from .models import AlertKind, HealthVerdict, WebhookDelivery, WhatsAppAccount, WhatsAppHealth, WhatsAppStatus
+from .signals import access_token_saved
+
+logger = logging.getLogger(__name__)
+
+CHECK_KEYS = (
+    "token_valid",
+    "token_expiry",
+    "token_scopes",
+    "number_in_waba",
+    "app_subscribed",
+    "number_registered",
+    "name_approved",
+    "can_send",
+    "webhook_recent",
+)
+# A failure of one of these stops messages: the verdict is broken.
+STOPPING_CHECKS = frozenset(
+    {"token_valid", "token_scopes", "number_in_waba", "number_registered", "can_send"}
+)
+REQUIRED_SCOPES = ("whatsapp_business_management", "whatsapp_business_messaging")
+TOKEN_WARNING_DAYS = 14
+# The days before expiry on which the admins are warned, tightest first.
+EXPIRY_WARNINGS = (1, 7, 14)
+# Meta's temporary tokens (App Dashboard, "API Setup") live 24 hours; an hour of slack.
+TEMPORARY_TOKEN_LIFETIME = timedelta(hours=25)
+WEBHOOK_QUIET_LIMIT = timedelta(days=7)
+ON_DEMAND_INTERVAL = timedelta(minutes=1)
+# Statuses in which a number is registered on the Cloud API (sending may still be limited).
+_REGISTERED = frozenset({"CONNECTED", "FLAGGED", "RESTRICTED", "RATE_LIMITED", "BANNED"})
+_NAME_OK = frozenset({"APPROVED", "AVAILABLE_WITHOUT_REVIEW"})
+# Accounts the scheduler checks: a number is (or was) connected.
+CONNECTED_STATUSES = (WhatsAppStatus.ACTIVE, WhatsAppStatus.VERIFYING, WhatsAppStatus.FAILED)
+
+
+# --- sentences, rendered in the reader's language ----------------------------------------------
+
+
+def _sentences(days: int = 0) -> dict[tuple[str, str], tuple[str, str]]:
+    """(check key, reason) -> (detail, fix), translated now; parameters are filled by the caller."""
+    new_token = _(
+        "Create a system user's token that does not expire in Meta Business Settings and save it here."
+    )
+    return {
+        ("token_valid", "no_token"): (
+            _("No access token is stored."),
+            _("Save the WhatsApp credentials on this page."),
+        ),
+        ("token_valid", "invalid"): (
+            _("Meta says the access token is not valid: it expired or was revoked."),
+            new_token,
+        ),
+        ("token_expiry", "expires_soon"): (
+            ngettext(
+                "The access token expires in %(days)s day, on %(date)s.",
+                "The access token expires in %(days)s days, on %(date)s.",
+                days,
+            ),
+            new_token,
+        ),
+        ("token_expiry", "temporary"): (
+            _("This is a temporary token: it stops working within 24 hours, on %(date)s."),
+            new_token,
+        ),
+        ("token_scopes", "missing"): (
+            _("The access token lacks the permissions %(scopes)s."),
+            _(
+                "Give the system user both WhatsApp permissions on this WhatsApp Business Account, "
+                "then create and save a new token."
+            ),
+        ),
+        ("token_scopes", "other_waba"): (
+            _("The access token's permissions do not cover WhatsApp Business Account %(waba)s."),
+            _(
+                "Give the system user access to this WhatsApp Business Account, then create and save a new token."
+            ),
+        ),
+        ("number_in_waba", "not_found"): (
+            _("Phone number id %(pnid)s is not a number of WhatsApp Business Account %(waba)s."),
+            _("Copy both ids from WhatsApp Manager and save them again."),
+        ),
+        ("number_in_waba", "refused"): (
+            _("Meta refused to list the numbers of WhatsApp Business Account %(waba)s: %(why)s"),
+            _("Check the WhatsApp Business Account id and the token's access to it."),
+        ),
+        ("app_subscribed", "not_subscribed"): (
+            _(
+                "This service's app is not subscribed to the WhatsApp Business Account: Meta sends it no messages."
+            ),
+            _("Use 'Check connection' on this page: it subscribes the app."),
+        ),
+        ("number_registered", "not_registered"): (
+            _("Meta reports the number as %(status)s: it is not registered on the Cloud API."),
+            _("Register the number again on this page."),
+        ),
+        ("name_approved", "not_approved"): (
+            _("The display name is not approved (%(status)s)."),
+            _("Follow the display name review in WhatsApp Manager."),
+        ),
+        ("can_send", "cannot_send"): (
+            _("Meta reports the number as %(status)s: it cannot send messages normally now."),
+            _("Read Meta's notice in WhatsApp Manager: it says why and until when."),
+        ),
+        ("webhook_recent", "quiet"): (
+            _("No message or event has come from Meta in the last 7 days."),
+            _(
+                "Check that Meta's App Dashboard has this page's webhook URL and verify token, "
+                "and that the 'messages' field is subscribed."
+            ),
+        ),
+        ("webhook_recent", "signature_failures"): (
+            _("%(count)s deliveries in the last 24 hours had a wrong signature and were refused."),
+            _(
+                "Save the app secret of the Meta app that sends the webhooks (App Dashboard, Settings, Basic)."
+            ),
+        ),
+        ("*", "unreachable"): (
+            _("Meta could not be reached for this check: %(why)s"),
+            _("It is tried again at the next check; use 'Check now' in a few minutes."),
+        ),
+    }
+
+
+def check_sentences(check: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The check's detail and fix in the active language, or (None, None) when there is nothing to say."""
+    reason = check.get("reason") or ""
+    if not reason:
+        return None, None
+    params = dict(check.get("params") or {})
+    sentences = _sentences(int(params.get("days") or 0))
+    pair = sentences.get((check.get("key", ""), reason)) or sentences.get(("*", reason))
+    if pair is None:
+        return None, None
+    if "date" in params:
+        params["date"] = formats.date_format(datetime.fromisoformat(params["date"]), "DATE_FORMAT")
+    detail, fix = pair
+    return detail % params, fix
+
+
+# --- the checks ---------------------------------------------------------------------------------
+
+
+def _check(key: str, ok: bool | None, reason: str = "", **params: Any) -> dict[str, Any]:
+    return {"key": key, "ok": ok, "reason": reason, "params": params}
+
+
+@dataclass
+class _Answers:
+    """What Meta answered to each call of a run: a value, or the error it raised."""
+
+    token: TokenInfo | MetaError | None = None
+    numbers: list[PhoneNumberInfo] | MetaError | None = None
+    apps: list[SubscribedApp] | MetaError | None = None
+    number: PhoneNumberInfo | MetaError | None = None
+
+
+def _ask_meta(account: WhatsAppAccount, *, read_retries: int) -> _Answers:
+    """The four Graph calls at once (one client each: a requests session is not shared across threads)."""
+    token = account.access_token or ""
+
+    def call(operation: Callable[[MetaClient], Any]) -> Any:
+        try:
+            with MetaClient(token, read_retries=read_retries) as client:
+                return operation(client)
+        except MetaError as exc:
+            return exc
+
+    calls: dict[str, Callable[[MetaClient], Any]] = {"token": lambda c: c.debug_token()}
+    if account.business_account_id:
+        calls["numbers"] = lambda c: c.list_phone_numbers(account.business_account_id)
+        calls["apps"] = lambda c: c.get_subscribed_apps(account.business_account_id)
+    if account.phone_number_id:
+        calls["number"] = lambda c: c.get_phone_number_health(account.phone_number_id)
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        futures = {name: pool.submit(call, operation) for name, operation in calls.items()}
+        return _Answers(**{name: future.result() for name, future in futures.items()})
+
+
+def _unreachable(key: str, error: MetaError) -> dict[str, Any]:
+    return _check(key, None, "unreachable", why=error.detail or error.message or str(error))
+
+
+def _token_checks(answers: _Answers, account: WhatsAppAccount, now: datetime) -> list[dict[str, Any]]:
+    info = answers.token
+    if isinstance(info, MetaRefusedError):
+        # 190 and its kin: Meta refuses the token itself.
+        return [
+            _check("token_valid", False, "invalid"),
+            _check("token_expiry", None),
+            _check("token_scopes", None),
+        ]
+    if isinstance(info, MetaError) or info is None:
+        error = info if isinstance(info, MetaError) else MetaError("no answer")
+        return [
+            _unreachable("token_valid", error),
+            _check("token_expiry", None),
+            _check("token_scopes", None),
+        ]
+    if not info.is_valid:
+        return [
+            _check("token_valid", False, "invalid"),
+            _check("token_expiry", None),
+            _check("token_scopes", None),
+        ]
+    checks = [_check("token_valid", True)]
+    if info.expires_at is None:
+        checks.append(_check("token_expiry", True))
+    else:
+        expires = datetime.fromtimestamp(info.expires_at, tz=UTC)
+        issued = datetime.fromtimestamp(info.issued_at, tz=UTC) if info.issued_at else None
+        days = _days_left(expires, now)
+        if issued is not None and expires - issued <= TEMPORARY_TOKEN_LIFETIME:
+            checks.append(_check("token_expiry", False, "temporary", date=expires.isoformat()))
+        elif days <= TOKEN_WARNING_DAYS:
+            checks.append(_check("token_expiry", False, "expires_soon", days=days, date=expires.isoformat()))
+        else:
+            checks.append(_check("token_expiry", True))
+    missing = [scope for scope in REQUIRED_SCOPES if scope not in info.scopes]
+    if missing:
+        checks.append(_check("token_scopes", False, "missing", scopes=", ".join(missing)))
+    elif any(
+        (targets := info.target_ids.get(scope)) is not None and account.business_account_id not in targets
+        for scope in REQUIRED_SCOPES
+    ):
+        checks.append(_check("token_scopes", False, "other_waba", waba=account.business_account_id))
+    else:
+        checks.append(_check("token_scopes", True))
+    return checks
+
+
+def _days_left(expires: datetime, now: datetime) -> int:
+    """Whole days until expiry, rounded up: 13 days and an hour is "14 days"."""
+    return max(0, math.ceil((expires - now).total_seconds() / 86400))
+
+
+def _number_checks(answers: _Answers, account: WhatsAppAccount) -> list[dict[str, Any]]:
+    numbers, apps, number = answers.numbers, answers.apps, answers.number
+    checks: list[dict[str, Any]] = []
+    if isinstance(numbers, MetaRefusedError):
+        checks.append(
+            _check(
+                "number_in_waba", False, "refused", waba=account.business_account_id, why=numbers.detail or ""
+            )
+        )
+    elif isinstance(numbers, MetaError):
+        checks.append(_unreachable("number_in_waba", numbers))
+    elif numbers is None:
+        checks.append(_check("number_in_waba", None))
+    elif any(info.id == account.phone_number_id for info in numbers):
+        checks.append(_check("number_in_waba", True))
+    else:
+        checks.append(
+            _check(
+                "number_in_waba",
+                False,
+                "not_found",
+                pnid=account.phone_number_id,
+                waba=account.business_account_id,
+            )
+        )
+
+    if isinstance(apps, MetaError):
+        checks.append(_unreachable("app_subscribed", apps))
+    elif apps is None:
+        checks.append(_check("app_subscribed", None))
+    else:
+        token = answers.token
+        ours = token.app_id if isinstance(token, TokenInfo) else None
+        subscribed = any(app.id == ours for app in apps) if ours else bool(apps)
+        checks.append(
+            _check("app_subscribed", True)
+            if subscribed
+            else _check("app_subscribed", False, "not_subscribed")
+        )
+
+    if isinstance(number, MetaError):
+        for key in ("number_registered", "name_approved", "can_send"):
+            checks.append(_unreachable(key, number))
+        return checks
+    if number is None:
+        return [
+            *checks,
+            _check("number_registered", None),
+            _check("name_approved", None),
+            _check("can_send", None),
+        ]
+    status = (number.status or "").upper()
+    registered = status in _REGISTERED
+    checks.append(
+        _check("number_registered", True)
+        if registered
+        else _check("number_registered", False, "not_registered", status=status or "?")
+    )
+    name_status = (number.name_status or "").upper()
+    if not name_status:
+        checks.append(_check("name_approved", None))
+    elif name_status in _NAME_OK:
+        checks.append(_check("name_approved", True))
+    else:
+        checks.append(_check("name_approved", False, "not_approved", status=name_status))
+    if not registered:
+        checks.append(_check("can_send", None))
+    elif status == "CONNECTED":
+        checks.append(_check("can_send", True))
+    else:
+        checks.append(_check("can_send", False, "cannot_send", status=status))
+    return checks
+
+
+def _webhook_check(
+    account: WhatsAppAccount, last_event_at: datetime | None, failures: int, now: datetime
+) -> dict[str, Any]:
+    if failures and (last_event_at is None or now - last_event_at > timedelta(hours=24)):
+        # Refused deliveries and no authentic one: the secret stored here is not Meta's.
+        return _check("webhook_recent", False, "signature_failures", count=failures)
+    if last_event_at is not None and now - last_event_at <= WEBHOOK_QUIET_LIMIT:
+        return _check("webhook_recent", True)
+    since = account.connected_at or account.created_at
+    if since is None or now - since < WEBHOOK_QUIET_LIMIT:
+        return _check("webhook_recent", None)  # a new number has not been quiet for long yet
+    return _check("webhook_recent", False, "quiet")
+
+
+def verdict_of(checks: list[dict[str, Any]]) -> HealthVerdict:
+    """The contract's rule over a run's checks."""
+    if not checks:
+        return HealthVerdict.UNKNOWN
+    failed = {check["key"] for check in checks if check["ok"] is False}
+    unchecked = {check["key"] for check in checks if check["ok"] is None}
+    if failed & STOPPING_CHECKS:
+        return HealthVerdict.BROKEN
+    if unchecked & STOPPING_CHECKS:
+        return HealthVerdict.UNKNOWN
+    if failed:
+        return HealthVerdict.ATTENTION
+    return HealthVerdict.READY
+
+
+# --- running and storing -------------------------------------------------------------------------
+
+
+def whatsapp_health_of(*, account: WhatsAppAccount) -> WhatsAppHealth:
+    """The stored result (an unsaved `unknown` one before the first check)."""
+    try:
+        return account.health
+    except WhatsAppHealth.DoesNotExist:
+        return WhatsAppHealth(account=account)
+
+
+def is_connected(account: WhatsAppAccount) -> bool:
+    """Whether the account has a number worth watching (and warning about)."""
+    return account.status in CONNECTED_STATUSES and bool(account.phone_number_id and account.access_token)
+
+
+def whatsapp_health_check(*, account: WhatsAppAccount, read_retries: int = 2) -> WhatsAppHealth:
+    """Run every check now and store the result; never raises for Meta (a failure is a check's answer)."""
+    account = WhatsAppAccount.objects.get(pk=account.pk)
+    now = timezone.now()
+    WhatsAppHealth.objects.get_or_create(account=account)
+    WhatsAppHealth.objects.filter(pk=account.pk).update(run_started_at=now)
+    if account.access_token:
+        answers = _ask_meta(account, read_retries=read_retries)
+        checks = _token_checks(answers, account, now) + _number_checks(answers, account)
+    else:
+        answers = _Answers()
+        checks = [_check("token_valid", False, "no_token")] + [_check(key, None) for key in CHECK_KEYS[1:-1]]
+    last_event_at = WebhookDelivery.objects.filter(clinic_id=account.clinic_id).aggregate(
+        at=Max("received_at")
+    )["at"]
+    failures = signature_failures_since(clinic_id=account.clinic_id, since=now - timedelta(hours=24))
+    checks.append(_webhook_check(account, last_event_at, failures, now))
+    verdict = verdict_of(checks)
+    token = answers.token if isinstance(answers.token, TokenInfo) else None
+    number = answers.number if isinstance(answers.number, PhoneNumberInfo) else None
+    with transaction.atomic():
+        health = WhatsAppHealth.objects.select_for_update().get(pk=account.pk)
+        turned_broken = verdict == HealthVerdict.BROKEN and health.verdict != HealthVerdict.BROKEN
+        health.verdict = verdict
+        health.checked_at = now
+        health.checks = checks
+        health.token_type = (token.type or "") if token else ""
+        health.token_expires_at = (
+            datetime.fromtimestamp(token.expires_at, tz=UTC) if token and token.expires_at else None
+        )
+        health.token_scopes = list(token.scopes) if token else []
+        health.number_status = (number.status or "") if number else ""
+        health.name_status = (number.name_status or "") if number else ""
+        health.quality_rating = (number.quality_rating or "") if number else ""
+        health.messaging_limit = (number.messaging_limit_tier or "") if number else ""
+        health.last_event_at = last_event_at
+        health.signature_failures_24h = failures
+        if turned_broken:
+            health.broken_since = now
+        elif verdict != HealthVerdict.BROKEN:
+            health.broken_since = None
+        health.save()
+        if is_connected(account):
+            _record_alerts(account, health, checks, now, turned_broken=turned_broken)
+    logger.info("whatsapp health clinic=%s verdict=%s", account.clinic_id, verdict)
+    return health
+
+
+def _record_alerts(
+    account: WhatsAppAccount,
+    health: WhatsAppHealth,
+    checks: list[dict[str, Any]],
+    now: datetime,
+    *,
+    turned_broken: bool,
+) -> None:
+    """The warnings this run calls for; the unique keys make each one happen once."""
+    if turned_broken:
+        # The failed checks as stored: the e-mail renders their sentences in the clinic's language.
+        failed = [check for check in checks if check["ok"] is False]
+        whatsapp_alert_record(
+            clinic_id=account.clinic_id,
+            kind=AlertKind.BROKEN,
+            key=f"broken:{now.isoformat()}",
+            params={"checks": failed},
+        )
+    valid = any(check["key"] == "token_valid" and check["ok"] for check in checks)
+    expires = health.token_expires_at
+    if not valid or expires is None:
+        return
+    days = _days_left(expires, now)
+    # Only the tightest threshold reached: a first check 5 days before expiry warns once, not twice.
+    threshold = next((limit for limit in EXPIRY_WARNINGS if days <= limit), None)
+    if threshold is not None:
+        whatsapp_alert_record(
+            clinic_id=account.clinic_id,
+            kind=AlertKind.TOKEN_EXPIRY,
+            key=f"{threshold}:{expires.isoformat()}",
+            params={"days": days, "expires_at": expires.isoformat()},
+        )
+
+
+def whatsapp_health_claim_run(*, account: WhatsAppAccount) -> int | None:
+    """Reserve an on-demand run: None when it may start now, else the seconds to wait.
+
+    A conditional UPDATE, so two servers (or two clicks) at once let one run through.
+    """
+    now = timezone.now()
+    WhatsAppHealth.objects.get_or_create(account=account)
+    claimed = (
+        WhatsAppHealth.objects.filter(pk=account.pk)
+        .filter(Q(run_started_at__isnull=True) | Q(run_started_at__lte=now - ON_DEMAND_INTERVAL))
+        .update(run_started_at=now)
+    )
+    if claimed:
+        return None
+    started = WhatsAppHealth.objects.get(pk=account.pk).run_started_at or now
+    return max(1, math.ceil((started + ON_DEMAND_INTERVAL - now).total_seconds()))
+
+
+def whatsapp_health_run_now(*, account: WhatsAppAccount) -> WhatsAppHealth:
+    """On demand (endpoint 13's POST, the page's "check now"): at most once a minute per clinic.
+
+    Meta is asked without the client's retries: a person is waiting.
+    """
+    wait = whatsapp_health_claim_run(account=account)
+    if wait is not None:
+        raise AttemptsExhaustedError(
+            status=account.status, reason=Detail.of("limit.health_recent", seconds=wait), retry_after=wait
+        )
+    return whatsapp_health_check(account=account, read_retries=0)
+
+
+# --- in the background --------------------------------------------------------------------------
+
+
+@task()
+def check_whatsapp_health(account_id: str) -> str:
+    """The background task: one account's checks (scheduled daily, or after a new token was saved)."""
+    account = WhatsAppAccount.objects.filter(pk=account_id).first()
+    if account is None:
+        return "no such account"
+    return str(whatsapp_health_check(account=account).verdict)
+
+
+def whatsapp_health_schedule(*, day: date) -> int:
+    """Queue one check per connected account for `day`; returns how many this call queued.
+
+    Each account is claimed with a conditional UPDATE of `scheduled_on` in the
+    transaction that queues its task, so schedulers running at once on several
+    machines queue one check per account between them.
+    """
+    accounts = WhatsAppAccount.objects.filter(status__in=CONNECTED_STATUSES).exclude(phone_number_id="")
+    queued = 0
+    for account_id in accounts.values_list("pk", flat=True).iterator():
+        WhatsAppHealth.objects.get_or_create(account_id=account_id)
+        with transaction.atomic():
+            claimed = (
+                WhatsAppHealth.objects.filter(pk=account_id)
+                .filter(Q(scheduled_on__isnull=True) | Q(scheduled_on__lt=day))
+                .update(scheduled_on=day)
+            )
+            if claimed:
+                check_whatsapp_health.enqueue(account_id=str(account_id))
+                queued += 1
+    return queued
+
+
+@receiver(access_token_saved)
+def _check_new_token(sender: type, account: WhatsAppAccount, **kwargs: Any) -> None:
+    """A new token is checked at once (in the background): a 24-hour one is flagged on the page."""
+    check_whatsapp_health.enqueue(account_id=str(account.pk))
