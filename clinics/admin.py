@@ -29,6 +29,7 @@ from whatsapp.exceptions import WhatsAppError
 from whatsapp.models import WhatsAppAccount, WhatsAppStatus
 
 from . import services, validators
+from .forms import CanonicalEmailField
 from .models import ApiToken, Clinic, User
 from .selectors import whatsapp_account_of
 
@@ -187,6 +188,7 @@ class ClinicUserCreationForm(AdminUserCreationForm):
     class Meta(AdminUserCreationForm.Meta):  # type: ignore[name-defined]  # not in django-stubs
         model = User
         fields = ("email", "full_name", "clinic", "role")
+        field_classes = {"email": CanonicalEmailField}
 
     def clean_email(self) -> str:
         try:
@@ -201,6 +203,7 @@ class ClinicUserChangeForm(UserChangeForm):
     class Meta(UserChangeForm.Meta):  # type: ignore[name-defined]  # not in django-stubs
         model = User
         fields = "__all__"
+        field_classes = {"email": CanonicalEmailField}
 
 
 @admin.register(User)

@@ -11,6 +11,14 @@ from django.utils.translation import gettext_lazy as _
 from common.forms import NormalizedFormMixin
 
 from . import validators
+from .models import canonical_email
+
+
+class CanonicalEmailField(forms.EmailField):
+    """An e-mail made canonical before it is checked, as every door stores and looks it up."""
+
+    def to_python(self, value: Any) -> str:
+        return canonical_email(super().to_python(value))
 
 
 class EmailAuthenticationForm(AuthenticationForm):

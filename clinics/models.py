@@ -3,11 +3,13 @@ from __future__ import annotations
 import hashlib
 import secrets
 import string
+import unicodedata
 import uuid
 from typing import Any, ClassVar
 
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.db import models
+from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.text import slugify
 from django.utils.translation import gettext_lazy as _
@@ -81,8 +83,18 @@ class Clinic(models.Model):
 
 
 def canonical_email(email: str | None) -> str:
-    """An e-mail as it is stored and looked up: trimmed and lower-cased, on every door."""
-    return (email or "").strip().lower()
+    """An e-mail as it is stored and looked up, on every door: NFKC, case-folded, trimmed.
+
+    NFKC turns full-width letters and compatibility forms into their plain
+    letters and composes combining marks (`e` + U+0301 is `é`); case folding is
+    the Unicode comparison `lower()` is not (long s U+017F is `s`, `ß` is `ss`). NFKC runs
+    again after folding because folding can leave a string that is not NFKC,
+    and the form must be a fixed point: canonical(canonical(x)) == canonical(x).
+    Two spellings that share this form are one account, and one sign-in bucket;
+    any other spelling (dotless i U+0131 stays itself) is another address that reaches no one.
+    """
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", email or "").casefold())
+    return folded.strip()
 
 
 class UserManager(BaseUserManager["User"]):
@@ -147,6 +159,20 @@ class User(AbstractBaseUser, PermissionsMixin):
     class Meta:
         verbose_name = _("user")
         verbose_name_plural = _("users")
+        constraints = [
+            # The stored e-mail is canonical (every write goes through canonical_email).
+            # The database adds its own wall behind that: no two rows whose e-mails
+            # differ only by case, however they were written (a bulk update, raw SQL,
+            # a future door that forgets the rule). A functional unique index rather
+            # than a CHECK that email = LOWER(email): case folding is not lower-casing
+            # (Cherokee folds to upper case), so such a CHECK would refuse canonical
+            # e-mails, while two different canonical e-mails never share LOWER().
+            models.UniqueConstraint(
+                Lower("email"),
+                name="clinics_user_email_lower_unique",
+                violation_error_message=_("A user with this email already exists."),
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.email

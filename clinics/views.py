@@ -36,7 +36,6 @@ from . import services
 from .forms import BotForm, ClinicProfileForm, EmailAuthenticationForm
 from .models import Clinic
 from .permissions import ClinicAccessDenied, clinic_for_admin, clinic_for_member
-from .throttling import sign_in_retry_after
 
 # Register/deregister budget is worth showing once it gets low or the number is in flux.
 ATTEMPTS_WORTH_SHOWING = 5
@@ -290,23 +289,7 @@ def whatsapp_deregister(request: HttpRequest, clinic: Clinic) -> HttpResponse:
 
 
 class SignInView(LoginView):
-    """Django's sign-in view, with the same attempt limit as the API's token endpoint."""
+    """Django's sign-in view with an e-mail field; the attempt limit is django-axes' (clinics/signin.py)."""
 
     authentication_form = EmailAuthenticationForm
     redirect_authenticated_user = True
-
-    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        wait = sign_in_retry_after(
-            ip=request.META.get("REMOTE_ADDR", ""), email=str(request.POST.get("username", ""))
-        )
-        if wait:
-            form = self.get_form()
-            form.errors.clear()
-            form.add_error(
-                None,
-                _("Too many sign-in attempts. Wait %(seconds)d seconds, then try again.") % {"seconds": wait},
-            )
-            response = self.render_to_response(self.get_context_data(form=form), status=429)
-            response["Retry-After"] = str(wait)
-            return response
-        return super().post(request, *args, **kwargs)

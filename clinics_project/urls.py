@@ -17,7 +17,7 @@ urlpatterns = [
     path("api/", include("clinics.api.urls")),
     path("whatsapp/", include("whatsapp.urls")),
     path("admin/", admin.site.urls),
-    # Sign-in: Django's own views, with an email field (USERNAME_FIELD is email) and a throttle.
+    # Sign-in: Django's own views, with an email field (USERNAME_FIELD is email); django-axes limits it.
     path(
         "accounts/login/",
         SignInView.as_view(),
