@@ -9,6 +9,7 @@ as the API and the page.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django import forms
@@ -249,11 +250,16 @@ class UserAdmin(DjangoUserAdmin):
 class ApiTokenAdmin(admin.ModelAdmin):
     """Only the key's first characters are stored in clear; revoking is deleting."""
 
-    list_display = ("prefix", "user", "created_at")
+    list_display = ("prefix", "user", "created_at", "last_used_at", "expires_at")
     search_fields = ("prefix", "user__email")
     list_select_related = ("user",)
-    readonly_fields = ("prefix", "user", "created_at")
+    readonly_fields = ("prefix", "user", "created_at", "last_used_at", "expires_at")
     exclude = ("digest",)
+    ordering = ("-created_at",)
+
+    @admin.display(description=_("expires"), ordering="created_at")
+    def expires_at(self, obj: ApiToken) -> datetime:
+        return obj.expires_at
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

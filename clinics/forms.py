@@ -49,3 +49,9 @@ class ClinicProfileForm(NormalizedFormMixin, forms.Form):
 
 class BotForm(forms.Form):
     bot_enabled = forms.BooleanField(label=_("Answer patients with the bot"), required=False)
+
+
+class RevokeTokensForm(forms.Form):
+    """One of the user's own API tokens by id, or (no id) all of them."""
+
+    token = forms.IntegerField(required=False, min_value=1)

@@ -5,8 +5,10 @@ import secrets
 import string
 import unicodedata
 import uuid
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.db import models
 from django.db.models.functions import Lower
@@ -181,6 +183,20 @@ class User(AbstractBaseUser, PermissionsMixin):
         super().clean()
         self.email = canonical_email(self.email)
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Every password change (the page, admin's password form, `changepassword`,
+        # set_password anywhere) and every deactivation ends in this save, whoever
+        # wrote it, so this is the one place where a user's API tokens end with them.
+        # (Django already ends the other browser sessions: a session keeps a hash of
+        # the password.) A hash upgrade at sign-in is no change: Django clears
+        # `_password` before that save.
+        existing = not self._state.adding
+        # set_password() keeps the raw password in `_password` until the save (not in django-stubs).
+        password_changed = getattr(self, "_password", None) is not None
+        super().save(*args, **kwargs)
+        if existing and (password_changed or not self.is_active):
+            ApiToken.objects.filter(user=self).delete()
+
     @property
     def is_clinic_admin(self) -> bool:
         return self.clinic_id is not None and self.role == self.Role.ADMIN
@@ -195,7 +211,9 @@ class ApiToken(models.Model):
     # The first characters, to tell keys apart in admin without revealing them.
     prefix = models.CharField(max_length=8, editable=False)
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens")
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    # Written at most once a minute per token (clinics.services.api_token_record_use).
+    last_used_at = models.DateTimeField(_("last used"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("API token")
@@ -203,6 +221,12 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"
+
+    @property
+    def expires_at(self) -> datetime:
+        # Counted from issue with today's setting, so shortening API_TOKEN_TTL_DAYS
+        # ends the old tokens too.
+        return self.created_at + timedelta(days=settings.API_TOKEN_TTL_DAYS)
 
     @staticmethod
     def hash_key(key: str) -> str:

@@ -14,6 +14,7 @@ from functools import wraps
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
@@ -23,6 +24,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import translation
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
@@ -33,13 +35,15 @@ from whatsapp.forms import CredentialsForm, DeregisterForm, RegisterForm, Resend
 from whatsapp.models import WhatsAppAccount, WhatsAppStatus
 
 from . import services
-from .forms import BotForm, ClinicProfileForm, EmailAuthenticationForm
+from .forms import BotForm, ClinicProfileForm, EmailAuthenticationForm, RevokeTokensForm
 from .models import Clinic
 from .permissions import ClinicAccessDenied, clinic_for_admin, clinic_for_member
+from .selectors import api_tokens_of
 
 # Register/deregister budget is worth showing once it gets low or the number is in flux.
 ATTEMPTS_WORTH_SHOWING = 5
 WHATSAPP_ANCHOR = "whatsapp"
+TOKENS_ANCHOR = "api-tokens"
 
 View = Callable[..., HttpResponse]
 
@@ -116,6 +120,9 @@ def render_settings(request: HttpRequest, clinic: Clinic, **bound: forms.Form) -
         "show_verify": account.may_verify,
         "poll": is_admin and in_flux,
         "can_deregister": account.may_deregister,
+        # Every member manages their own tokens, staff included.
+        "api_tokens": list(api_tokens_of(request.user)),  # type: ignore[arg-type]
+        "token_ttl_days": settings.API_TOKEN_TTL_DAYS,
     }
     status = 400 if bound else 200
     response = render(request, "clinics/settings.html", context, status=status)
@@ -165,6 +172,29 @@ def bot_update(request: HttpRequest, clinic: Clinic) -> HttpResponse:
                 messages.success(request, _("The bot is off."))
             return back_to_settings("bot")
     return render_settings(request, clinic, bot_form=form)
+
+
+@login_required
+@require_POST
+def api_tokens_revoke(request: HttpRequest) -> HttpResponse:
+    """A user ends one of their own API tokens, or all of them (any member: they are the user's own)."""
+    form = RevokeTokensForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _("That is not one of your tokens."))
+        return back_to_settings(TOKENS_ANCHOR)
+    count = services.api_tokens_revoke(
+        user=request.user,  # type: ignore[arg-type]  # login_required: a signed-in User
+        token_id=form.cleaned_data["token"],
+    )
+    if count:
+        messages.success(
+            request,
+            ngettext("%(count)d API token revoked.", "%(count)d API tokens revoked.", count)
+            % {"count": count},
+        )
+    else:
+        messages.info(request, _("No token was revoked: it had already ended."))
+    return back_to_settings(TOKENS_ANCHOR)
 
 
 # --- WhatsApp ------------------------------------------------------------------------------

@@ -152,6 +152,9 @@ WHATSAPP_WEBHOOK_MAX_BYTES = 3 * 1024 * 1024
 # entries are believed; 0 means the connection's own address (common/http.py).
 NUM_PROXIES = env.int("NUM_PROXIES", default=0)
 
+# API tokens end this many days after they were issued (then 401).
+API_TOKEN_TTL_DAYS = env.int("API_TOKEN_TTL_DAYS", default=30)
+
 # The sign-in limiter, one for every door (API token, /accounts/login/, /admin/login/):
 # django-axes, a maintained library made for exactly this, rather than our own counters.
 # Failures only, per account (the canonical e-mail) and per client address, each its
