@@ -39,14 +39,29 @@ class Clinic(models.Model):
 
     # A UUID is known before insert: encrypted fields bind ciphertext to the row id.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    name = models.CharField(_("name"), max_length=validators.NAME_MAX_LENGTH)
+    # Free text shown to people: no control, text-direction or zero-width characters,
+    # whoever writes it (the doors normalise with clinics.validators; the model
+    # checks again for every other writer, such as the commands).
+    name = models.CharField(
+        _("name"), max_length=validators.NAME_MAX_LENGTH, validators=[validators.validate_plain_text]
+    )
     # Set once at creation; a rename keeps it so links and bookmarks keep working.
     slug = models.SlugField(_("slug"), max_length=80, unique=True, editable=False)
     phone = models.CharField(
         _("phone"), max_length=20, blank=True, validators=[validators.validate_clinic_phone]
     )
-    address = models.CharField(_("address"), max_length=validators.ADDRESS_MAX_LENGTH, blank=True)
-    city = models.CharField(_("city"), max_length=validators.CITY_MAX_LENGTH, blank=True)
+    address = models.CharField(
+        _("address"),
+        max_length=validators.ADDRESS_MAX_LENGTH,
+        blank=True,
+        validators=[validators.validate_plain_text],
+    )
+    city = models.CharField(
+        _("city"),
+        max_length=validators.CITY_MAX_LENGTH,
+        blank=True,
+        validators=[validators.validate_plain_text],
+    )
     country = models.CharField(_("country"), max_length=100, blank=True)
     timezone = models.CharField(
         _("time zone"),

@@ -16,6 +16,7 @@ from clinics import validators
 from clinics.models import canonical_email
 from common.crypto import DecryptionError, get_keyring
 from common.masking import MASK_SUFFIX, mask_secret
+from common.validators import validate_plain_text
 from whatsapp import validators as whatsapp_validators
 
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
@@ -256,3 +257,23 @@ def test_canonical_email_ignores_case_width_and_decomposition(value, how):
     else:
         other = unicodedata.normalize("NFD", value)
     assert canonical_email(other) == canonical_email(value)
+
+
+@PROFILE
+@given(st.text(max_size=60))
+def test_plain_text_refuses_exactly_the_hidden_characters(value):
+    hidden = [
+        c
+        for c in value
+        if unicodedata.category(c) == "Cc"
+        or "\u202a" <= c <= "\u202e"
+        or "\u2066" <= c <= "\u2069"
+        or c in "\u200b\u200c\u200d\u2060\ufeff"
+    ]
+    try:
+        validate_plain_text(value)
+    except ValidationError as refused:
+        assert hidden
+        assert f"U+{ord(hidden[0]):04X}" in refused.messages[0]
+    else:
+        assert not hidden
