@@ -9,6 +9,7 @@ as the API and the page.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django import forms
@@ -29,6 +30,7 @@ from whatsapp.exceptions import WhatsAppError
 from whatsapp.models import WhatsAppAccount, WhatsAppHealth, WhatsAppStatus
 
 from . import services, validators
+from .forms import CanonicalEmailField
 from .models import ApiToken, Clinic, User
 from .selectors import whatsapp_account_of
 
@@ -199,6 +201,7 @@ class ClinicUserCreationForm(AdminUserCreationForm):
     class Meta(AdminUserCreationForm.Meta):  # type: ignore[name-defined]  # not in django-stubs
         model = User
         fields = ("email", "full_name", "clinic", "role")
+        field_classes = {"email": CanonicalEmailField}
 
     def clean_email(self) -> str:
         try:
@@ -213,6 +216,7 @@ class ClinicUserChangeForm(UserChangeForm):
     class Meta(UserChangeForm.Meta):  # type: ignore[name-defined]  # not in django-stubs
         model = User
         fields = "__all__"
+        field_classes = {"email": CanonicalEmailField}
 
 
 @admin.register(User)
@@ -258,11 +262,16 @@ class UserAdmin(DjangoUserAdmin):
 class ApiTokenAdmin(admin.ModelAdmin):
     """Only the key's first characters are stored in clear; revoking is deleting."""
 
-    list_display = ("prefix", "user", "created_at")
+    list_display = ("prefix", "user", "created_at", "last_used_at", "expires_at")
     search_fields = ("prefix", "user__email")
     list_select_related = ("user",)
-    readonly_fields = ("prefix", "user", "created_at")
+    readonly_fields = ("prefix", "user", "created_at", "last_used_at", "expires_at")
     exclude = ("digest",)
+    ordering = ("-created_at",)
+
+    @admin.display(description=_("expires"), ordering="created_at")
+    def expires_at(self, obj: ApiToken) -> datetime:
+        return obj.expires_at
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -1,15 +1,17 @@
 from __future__ import annotations
 
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
 
+from . import services
 from .models import ApiToken, User
 
 
 class ApiTokenAuthentication(BaseAuthentication):
-    """`Authorization: Token <key>` or `Authorization: Bearer <key>`.
+    """`Authorization: Token <key>` or `Authorization: Bearer <key>`, until API_TOKEN_TTL_DAYS after issue.
 
     One query loads the token, its user, the clinic and its WhatsApp state, so a
     settings read needs no other query.
@@ -40,6 +42,12 @@ class ApiTokenAuthentication(BaseAuthentication):
             ) from None
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed(_("This user account is disabled."))
+        now = timezone.now()
+        if token.expires_at <= now:
+            raise exceptions.AuthenticationFailed(
+                _("This token has expired. Sign in again to get a new one.")
+            )
+        services.api_token_record_use(token=token, now=now)
         return token.user, token
 
     def authenticate_header(self, request: Request) -> str:

@@ -11,6 +11,14 @@ from django.utils.translation import gettext_lazy as _
 from common.forms import NormalizedFormMixin
 
 from . import choices, validators
+from .models import canonical_email
+
+
+class CanonicalEmailField(forms.EmailField):
+    """An e-mail made canonical before it is checked, as every door stores and looks it up."""
+
+    def to_python(self, value: Any) -> str:
+        return canonical_email(super().to_python(value))
 
 
 class EmailAuthenticationForm(AuthenticationForm):
@@ -62,3 +70,9 @@ class ClinicProfileForm(NormalizedFormMixin, forms.Form):
 
 class BotForm(forms.Form):
     bot_enabled = forms.BooleanField(label=_("Answer patients with the bot"), required=False)
+
+
+class RevokeTokensForm(forms.Form):
+    """One of the user's own API tokens by id, or (no id) all of them."""
+
+    token = forms.IntegerField(required=False, min_value=1)

@@ -3,12 +3,15 @@ from __future__ import annotations
 import hashlib
 import secrets
 import string
+import unicodedata
 import uuid
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.db import models
+from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.text import slugify
 from django.utils.translation import gettext_lazy as _
@@ -36,14 +39,29 @@ class Clinic(models.Model):
 
     # A UUID is known before insert: encrypted fields bind ciphertext to the row id.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    name = models.CharField(_("name"), max_length=validators.NAME_MAX_LENGTH)
+    # Free text shown to people: no control, text-direction or zero-width characters,
+    # whoever writes it (the doors normalise with clinics.validators; the model
+    # checks again for every other writer, such as the commands).
+    name = models.CharField(
+        _("name"), max_length=validators.NAME_MAX_LENGTH, validators=[validators.validate_plain_text]
+    )
     # Set once at creation; a rename keeps it so links and bookmarks keep working.
     slug = models.SlugField(_("slug"), max_length=80, unique=True, editable=False)
     phone = models.CharField(
         _("phone"), max_length=20, blank=True, validators=[validators.validate_clinic_phone]
     )
-    address = models.CharField(_("address"), max_length=validators.ADDRESS_MAX_LENGTH, blank=True)
-    city = models.CharField(_("city"), max_length=validators.CITY_MAX_LENGTH, blank=True)
+    address = models.CharField(
+        _("address"),
+        max_length=validators.ADDRESS_MAX_LENGTH,
+        blank=True,
+        validators=[validators.validate_plain_text],
+    )
+    city = models.CharField(
+        _("city"),
+        max_length=validators.CITY_MAX_LENGTH,
+        blank=True,
+        validators=[validators.validate_plain_text],
+    )
     country = models.CharField(_("country"), max_length=100, blank=True)
     timezone = models.CharField(
         _("time zone"),
@@ -84,8 +102,18 @@ class Clinic(models.Model):
 
 
 def canonical_email(email: str | None) -> str:
-    """An e-mail as it is stored and looked up: trimmed and lower-cased, on every door."""
-    return (email or "").strip().lower()
+    """An e-mail as it is stored and looked up, on every door: NFKC, case-folded, trimmed.
+
+    NFKC turns full-width letters and compatibility forms into their plain
+    letters and composes combining marks (`e` + U+0301 is `é`); case folding is
+    the Unicode comparison `lower()` is not (long s U+017F is `s`, `ß` is `ss`). NFKC runs
+    again after folding because folding can leave a string that is not NFKC,
+    and the form must be a fixed point: canonical(canonical(x)) == canonical(x).
+    Two spellings that share this form are one account, and one sign-in bucket;
+    any other spelling (dotless i U+0131 stays itself) is another address that reaches no one.
+    """
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", email or "").casefold())
+    return folded.strip()
 
 
 class UserManager(BaseUserManager["User"]):
@@ -150,6 +178,20 @@ class User(AbstractBaseUser, PermissionsMixin):
     class Meta:
         verbose_name = _("user")
         verbose_name_plural = _("users")
+        constraints = [
+            # The stored e-mail is canonical (every write goes through canonical_email).
+            # The database adds its own wall behind that: no two rows whose e-mails
+            # differ only by case, however they were written (a bulk update, raw SQL,
+            # a future door that forgets the rule). A functional unique index rather
+            # than a CHECK that email = LOWER(email): case folding is not lower-casing
+            # (Cherokee folds to upper case), so such a CHECK would refuse canonical
+            # e-mails, while two different canonical e-mails never share LOWER().
+            models.UniqueConstraint(
+                Lower("email"),
+                name="clinics_user_email_lower_unique",
+                violation_error_message=_("A user with this email already exists."),
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.email
@@ -157,6 +199,20 @@ class User(AbstractBaseUser, PermissionsMixin):
     def clean(self) -> None:
         super().clean()
         self.email = canonical_email(self.email)
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Every password change (the page, admin's password form, `changepassword`,
+        # set_password anywhere) and every deactivation ends in this save, whoever
+        # wrote it, so this is the one place where a user's API tokens end with them.
+        # (Django already ends the other browser sessions: a session keeps a hash of
+        # the password.) A hash upgrade at sign-in is no change: Django clears
+        # `_password` before that save.
+        existing = not self._state.adding
+        # set_password() keeps the raw password in `_password` until the save (not in django-stubs).
+        password_changed = getattr(self, "_password", None) is not None
+        super().save(*args, **kwargs)
+        if existing and (password_changed or not self.is_active):
+            ApiToken.objects.filter(user=self).delete()
 
     @property
     def is_clinic_admin(self) -> bool:
@@ -175,6 +231,8 @@ class ApiToken(models.Model):
         User, verbose_name=_("user"), on_delete=models.CASCADE, related_name="api_tokens"
     )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    # Written at most once a minute per token (clinics.services.api_token_record_use).
+    last_used_at = models.DateTimeField(_("last used"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("API token")
@@ -182,6 +240,12 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"
+
+    @property
+    def expires_at(self) -> datetime:
+        # Counted from issue with today's setting, so shortening API_TOKEN_TTL_DAYS
+        # ends the old tokens too.
+        return self.created_at + timedelta(days=settings.API_TOKEN_TTL_DAYS)
 
     @staticmethod
     def hash_key(key: str) -> str:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AnonymousUser
+from django.db.models import QuerySet
 
 from whatsapp.models import WhatsAppAccount
 from whatsapp.services import whatsapp_account_get_or_create
 
-from .models import Clinic, User
+from .models import ApiToken, Clinic, User
 
 
 def clinic_for_user(user: User | AnonymousUser) -> Clinic | None:
@@ -35,3 +36,8 @@ def whatsapp_account_of(clinic: Clinic) -> WhatsAppAccount:
         # Every clinic has its WhatsApp state; one made outside clinic_create gets it now.
         clinic.whatsapp = whatsapp_account_get_or_create(clinic_id=clinic.pk)
         return clinic.whatsapp
+
+
+def api_tokens_of(user: User) -> QuerySet[ApiToken]:
+    """The user's own API tokens, newest first: what the settings page lists and may revoke."""
+    return ApiToken.objects.filter(user=user).order_by("-created_at", "-pk")

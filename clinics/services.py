@@ -8,10 +8,12 @@ checked with Meta when they change alongside the profile) lives here.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -164,3 +166,34 @@ def api_token_issue(*, user: User) -> str:
 
 def api_token_revoke(*, token: ApiToken) -> None:
     token.delete()
+
+
+def api_tokens_revoke(*, user: User, token_id: int | None = None) -> int:
+    """End one of the user's own tokens (by id), or all of them; returns how many ended.
+
+    Scoped by `user` first: an id of someone else's token ends nothing.
+    """
+    tokens = ApiToken.objects.filter(user=user)
+    if token_id is not None:
+        tokens = tokens.filter(pk=token_id)
+    deleted, _by_model = tokens.delete()
+    return deleted
+
+
+# A token's last use is written at most once per this long. A write on every
+# request would double the database work of the commonest request (the token
+# read is its only query) and queue one client's parallel requests on the row's
+# lock; "last used" a minute off serves someone deciding what to revoke as well.
+TOKEN_USE_RESOLUTION = timedelta(minutes=1)
+
+
+def api_token_record_use(*, token: ApiToken, now: datetime) -> None:
+    """Note that the token was used now, unless that was noted less than a minute ago."""
+    stale = now - TOKEN_USE_RESOLUTION
+    if token.last_used_at is not None and token.last_used_at > stale:
+        return
+    # Conditional: of two workers that both read an old value, only one writes.
+    ApiToken.objects.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lte=stale), pk=token.pk).update(
+        last_used_at=now
+    )
+    token.last_used_at = now

@@ -12,6 +12,7 @@ urlpatterns = [
     path("settings/", views.settings_page, name="settings"),
     path("settings/profile/", views.profile_update, name="profile-update"),
     path("settings/bot/", views.bot_update, name="bot-update"),
+    path("settings/api-tokens/revoke/", views.api_tokens_revoke, name="api-tokens-revoke"),
     path("settings/whatsapp/credentials/", views.whatsapp_credentials_update, name="whatsapp-credentials"),
     path("settings/whatsapp/account/", views.whatsapp_account_update, name="whatsapp-account"),
     path("settings/whatsapp/check/", views.whatsapp_check, name="whatsapp-check"),

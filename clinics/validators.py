@@ -19,7 +19,12 @@ import pycountry
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
-from common.validators import format_e164, normalize_limited_text, parse_international_phone
+from common.validators import (
+    format_e164,
+    normalize_limited_text,
+    parse_international_phone,
+    validate_plain_text,
+)
 
 NAME_MAX_LENGTH = 200
 ADDRESS_MAX_LENGTH = 255
@@ -36,6 +41,7 @@ def normalize_name(value: str) -> str:
             code="max_length",
             params={"limit": NAME_MAX_LENGTH},
         )
+    validate_plain_text(name)
     return name
 
 

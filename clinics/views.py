@@ -14,6 +14,7 @@ from functools import wraps
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
@@ -23,6 +24,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import translation
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
@@ -44,16 +46,17 @@ from whatsapp.health_serializers import HEALTH_SHAPE
 from whatsapp.models import HealthVerdict, WhatsAppAccount, WhatsAppStatus
 
 from . import services
-from .forms import BotForm, ClinicProfileForm, EmailAuthenticationForm
+from .forms import BotForm, ClinicProfileForm, EmailAuthenticationForm, RevokeTokensForm
 from .models import Clinic
 from .permissions import ClinicAccessDenied, clinic_for_admin, clinic_for_member
+from .selectors import api_tokens_of
 from .simulated_meta import simulated_code, simulated_numbers
-from .throttling import sign_in_retry_after
 
 # Register/deregister budget is worth showing once it gets low or the number is in flux.
 ATTEMPTS_WORTH_SHOWING = 5
 WHATSAPP_ANCHOR = "whatsapp"
 HEALTH_ANCHOR = "health"
+TOKENS_ANCHOR = "api-tokens"
 
 View = Callable[..., HttpResponse]
 
@@ -156,6 +159,9 @@ def render_settings(request: HttpRequest, clinic: Clinic, **bound: forms.Form) -
         "show_verify": account.may_verify,
         "poll": is_admin and in_flux,
         "can_deregister": account.may_deregister,
+        # Every member manages their own tokens, staff included.
+        "api_tokens": list(api_tokens_of(request.user)),  # type: ignore[arg-type]
+        "token_ttl_days": settings.API_TOKEN_TTL_DAYS,
     }
     status = 400 if bound else 200
     response = render(request, "clinics/settings.html", context, status=status)
@@ -224,6 +230,30 @@ def bot_update(request: HttpRequest, clinic: Clinic) -> HttpResponse:
                 messages.success(request, _("The bot is off."))
             return back_to_settings("bot")
     return render_settings(request, clinic, bot_form=form)
+
+
+@login_required
+def api_tokens_revoke(request: HttpRequest) -> HttpResponse:
+    """A user ends one of their own API tokens, or all of them (any member: they are the user's own)."""
+    if request.method != "POST":
+        return back_to_settings()  # no dead end, as for every action of the page
+    form = RevokeTokensForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _("That is not one of your tokens."))
+        return back_to_settings(TOKENS_ANCHOR)
+    count = services.api_tokens_revoke(
+        user=request.user,  # type: ignore[arg-type]  # login_required: a signed-in User
+        token_id=form.cleaned_data["token"],
+    )
+    if count:
+        messages.success(
+            request,
+            ngettext("%(count)d API token revoked.", "%(count)d API tokens revoked.", count)
+            % {"count": count},
+        )
+    else:
+        messages.info(request, _("No token was revoked: it had already ended."))
+    return back_to_settings(TOKENS_ANCHOR)
 
 
 # --- WhatsApp ------------------------------------------------------------------------------
@@ -398,23 +428,7 @@ def whatsapp_deregister(request: HttpRequest, clinic: Clinic) -> HttpResponse:
 
 
 class SignInView(LoginView):
-    """Django's sign-in view, with the same attempt limit as the API's token endpoint."""
+    """Django's sign-in view with an e-mail field; the attempt limit is django-axes' (clinics/signin.py)."""
 
     authentication_form = EmailAuthenticationForm
     redirect_authenticated_user = True
-
-    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        wait = sign_in_retry_after(
-            ip=request.META.get("REMOTE_ADDR", ""), email=str(request.POST.get("username", ""))
-        )
-        if wait:
-            form = self.get_form()
-            form.errors.clear()
-            form.add_error(
-                None,
-                _("Too many sign-in attempts. Wait %(seconds)d seconds, then try again.") % {"seconds": wait},
-            )
-            response = self.render_to_response(self.get_context_data(form=form), status=429)
-            response["Retry-After"] = str(wait)
-            return response
-        return super().post(request, *args, **kwargs)

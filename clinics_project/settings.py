@@ -6,6 +6,7 @@ The OS environment wins over an optional `.env` file in the project root.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -73,6 +74,7 @@ INSTALLED_APPS = [
     # Background tasks (Django 6's django.tasks, backported) and their database queue.
     "django_tasks",
     "django_tasks_db",
+    "axes",
     # Imports run one way, bottom to top: common <- whatsapp <- clinics (see .importlinter).
     "common",
     "whatsapp",
@@ -86,11 +88,15 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
+    # Before anything reads a body (CSRF, views): chunked bodies are refused, 411.
+    "common.middleware.RequireContentLengthMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so it sees every door's answer: a locked-out sign-in becomes a 429.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "clinics_project.urls"
@@ -125,6 +131,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 
 AUTH_USER_MODEL = "clinics.User"
+# django-axes first: a locked-out attempt is refused before any password is hashed.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -192,8 +203,42 @@ EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=15)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=256 * 1024)
 WHATSAPP_WEBHOOK_MAX_BYTES = 3 * 1024 * 1024
 
-# Sign-in attempts per IP and per email, on the page and the API alike (clinics/throttling.py).
-SIGN_IN_RATE = env("THROTTLE_AUTH_RATE", default="10/min")
+# How many proxies in front append to X-Forwarded-For (nginx alone: 1). Only that many
+# entries are believed; 0 means the connection's own address (common/http.py).
+NUM_PROXIES = env.int("NUM_PROXIES", default=0)
+
+# API tokens end this many days after they were issued (then 401).
+API_TOKEN_TTL_DAYS = env.int("API_TOKEN_TTL_DAYS", default=30)
+
+# The sign-in limiter, one for every door (API token, /accounts/login/, /admin/login/):
+# django-axes, a maintained library made for exactly this, rather than our own counters.
+# Failures only, per account (the canonical e-mail) and per client address, each its
+# own bucket: SIGN_IN_FAILURE_LIMIT failures in either lock it for the cool-off.
+# The cache handler keeps the counters in the shared cache (Redis in production),
+# so every server counts in the same buckets, and no sign-in writes to the database.
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+AXES_FAILURE_LIMIT = env.int("SIGN_IN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("SIGN_IN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# Every door passes the e-mail as `username` (Django's sign-in forms, authenticate()
+# in the API); axes would otherwise look for USERNAME_FIELD's name, `email`.
+AXES_USERNAME_FORM_FIELD = "username"
+AXES_USERNAME_CALLABLE = "clinics.signin.sign_in_account"
+AXES_CLIENT_IP_CALLABLE = "common.http.client_address_bucket"
+AXES_LOCKOUT_CALLABLE = "clinics.signin.sign_in_locked_out"
+# A success resets nothing: an attacker with one account of their own could
+# otherwise wipe their address's count by signing in to it between guesses.
+AXES_RESET_ON_SUCCESS = False
+# Attempts refused while locked are not counted: the lock ends one cool-off after
+# the failure that set it (so Retry-After is true), and nobody can keep an account
+# locked forever by hammering it.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# The counters live in the cache; axes' database tables stay empty, so no admin pages.
+AXES_ENABLE_ADMIN = False
+# axes warns when its cache is not shared between processes (local memory): with DEBUG
+# off that warning stands (check --deploy fails without CACHE_URL); the development
+# server is one process, where local memory counts right.
+SILENCED_SYSTEM_CHECKS = ["axes.W001"] if DEBUG else []
 
 REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -209,6 +254,8 @@ REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "clinics.api.exceptions.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # The same client address as common.http.client_address, should a DRF throttle count.
+    "NUM_PROXIES": NUM_PROXIES,
 }
 if DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append("rest_framework.renderers.BrowsableAPIRenderer")

@@ -20,6 +20,8 @@ from .settings import env
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+# Tests run in one process, where the sign-in limiter's local-memory counters are right.
+SILENCED_SYSTEM_CHECKS = ["axes.W001"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # Tasks are recorded, not run: a test that needs them run asks for the immediate
 # backend (or the real database backend and a worker) with the fixtures in conftest.py.

@@ -20,7 +20,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     # Browsers ask for /favicon.ico on every page (the admin's too): ours, from our static files.
     path("favicon.ico", favicon),
-    # Sign-in: Django's own views, with an email field (USERNAME_FIELD is email) and a throttle.
+    # Sign-in: Django's own views, with an email field (USERNAME_FIELD is email); django-axes limits it.
     path(
         "accounts/login/",
         SignInView.as_view(),

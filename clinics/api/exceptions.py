@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.utils.translation import gettext as _
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -21,6 +23,8 @@ from whatsapp.exceptions import (
     WhatsAppError,
 )
 from whatsapp.serializers import error_body
+
+logger = logging.getLogger(__name__)
 
 
 def _api_keys(errors: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
@@ -52,6 +56,16 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         return Response(
             {"detail": _("The request body is too large.")},
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    elif isinstance(exc, OperationalError | InterfaceError):
+        # The database is down or the connection broke: the contract's JSON, not Django's
+        # HTML error page, and a hint to retry (healthz says 503 for the same reason).
+        # The driver's message names the host, never a password: operators need it.
+        logger.error("database unavailable: %s: %s", type(exc).__name__, exc)
+        return Response(
+            {"detail": _("The service is briefly unavailable. Try again in a moment.")},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "30"},
         )
     elif isinstance(exc, WhatsAppError):
         headers = {}

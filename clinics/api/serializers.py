@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.validators import validate_email
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from clinics import validators
-from clinics.models import Clinic
+from clinics.models import Clinic, canonical_email
 from common.api.fields import NormalizedCharField, StrictBooleanField
 from common.api.shapes import OutputField, OutputShape, utc_iso
 from whatsapp import validators as whatsapp_validators
@@ -197,8 +198,16 @@ SETTINGS_SHAPE = OutputShape(
 )
 
 
+def _sign_in_email(value: str) -> str:
+    # Canonical first, like every other door (a full-width spelling is the same
+    # account), then the format: a string that is no e-mail costs no password hashing.
+    email = canonical_email(value)
+    validate_email(email)
+    return email
+
+
 class TokenInputSerializer(serializers.Serializer):
-    email = serializers.EmailField(max_length=254)
+    email = NormalizedCharField(_sign_in_email, max_length=254)
     password = serializers.CharField(max_length=4096, trim_whitespace=False, style={"input_type": "password"})
 
 

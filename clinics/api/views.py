@@ -14,7 +14,7 @@ from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import permissions, status, viewsets
-from rest_framework.exceptions import Throttled, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -22,7 +22,6 @@ from rest_framework.views import APIView
 from clinics import services
 from clinics.models import ApiToken, Clinic
 from clinics.permissions import IsClinicAdmin, IsClinicMember
-from clinics.throttling import sign_in_retry_after
 from common.api.fields import error_names
 from common.api.views import NoStoreMixin
 from whatsapp import health as whatsapp_health
@@ -138,20 +137,17 @@ class ObtainTokenView(NoStoreMixin, APIView):
         responses={
             200: TOKEN_SHAPE.serializer,
             400: VALIDATION_ERROR,
-            429: OpenApiResponse(OpenApiTypes.OBJECT, description="Too many attempts; see Retry-After"),
+            429: OpenApiResponse(
+                OpenApiTypes.OBJECT, description="Too many failed sign-ins; see Retry-After"
+            ),
         },
         summary="Exchange email and password for an API token",
     )
     def post(self, request: Request) -> Response:
-        email = request.data.get("email") if isinstance(request.data, dict) else None
-        # The same limiter, and the same buckets, as the sign-in page.
-        wait = sign_in_retry_after(
-            ip=request.META.get("REMOTE_ADDR", ""), email=email if isinstance(email, str) else ""
-        )
-        if wait:
-            raise Throttled(wait=wait)
         serializer = TokenInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        # The sign-in limiter (django-axes) sits in authenticate(), as on every door:
+        # a locked-out attempt hashes no password and AxesMiddleware answers it 429.
         user = authenticate(
             request._request,
             username=serializer.validated_data["email"],

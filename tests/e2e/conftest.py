@@ -42,7 +42,10 @@ PRODUCT_VARIABLES = (
     "META_CONNECT_TIMEOUT",
     "META_READ_TIMEOUT",
     "WHATSAPP_STATUS_REFRESH_SECONDS",
-    "THROTTLE_AUTH_RATE",
+    "SIGN_IN_FAILURE_LIMIT",
+    "SIGN_IN_COOLOFF_MINUTES",
+    "NUM_PROXIES",
+    "API_TOKEN_TTL_DAYS",
     "SECURE_SSL_REDIRECT",
     "SECURE_HSTS_SECONDS",
     "CONN_MAX_AGE",
@@ -109,6 +112,12 @@ def run_manage(env: dict[str, str], *args: str, timeout: float = 120) -> subproc
     return result
 
 
+def seed_clinic(env: dict[str, str], name: str, *, admin: str, password: str) -> None:
+    """A migrated database with one clinic and its admin, through the product's own commands."""
+    run_manage(env, "migrate", "--no-input")
+    run_manage({**env, "CLINIC_USER_PASSWORD": password}, "create_clinic", name, "--admin-email", admin)
+
+
 @dataclass
 class ServerProcess:
     """A child process in its own process group, its output captured to a file."""
@@ -138,7 +147,7 @@ class ServerProcess:
         except FileNotFoundError:
             return ""
 
-    def wait_ready(self, url: str, timeout: float = 30.0) -> None:
+    def wait_ready(self, url: str, timeout: float = 30.0, statuses: tuple[int, ...] = (200,)) -> None:
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:
@@ -146,7 +155,7 @@ class ServerProcess:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
             try:
                 response = requests.get(url, timeout=1)
-                if response.status_code == 200:
+                if response.status_code in statuses:
                     return
                 last = f"HTTP {response.status_code}"
             except requests.RequestException as exc:
@@ -185,6 +194,21 @@ def gunicorn_argv(port: int, *, workers: int = 1) -> list[str]:
         "--error-logfile",
         "-",
     ]
+
+
+def raw_http(port: int, head: str, body: bytes = b"", *, timeout: float = 10.0) -> tuple[int, bytes]:
+    """Send bytes exactly as written (what requests cannot: chunked framing, trickles); read to EOF."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(head.replace("\n", "\r\n").encode("latin-1") + body)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return int(received.split(b" ", 2)[1]), received
+
+
+def chunked(body: bytes) -> bytes:
+    """`body` in HTTP/1.1 chunked framing: one chunk, then the last."""
+    return f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
 
 
 def environment_postgres_url() -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 
 import pytest
@@ -17,7 +18,10 @@ PASSWORD = "two-" + secrets.token_urlsafe(16)
 ADMIN = "admin@two.example"
 WABA = "102290129340398"
 TOKEN = "EAATWO" + secrets.token_hex(30)
-AUTH_LIMIT = 10  # THROTTLE_AUTH_RATE default: 10/min
+AUTH_LIMIT = 10  # SIGN_IN_FAILURE_LIMIT's default
+# Both servers stand behind one proxy (NUM_PROXIES=1) that appends each client's address.
+ATTACKER = "203.0.113.66"
+ADMIN_ADDRESS = "198.51.100.4"
 
 
 def _flush() -> None:
@@ -33,11 +37,13 @@ def two_servers(processes, tmp_path):
             DATABASE_URL=db.url,
             CACHE_URL=f"redis://127.0.0.1:6379/{REDIS_DB}",
             WHATSAPP_STATUS_REFRESH_SECONDS="60",
-            THROTTLE_AUTH_RATE=f"{AUTH_LIMIT}/min",
+            NUM_PROXIES="1",
         )
         _fake, fake_origin = processes.fake_graph(base)
         env = {**base, "META_GRAPH_URL": f"{fake_origin}/v26.0"}
         run_manage(env, "migrate", "--no-input")
+        # Admin's login page needs the hashed static files production serves (whitenoise's manifest).
+        run_manage(env, "collectstatic", "--no-input", "-v", "0")
         run_manage(
             {**env, "CLINIC_USER_PASSWORD": PASSWORD}, "create_clinic", "Clínica Dos", "--admin-email", ADMIN
         )
@@ -106,13 +112,63 @@ def test_limits_hold_across_servers(two_servers):
     verifies = requests.get(f"{fake}/_fake/requests", params={"path": "verify_code"}, timeout=5).json()
     assert len(verifies) == 5, verifies
 
-    # 3. The sign-in throttle: alternating servers, 429 at the limit in total.
+    # 3. The sign-in limiter, alternating servers. The attacker spends the limit on made-up
+    #    accounts (forging entries in front of the proxy's): locked in total, not per server.
     _flush()
-    results = []
-    for i in range(AUTH_LIMIT + 2):
-        answer = requests.post(
-            f"{server(i)}/api/auth/token/", json={"email": ADMIN, "password": "wrong-password"}, timeout=10
-        )
-        results.append(answer.status_code)
-    assert results[:AUTH_LIMIT] == [400] * AUTH_LIMIT, results
-    assert results[AUTH_LIMIT:] == [429, 429], results
+
+    def sign_in(i: int, email: str, password: str, address: str, forged: str = "") -> int:
+        return requests.post(
+            f"{server(i)}/api/auth/token/",
+            json={"email": email, "password": password},
+            headers={"X-Forwarded-For": f"{forged}{address}"},
+            timeout=10,
+        ).status_code
+
+    results = [
+        sign_in(i, f"made-up-{i}@two.example", "wrong-password", ATTACKER, forged=f"10.1.1.{i}, ")
+        for i in range(AUTH_LIMIT + 2)
+    ]
+    assert results == [400] * (AUTH_LIMIT - 1) + [429] * 3, results
+    assert sign_in(1, ADMIN, PASSWORD, ATTACKER) == 429
+    # The real admin, behind the same proxy, signs in at once on either server.
+    assert sign_in(0, ADMIN, PASSWORD, ADMIN_ADDRESS) == 200
+    assert sign_in(1, ADMIN, PASSWORD, ADMIN_ADDRESS) == 200
+
+    # 4. One account guessed from many addresses, alternating admin's login on server A (the
+    #    door that had no limit) and the API on server B: locked everywhere, right password too.
+    _flush()
+    answers = []
+    for i in range(AUTH_LIMIT):
+        address = f"192.0.2.{i + 1}"
+        if i % 2:
+            answers.append(sign_in(1, ADMIN, "wrong-password", address))
+        else:
+            answers.append(_admin_sign_in(servers[0], "wrong-password", address))
+    # A wrong password on admin's page shows the form again (200); on the API it is 400.
+    assert answers == [200, 400] * (AUTH_LIMIT // 2 - 1) + [200, 429], answers
+    assert sign_in(0, ADMIN, PASSWORD, ADMIN_ADDRESS) == 429
+    assert _admin_sign_in(servers[1], PASSWORD, ADMIN_ADDRESS) == 429
+
+
+def _admin_sign_in(origin: str, password: str, address: str) -> int:
+    """Admin's login form as a browser behind the TLS proxy sends it (CSRF cookie and token, Origin)."""
+    port = origin.rsplit(":", 1)[1]
+    proxy = {"X-Forwarded-For": address, "X-Forwarded-Proto": "https"}
+    form = requests.get(f"{origin}/admin/login/", headers=proxy, timeout=10)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)
+    assert token is not None, form.text[:500]
+    answer = requests.post(
+        f"{origin}/admin/login/",
+        data={"username": ADMIN, "password": password, "csrfmiddlewaretoken": token.group(1)},
+        headers={
+            **proxy,
+            # The CSRF cookie is Secure (https only): sent by hand over this plain-http hop.
+            "Cookie": f"csrftoken={form.cookies['csrftoken']}",
+            "Origin": f"https://127.0.0.1:{port}",
+        },
+        allow_redirects=False,
+        timeout=10,
+    )
+    # A clinic admin is no superuser: admin refuses the right password with the form again (200).
+    assert answer.status_code in (200, 429), answer.status_code
+    return answer.status_code

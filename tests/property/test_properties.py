@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import string
+import unicodedata
 
 import phonenumbers
 import pytest
@@ -12,8 +13,10 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from clinics import validators
+from clinics.models import canonical_email
 from common.crypto import DecryptionError, get_keyring
 from common.masking import MASK_SUFFIX, mask_secret
+from common.validators import validate_plain_text
 from whatsapp import validators as whatsapp_validators
 
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
@@ -223,3 +226,54 @@ def test_tampered_ciphertext_never_decrypts(plaintext, row_id, position, data):
     # base64 without padding: changing the unused low bits of the last character can
     # decode to the same bytes; then the plaintext must be the original, never another.
     assert result == plaintext
+
+
+# --- canonical e-mails and plain text -------------------------------------------------------
+
+
+@settings(max_examples=2000, deadline=None, derandomize=True)
+@given(st.text(max_size=40))
+@example("\u017fara@x.example")
+@example("\u1e9e@x.example")  # capital sharp s folds to "ss"
+@example("\u0390")  # folds to three code points that NFKC composes again
+@example(" \u0301a")
+@example("\uab70@x.example")  # Cherokee folds to upper case
+def test_canonical_email_is_a_fixed_point(value):
+    once = canonical_email(value)
+    assert canonical_email(once) == once
+    assert once == once.strip()
+
+
+@settings(max_examples=500, deadline=None, derandomize=True)
+@given(st.text(max_size=30), st.sampled_from(["folded", "ascii upper", "fullwidth", "decomposed"]))
+def test_canonical_email_ignores_case_width_and_decomposition(value, how):
+    # Not value.upper(): dotless i upper-cases to I, which is another letter's capital.
+    if how == "folded":
+        other = value.casefold()
+    elif how == "ascii upper":
+        other = "".join(c.upper() if c.isascii() else c for c in value)
+    elif how == "fullwidth":
+        other = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in value)
+    else:
+        other = unicodedata.normalize("NFD", value)
+    assert canonical_email(other) == canonical_email(value)
+
+
+@PROFILE
+@given(st.text(max_size=60))
+def test_plain_text_refuses_exactly_the_hidden_characters(value):
+    hidden = [
+        c
+        for c in value
+        if unicodedata.category(c) == "Cc"
+        or "\u202a" <= c <= "\u202e"
+        or "\u2066" <= c <= "\u2069"
+        or c in "\u200b\u200c\u200d\u2060\ufeff"
+    ]
+    try:
+        validate_plain_text(value)
+    except ValidationError as refused:
+        assert hidden
+        assert f"U+{ord(hidden[0]):04X}" in refused.messages[0]
+    else:
+        assert not hidden

@@ -39,35 +39,40 @@ def _prod_env(**extra: str) -> dict[str, str]:
         ALLOWED_HOSTS="clinics.example.com",
         FIELD_ENCRYPTION_KEYS=new_field_key("k2026a"),
         DATABASE_URL="sqlite:////tmp/clinics-check-deploy.sqlite3",
+        # The sign-in limiter needs a cache every server and worker shares (not contacted by `check`).
+        CACHE_URL="redis://127.0.0.1:6379/1",
     )
     env.update(extra)
     return env
 
 
-def test_check_deploy_is_clean_under_production_variables():
-    result = subprocess.run(  # noqa: S603
+def _check_deploy(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603
         [sys.executable, str(ROOT / "manage.py"), "check", "--deploy", "--fail-level", "WARNING"],
         cwd=ROOT,
-        env=_prod_env(),
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def test_check_deploy_is_clean_under_production_variables():
+    result = _check_deploy(_prod_env())
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
 
 
+def test_check_deploy_fails_without_a_shared_cache():
+    # Local memory is one process's: each gunicorn worker would count sign-in failures apart.
+    result = _check_deploy({key: value for key, value in _prod_env().items() if key != "CACHE_URL"})
+    assert result.returncode != 0
+    assert "axes.W001" in result.stdout + result.stderr
+
+
 def test_check_deploy_fails_without_encryption_keys():
-    result = subprocess.run(  # noqa: S603
-        [sys.executable, str(ROOT / "manage.py"), "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT,
-        env=_prod_env(FIELD_ENCRYPTION_KEYS=""),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = _check_deploy(_prod_env(FIELD_ENCRYPTION_KEYS=""))
     assert result.returncode != 0
     assert "FIELD_ENCRYPTION_KEYS" in result.stdout + result.stderr
 
@@ -176,14 +181,14 @@ def test_no_store_on_every_settings_response(clinic_admin, api_client, meta_refu
 def test_sign_in_is_throttled(clinic_admin):
     from django.conf import settings as django_settings
 
-    limit = int(django_settings.SIGN_IN_RATE.split("/")[0])
+    limit = django_settings.AXES_FAILURE_LIMIT
     client = APIClient()
     statuses = []
-    for _ in range(limit + 1):
+    for _ in range(limit):
         statuses.append(
             client.post("/api/auth/token/", {"email": clinic_admin.email, "password": "wrong"}, format="json")
         )
-    assert [r.status_code for r in statuses[:limit]] == [400] * limit
+    assert [r.status_code for r in statuses[: limit - 1]] == [400] * (limit - 1)
     last = statuses[-1]
     assert last.status_code == 429
     assert int(last["Retry-After"]) > 0
