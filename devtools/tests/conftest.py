@@ -10,7 +10,8 @@ from whatsapp.meta import MetaClient
 
 TOKEN = "EAAFakeGraphSECRETtoken42"
 WABA = "102290129340398"
-READ_TIMEOUT = 0.4
+# Generous for a busy 2-core machine (the fake runs in this process); the delay faults wait well past it.
+READ_TIMEOUT = 1.0
 
 
 @pytest.fixture

@@ -279,7 +279,7 @@ def test_it_rejects_bad_control_requests(fake, session):
 @pytest.mark.parametrize(
     ("fault", "error", "code", "http_status"),
     [
-        ({"kind": "delay", "seconds": 1.5}, MetaTimeoutError, None, None),
+        ({"kind": "delay", "seconds": 3.0}, MetaTimeoutError, None, None),
         ({"kind": "reset"}, MetaUnavailableError, None, None),
         ({"kind": "status", "status": 500, "code": 131000}, MetaUnavailableError, 131000, 500),
         ({"kind": "status", "status": 503}, MetaUnavailableError, 2, 503),

@@ -124,7 +124,7 @@ def test_a_version_without_the_messaging_limit_is_asked_again_without_it(fake, s
         ({"kind": "html"}, MetaUnavailableError),
         ({"kind": "invalid_json"}, MetaUnavailableError),
         ({"kind": "reset"}, MetaUnavailableError),
-        ({"kind": "delay", "seconds": 1.0}, MetaTimeoutError),
+        ({"kind": "delay", "seconds": 3.0}, MetaTimeoutError),
         ({"kind": "status", "status": 400, "code": 100}, MetaRefusedError),
     ],
     ids=["503", "html", "invalid_json", "reset", "delay", "refused"],
