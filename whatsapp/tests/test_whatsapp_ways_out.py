@@ -234,9 +234,31 @@ def test_a_wrong_existing_pin_stays_failed_and_stores_nothing(admin_api, clinic,
 
     assert response.status_code == 400
     assert response.json()["meta_code"] == 133005
+    assert response.json()["status"] == "failed"
+    # Nothing lost: every column as it was, but the detail that asks for the PIN again.
+    after = snapshot(clinic)
+    assert after.pop("detail_parts") == [{"key": "meta.133005", "params": {}}]
+    before.pop("detail_parts")
+    assert after == before
+    assert before["registration_pin"] == "482915"
+    assert MetaAttempt.objects.filter(kind="register").count() == 1  # counted: Meta saw it
+
+
+@pytest.mark.parametrize("fault", ["reset", "http503"])
+def test_an_unreachable_meta_leaves_the_pin_step_as_it_was(admin_api, clinic, graph, fault):
+    arrange_state(clinic, "failed_pin")
+    graph.fault("POST", f"{PNID}/register", fault)
+    before = snapshot(clinic)
+
+    response = admin_api.put(PIN_URL, {"pin": "135790"}, format="json")
+
+    assert response.status_code == 502
+    # Meta may have registered the number: `verifying` until a poll knows; the stored PIN is unchanged.
+    assert response.json()["status"] == "verifying"
     after = snapshot(clinic)
     assert after["registration_pin"] == before["registration_pin"] == "482915"
-    assert after["status"] == "failed"
+    for field in ("phone_number_id", "business_account_id", "number", "access_token", "pin_phone_number_id"):
+        assert after[field] == before[field], field
 
 
 def test_an_active_number_changes_its_pin_at_meta(admin_api, clinic, graph):
