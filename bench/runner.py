@@ -1,11 +1,12 @@
-"""`python -m bench`: gunicorn (2 workers) on a throwaway PostgreSQL database, driven by wrk.
+"""`python -m bench`: our endpoints against a fixed floor app, on gunicorn and PostgreSQL, driven by wrk.
 
-Steps: create and migrate a database, seed N clinics, count SQL queries per request
-in-process, start the fake Graph server and gunicorn as processes, run wrk against
-/healthz/ and four endpoints (healthz is run again before and after each endpoint,
-so each ratio compares numbers measured back to back), profile with pyinstrument
-whatever misses its target, and write bench/reports/<date>-<clinics>.md (+ .json).
-Everything runs on 127.0.0.1; every wrk run is bounded by --duration.
+For each clinic count (default 10 and 100,000, each in its own process and its own
+throwaway database): seed, count SQL statements per request at the database's door
+(bench.pgwire), start the fake Graph server, our app and the floor app (bench.floor)
+under the same gunicorn settings, then run wrk in short interleaved slices (floor,
+healthz, endpoint, floor, healthz, endpoint, ...) so each ratio compares numbers
+measured back to back. Profile with pyinstrument whatever misses its goal, and write
+bench/reports/<date>-<counts>.md (+ .json). Everything runs on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -44,14 +45,19 @@ DEFAULT_PG = "postgres://postgres@127.0.0.1:5432/clinics"
 APP_SECRET = "bench-app-secret-" + secrets.token_hex(8)
 ACCESS_TOKEN = "EAABENCH" + secrets.token_hex(30)
 PASSWORD = "bench-" + secrets.token_urlsafe(12)
-TARGETS = {"settings_get": 0.8, "status_get": 0.8, "webhook_post": 0.6, "settings_patch": 0.5}
+# Goals: req/s as a ratio to the floor app's, measured in the same run (issue 13).
+TARGETS = {"settings_get": 0.5, "status_get": 0.6, "webhook_post": 0.35, "settings_patch": 0.25}
+ENDPOINTS = ("settings_get", "settings_patch", "status_get", "webhook_post")
 LABELS = {
-    "healthz": "GET /healthz/",
+    "floor": "GET /floor/ (the floor app: startproject's middleware, SELECT 1, small JSON)",
+    "healthz": "GET /healthz/ (ours)",
     "settings_get": "GET /api/clinics/settings/ (token)",
     "settings_patch": "PATCH /api/clinics/settings/ (token, alternating values)",
     "status_get": "GET /api/clinics/whatsapp/status/ (active, checked recently: cached path)",
     "webhook_post": "POST /whatsapp/webhook/<id>/ (signed, unique message ids)",
 }
+# Within this much of each other, the 100,000-clinic and 10-clinic ratios count as equal.
+SCALE_TOLERANCE = 0.10
 
 
 def log(message: str) -> None:
@@ -322,7 +328,7 @@ def count_queries(target: Target) -> dict[str, dict[str, Any]]:
 
     client = Client()
     counts: dict[str, dict[str, Any]] = {}
-    for key in LABELS:
+    for key in ("healthz", *ENDPOINTS):
         refresh_target(target)
         _request(client, key, target, 0)  # warm: first request opens the connection, loads caches
         with CaptureQueriesContext(connection) as ctx:
@@ -457,6 +463,88 @@ def run_wrk(
     )
 
 
+# --- SQL at the database's door ---------------------------------------------------------------
+
+
+def _http_request(session: Any, origin: str, key: str, target: Target, n: int, tag: str) -> Any:
+    auth = {"Authorization": f"Token {target.token}"}
+    if key == "floor":
+        return session.get(f"{origin}/floor/", timeout=10)
+    if key == "healthz":
+        return session.get(f"{origin}/healthz/", timeout=10)
+    if key == "settings_get":
+        return session.get(f"{origin}/api/clinics/settings/", headers=auth, timeout=10)
+    if key == "settings_patch":
+        change = {"city": f"Wire {tag} {n}", "bot_enabled": n % 2 == 0}
+        return session.patch(f"{origin}/api/clinics/settings/", json=change, headers=auth, timeout=10)
+    if key == "status_get":
+        return session.get(f"{origin}/api/clinics/whatsapp/status/", headers=auth, timeout=10)
+    if key == "webhook_post":
+        signed, signature = webhook_body(target, n, "wire" + tag)
+        return session.post(
+            f"{origin}/whatsapp/webhook/{target.clinic_id}/",
+            data=signed,
+            headers={"Content-Type": "application/json", "X-Hub-Signature-256": signature},
+            timeout=10,
+        )
+    raise KeyError(key)
+
+
+def count_at_database(
+    target: Target, env: dict[str, str], floor_env: dict[str, str], workdir: Path, requests_each: int = 50
+) -> dict[str, dict[str, float]]:
+    """Statements and parses per request, seen by a relay in front of PostgreSQL.
+
+    Our app and the floor app each run as one gunicorn worker whose database URL points
+    at the relay; a warm-up (so prepared statements reach their threshold) comes first.
+    """
+    import requests
+
+    from bench.pgwire import WireCounter
+
+    parts = urlsplit(env["DATABASE_URL"])
+    relay = WireCounter(parts.hostname or "127.0.0.1", parts.port or 5432)
+    relayed = parts._replace(
+        netloc=f"{parts.username or 'postgres'}@127.0.0.1:{relay.port}", query="sslmode=disable"
+    ).geturl()
+    port, floor_port = free_port(), free_port()
+    procs = [
+        start(
+            "gunicorn-counted",
+            gunicorn_argv("clinics_project.wsgi", port, 1),
+            {**env, "DATABASE_URL": relayed},
+            workdir,
+        ),
+        start(
+            "floor-counted",
+            gunicorn_argv("bench.floor.wsgi", floor_port, 1),
+            {**floor_env, "FLOOR_DATABASE_URL": relayed},
+            workdir,
+        ),
+    ]
+    counts: dict[str, dict[str, float]] = {}
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz/", procs[0])
+        wait_http(f"http://127.0.0.1:{floor_port}/floor/", procs[1])
+        tag = secrets.token_hex(3)
+        with requests.Session() as session:
+            for key in ("floor", "healthz", *ENDPOINTS):
+                origin = f"http://127.0.0.1:{floor_port if key == 'floor' else port}"
+                refresh_target(target)
+                for n in range(10):
+                    _http_request(session, origin, key, target, n, tag).raise_for_status()
+                before = relay.snapshot()
+                for n in range(10, 10 + requests_each):
+                    _http_request(session, origin, key, target, n, tag).raise_for_status()
+                after = relay.snapshot()
+                counts[key] = {name: (after[name] - before[name]) / requests_each for name in after}
+    finally:
+        for proc in procs:
+            proc.stop()
+        relay.close()
+    return counts
+
+
 # --- the run ---------------------------------------------------------------------------------
 
 
@@ -467,14 +555,18 @@ class Run:
     connections: int
     threads: int
     started_at: str
+    product_env: dict[str, str] = field(default_factory=dict)
     seed_seconds: float = 0.0
     queries: dict[str, Any] = field(default_factory=dict)
+    wire: dict[str, dict[str, float]] = field(default_factory=dict)
     results: dict[str, WrkResult] = field(default_factory=dict)
-    healthz_around: dict[str, list[float]] = field(default_factory=dict)
-    slice_ratios: dict[str, list[float]] = field(default_factory=dict)
     rounds: int = 0
     slice_seconds: int = 0
+    # Per endpoint: each slice's ratio to the floor and to healthz (their slices just before and after).
+    slice_ratios: dict[str, list[float]] = field(default_factory=dict)
+    slice_ratios_healthz: dict[str, list[float]] = field(default_factory=dict)
     ratios: dict[str, float] = field(default_factory=dict)
+    ratios_healthz: dict[str, float] = field(default_factory=dict)
     profiles: dict[str, str] = field(default_factory=dict)
     webhook_unique: int = 0
     webhook_stored: int = 0
@@ -492,20 +584,46 @@ def configure_django(env: dict[str, str]) -> None:
     django.setup()
 
 
-def execute(args: argparse.Namespace) -> Run:
+def gunicorn_argv(module: str, port: int, workers: int = 2) -> list[str]:
+    """The same gunicorn settings for our app and the floor app (both read ./gunicorn.conf.py)."""
+    return [
+        GUNICORN,
+        module,
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--timeout",
+        "60",
+        "--error-logfile",
+        "-",
+    ]
+
+
+def _ratios(part: WrkResult, before: WrkResult, after: WrkResult) -> float:
+    base = (before.rps + after.rps) / 2
+    return part.rps / base if base else 0.0
+
+
+def execute(args: argparse.Namespace, clinics: int) -> Run:
+    product_env = dict(item.split("=", 1) for item in args.env)
     run = Run(
-        args.clinics,
+        clinics,
         args.duration,
         args.connections,
         args.threads,
         datetime.now(UTC).isoformat(timespec="seconds"),
+        product_env=product_env,
     )
     workdir = Path(tempfile.mkdtemp(prefix="clinics-bench-"))
     db = ThrowawayDatabase()
     procs: list[Proc] = []
     fake_port = free_port()
+    base_env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CACHE_URL", "META_APP_SECRET")
+    }
     env = {
-        **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CACHE_URL", "META_APP_SECRET")},
+        **base_env,
         "DJANGO_SETTINGS_MODULE": "clinics_project.settings",
         "DEBUG": "false",
         "SECURE_SSL_REDIRECT": "false",
@@ -518,8 +636,10 @@ def execute(args: argparse.Namespace) -> Run:
         "META_GRAPH_ALLOW_ANY_HOST": "true",
         "LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
+        **product_env,
     }
-    log(f"database {db.name}, workdir {workdir}")
+    floor_env = {**base_env, "DJANGO_SETTINGS_MODULE": "bench.floor.settings", "FLOOR_DATABASE_URL": db.url}
+    log(f"{clinics:,} clinics: database {db.name}, workdir {workdir}")
     db.create()
     try:
         configure_django(env)
@@ -527,7 +647,7 @@ def execute(args: argparse.Namespace) -> Run:
 
         call_command("migrate", verbosity=0, interactive=False)
         t0 = time.monotonic()
-        target = seed(args.clinics)
+        target = seed(clinics)
         run.seed_seconds = time.monotonic() - t0
         from django.db import connection
 
@@ -535,39 +655,28 @@ def execute(args: argparse.Namespace) -> Run:
             cursor.execute("ANALYZE")
         run.queries = count_queries(target)
         for key, info in run.queries.items():
-            log(f"{key}: HTTP {info['status']}, {info['queries']} queries")
             if info["status"] != 200:
                 run.failures.append(f"in-process {key} answered {info['status']}")
+        run.wire = count_at_database(target, env, floor_env, workdir)
+        for key, wire in run.wire.items():
+            log(f"{key}: {wire['statements']:.2f} statements, {wire['parses']:.2f} parses per request")
 
         fake = start(
             "fake-graph", [PYTHON, "-m", "devtools.fake_graph", "--port", str(fake_port)], env, workdir
         )
         procs.append(fake)
         wait_http(f"http://127.0.0.1:{fake_port}/_fake/settings", fake)
-        port = free_port()
-        gunicorn = start(
-            "gunicorn",
-            [
-                GUNICORN,
-                "clinics_project.wsgi",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "2",
-                "--timeout",
-                "60",
-                "--error-logfile",
-                "-",
-            ],
-            env,
-            workdir,
-        )
-        procs.append(gunicorn)
-        origin = f"http://127.0.0.1:{port}"
+        port, floor_port = free_port(), free_port()
+        gunicorn = start("gunicorn", gunicorn_argv("clinics_project.wsgi", port), env, workdir)
+        floor = start("floor", gunicorn_argv("bench.floor.wsgi", floor_port), floor_env, workdir)
+        procs += [gunicorn, floor]
+        origin, floor_origin = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{floor_port}"
         wait_http(f"{origin}/healthz/", gunicorn)
+        wait_http(f"{floor_origin}/floor/", floor)
 
         headers = {"Authorization": f"Token {target.token}"}
         scripts = {
+            "floor": lua.write(workdir, "floor", lua.get_script("/floor/", {})),
             "healthz": lua.write(workdir, "healthz", lua.get_script("/healthz/", {})),
             "settings_get": lua.write(
                 workdir, "settings_get", lua.get_script("/api/clinics/settings/", headers)
@@ -579,10 +688,23 @@ def execute(args: argparse.Namespace) -> Run:
                 workdir, "status_get", lua.get_script("/api/clinics/whatsapp/status/", headers)
             ),
         }
+        origins = {"floor": floor_origin}
+
+        def wrk(key: str, seconds: float, offset: int = 0) -> WrkResult:
+            return run_wrk(
+                key,
+                origins.get(key, origin),
+                scripts[key],
+                seconds,
+                args.connections,
+                args.threads,
+                offset=offset,
+            )
+
         warm = 1 if args.smoke else 2
-        for key in ("healthz", "settings_get", "status_get"):
-            run_wrk(key, origin, scripts[key], warm, args.connections, args.threads)
-        first = run_wrk("healthz", origin, scripts["healthz"], args.duration, args.connections, args.threads)
+        for key in ("floor", "healthz", "settings_get", "status_get"):
+            wrk(key, warm)
+        first = wrk("healthz", args.duration)
         # Enough distinct signed bodies for the webhook run (1.5x what healthz did), capped.
         run.webhook_unique = int(min(60_000, max(2_000, first.rps * args.duration * 1.5)))
         tag = secrets.token_hex(3)
@@ -593,64 +715,68 @@ def execute(args: argparse.Namespace) -> Run:
             lua.webhook_script(f"/whatsapp/webhook/{target.clinic_id}/", bodies, args.threads),
         )
 
-        # Interleave in short slices (healthz, endpoint, healthz, endpoint, ..., healthz): each
-        # slice's ratio uses the healthz slices right before and after it, so the drift of the
-        # shared machine cancels; the endpoint's ratio is the median of its slices.
+        # Interleave in short slices (floor, healthz, endpoint, floor, healthz, endpoint, ...,
+        # floor, healthz): each endpoint slice is divided by the floor (and healthz) slices right
+        # before and after it, so the drift of the shared machine cancels; the endpoint's ratio
+        # is the median of its slices.
         rounds = max(1, int(args.duration // 2))
         slice_s = max(1, int(args.duration // rounds))
         run.rounds, run.slice_seconds = rounds, slice_s
-        healthz_runs = [first]
-        for key in ("settings_get", "settings_patch", "status_get", "webhook_post"):
-            log(f"wrk {key}: {rounds} x {slice_s}s interleaved with healthz")
+        reference: dict[str, list[WrkResult]] = {"floor": [], "healthz": [first]}
+        for key in ENDPOINTS:
+            log(f"wrk {key}: {rounds} x {slice_s}s interleaved with the floor and healthz")
             parts: list[WrkResult] = []
-            slice_ratios: list[float] = []
-            before = run_wrk("healthz", origin, scripts["healthz"], slice_s, args.connections, args.threads)
-            healthz_runs.append(before)
+            to_floor: list[float] = []
+            to_healthz: list[float] = []
+            floor_before, healthz_before = wrk("floor", slice_s), wrk("healthz", slice_s)
+            reference["floor"].append(floor_before)
+            reference["healthz"].append(healthz_before)
             for _round in range(rounds):
                 if key == "status_get":
                     refresh_target(target)
                 # Each slice starts past every body the previous slices could have sent.
                 sent = sum(p.requests for p in parts) + len(parts) * (args.connections + 1)
-                part = run_wrk(
-                    key, origin, scripts[key], slice_s, args.connections, args.threads, offset=sent
-                )
-                after = run_wrk(
-                    "healthz", origin, scripts["healthz"], slice_s, args.connections, args.threads
-                )
-                healthz_runs.append(after)
+                part = wrk(key, slice_s, offset=sent)
+                floor_after, healthz_after = wrk("floor", slice_s), wrk("healthz", slice_s)
+                reference["floor"].append(floor_after)
+                reference["healthz"].append(healthz_after)
                 parts.append(part)
-                base = (before.rps + after.rps) / 2
-                slice_ratios.append(part.rps / base if base else 0.0)
-                before = after
+                to_floor.append(_ratios(part, floor_before, floor_after))
+                to_healthz.append(_ratios(part, healthz_before, healthz_after))
+                floor_before, healthz_before = floor_after, healthz_after
             run.results[key] = combine(key, parts)
-            run.slice_ratios[key] = slice_ratios
-            run.healthz_around[key] = [
-                min(h.rps for h in healthz_runs[-rounds - 1 :]),
-                max(h.rps for h in healthz_runs[-rounds - 1 :]),
-            ]
-            run.ratios[key] = statistics.median(slice_ratios)
+            run.slice_ratios[key], run.slice_ratios_healthz[key] = to_floor, to_healthz
+            run.ratios[key] = statistics.median(to_floor)
+            run.ratios_healthz[key] = statistics.median(to_healthz)
             result = run.results[key]
             log(
-                f"  {result.rps:.0f} req/s p50 {result.p50_ms:.2f} ms p99 {result.p99_ms:.2f} ms; ratio {run.ratios[key]:.2f} ({', '.join(f'{r:.2f}' for r in slice_ratios)})"
+                f"  {result.rps:.0f} req/s p50 {result.p50_ms:.2f} ms p99 {result.p99_ms:.2f} ms; "
+                f"floor ratio {run.ratios[key]:.2f} ({', '.join(f'{r:.2f}' for r in to_floor)}); "
+                f"healthz ratio {run.ratios_healthz[key]:.2f}"
             )
             if not result.ok:
                 run.failures.append(
                     f"{key}: {result.note or f'{result.non_2xx} non-2xx, {result.socket_errors} socket errors'}"
                 )
-            if not gunicorn.alive():
-                run.failures.append("gunicorn died:\n" + gunicorn.tail())
+            if not (gunicorn.alive() and floor.alive()):
+                run.failures.append("gunicorn died:\n" + gunicorn.tail() + floor.tail())
                 break
-        for h in healthz_runs:
-            if not h.ok:
-                run.failures.append(
-                    f"healthz: {h.note or f'{h.non_2xx} non-2xx, {h.socket_errors} socket errors'}"
-                )
-        run.results["healthz"] = combine("healthz", healthz_runs)
+        for key, runs in reference.items():
+            for h in runs:
+                if not h.ok:
+                    run.failures.append(
+                        f"{key}: {h.note or f'{h.non_2xx} non-2xx, {h.socket_errors} socket errors'}"
+                    )
+            run.results[key] = combine(key, runs)
+        floor_rps = run.results["floor"].rps
+        if floor_rps:
+            run.ratios_healthz["floor"] = floor_rps / run.results["healthz"].rps
+            run.ratios["healthz"] = run.results["healthz"].rps / floor_rps
         from whatsapp.models import WebhookDelivery
 
-        # raw_body is encrypted (no SQL lookup on it): tell the in-process deliveries apart here.
+        # raw_body is encrypted (no SQL lookup on it): tell the wrk deliveries apart here.
         run.webhook_stored = sum(
-            "inproc" not in delivery.raw_body
+            f"BENCH{tag}" in delivery.raw_body
             for delivery in WebhookDelivery.objects.filter(clinic_id=target.clinic_id)
             .only("id", "raw_body")
             .iterator()
@@ -685,98 +811,126 @@ def execute(args: argparse.Namespace) -> Run:
 # --- report ----------------------------------------------------------------------------------
 
 
-def _previous(clinics: int) -> dict[str, Any] | None:
-    others = sorted(
-        (
-            p
-            for p in REPORTS.glob("*.json")
-            if not p.stem.endswith(f"-{clinics}") and not p.stem.endswith("-smoke")
-        ),
-        key=lambda p: p.stat().st_mtime,
-    )
-    if not others:
-        return None
-    return json.loads(others[-1].read_text())
+def _fmt_slices(values: list[float] | None) -> str:
+    return f" ({', '.join(f'{x:.2f}' for x in values)})" if values else ""
 
 
-def write_report(run: Run, smoke: bool) -> Path:
-    REPORTS.mkdir(parents=True, exist_ok=True)
-    stem = f"{run.started_at[:10]}-{'smoke' if smoke else run.clinics}"
-    data = asdict(run)
-    (REPORTS / f"{stem}.json").write_text(json.dumps(data, indent=2, default=str))
+def _run_section(run: dict[str, Any]) -> list[str]:
     lines = [
-        f"# Benchmark: {run.clinics:,} clinics ({run.started_at})",
+        f"## {run['clinics']:,} clinics ({run['started_at']})",
         "",
-        f"gunicorn 2 sync workers, DEBUG off, PostgreSQL (throwaway database, CONN_MAX_AGE=600), "
-        f"wrk -t{run.threads} -c{run.connections} on the same 2-core machine; each endpoint ran {run.rounds} slices of "
-        f"{run.slice_seconds}s interleaved with healthz slices (healthz, endpoint, healthz, ...). "
-        f"Seeding {run.clinics:,} clinics (+ users, WhatsApp accounts with encrypted fields) took {run.seed_seconds:.1f}s. "
-        "A slice's ratio divides its req/s by the mean of the healthz slices just before and after it; the "
-        "endpoint's ratio is the median of its slices (each slice's ratio is listed). req/s is over all "
-        "slices; p50/p99 are the median slice's.",
+        f"Each endpoint ran {run['rounds']} slices of {run['slice_seconds']}s, each followed by a floor slice and a "
+        f"healthz slice (the first endpoint slice is preceded by one of each). Seeding took {run['seed_seconds']:.1f}s."
+        + (
+            f" Our app ran with {', '.join(f'`{k}={v}`' for k, v in run['product_env'].items())}."
+            if run.get("product_env")
+            else ""
+        ),
         "",
-        "| endpoint | req/s | p50 ms | p99 ms | healthz req/s (min-max around it) | ratio (slices) | target | SQL queries/request | |",
+        "| endpoint | req/s | p50 ms | p99 ms | ratio to floor (slices) | goal | ratio to healthz | SQL statements / parses per request | |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for key, label in LABELS.items():
-        result = run.results.get(key)
+        result = run["results"].get(key)
         if result is None:
             lines.append(f"| {label} | - | - | - | - | - | - | - | not run |")
             continue
-        around = run.healthz_around.get(key)
-        around_text = f"{around[0]:.0f}-{around[1]:.0f}" if around else "-"
-        slices = run.slice_ratios.get(key)
-        ratio = run.ratios.get(key)
+        ratio = run["ratios"].get(key)
         goal = TARGETS.get(key)
         verdict = "" if goal is None else ("meets" if ratio is not None and ratio >= goal else "**misses**")
-        queries = run.queries.get(key, {}).get("queries", "-")
+        wire = run["wire"].get(key)
+        wire_text = f"{wire['statements']:.2f} / {wire['parses']:.2f}" if wire else "-"
+        to_healthz = run["ratios_healthz"].get(key)
         lines.append(
-            f"| {label} | {result.rps:.0f} | {result.p50_ms:.2f} | {result.p99_ms:.2f} | {around_text} | "
-            f"{'' if ratio is None else f'{ratio:.2f}'}{' (' + ', '.join(f'{x:.2f}' for x in slices) + ')' if slices else ''} | {'' if goal is None else f'≥ {goal}'} | {queries} | {verdict} |"
+            f"| {label} | {result['rps']:.0f} | {result['p50_ms']:.2f} | {result['p99_ms']:.2f} | "
+            f"{'1.00' if key == 'floor' else '' if ratio is None else f'{ratio:.2f}'}{_fmt_slices(run['slice_ratios'].get(key))} | "
+            f"{'' if goal is None else f'≥ {goal}'} | {'' if to_healthz is None else f'{to_healthz:.2f}'} | {wire_text} | {verdict} |"
         )
-    errors = [(k, r) for k, r in run.results.items() if r.non_2xx or r.socket_errors]
+    errors = [(k, r) for k, r in run["results"].items() if r["non_2xx"] or r["socket_errors"]]
     lines += [
         "",
-        f"Non-2xx / socket errors: {', '.join(f'{k}: {r.non_2xx}/{r.socket_errors}' for k, r in errors) or 'none'}.",
+        "Non-2xx / socket errors: "
+        + (", ".join(f"{k}: {r['non_2xx']}/{r['socket_errors']}" for k, r in errors) or "none")
+        + ".",
     ]
-    if run.webhook_unique:
-        posted = run.results.get("webhook_post")
+    posted = run["results"].get("webhook_post")
+    if run["webhook_unique"] and posted:
         lines.append(
-            f"Webhook: {run.webhook_unique:,} distinct pre-signed bodies (one message id each) cycled by wrk; "
-            f"{posted.requests if posted else 0:,} POSTs counted by wrk, {run.webhook_stored:,} deliveries stored "
+            f"Webhook: {run['webhook_unique']:,} distinct pre-signed bodies (one message id each) cycled by wrk; "
+            f"{posted['requests']:,} POSTs counted by wrk, {run['webhook_stored']:,} deliveries stored "
             + (
                 "(more than counted: the requests in flight when a wrk slice stops are served but not counted), "
                 "so no POST took the dedupe path."
-                if posted is not None and run.webhook_stored >= posted.requests
+                if run["webhook_stored"] >= posted["requests"]
                 else "; the rest took the dedupe path (a replay of a known message id)."
             )
         )
-    previous = _previous(run.clinics)
-    if previous and not smoke:
-        lines += ["", f"## Against the {previous['clinics']:,}-clinic run ({previous['started_at']})", ""]
-        lines += ["| endpoint | ratio then | ratio now | change |", "|---|---:|---:|---:|"]
-        for key in TARGETS:
-            then, now = previous["ratios"].get(key), run.ratios.get(key)
-            if then and now:
-                change = (now - then) / then * 100
-                flag = "" if abs(change) <= 10 else " **>10 %**"
-                lines.append(f"| {key} | {then:.2f} | {now:.2f} | {change:+.1f} %{flag} |")
-        lines.append("")
-        lines.append("Ratios are compared, not absolute req/s: the machine is shared and noisy.")
-    lines += ["", "## SQL per request (in-process, CaptureQueriesContext)", ""]
-    for key, info in run.queries.items():
+    lines += [
+        "",
+        "### SQL per request (in-process, CaptureQueriesContext: what Django sends from our code)",
+        "",
+    ]
+    for key, info in run["queries"].items():
         lines.append(f"- **{key}** ({info['queries']}):")
         lines += [f"  - `{sql}`" for sql in info["sql"]]
-    if run.profiles:
+    if run["profiles"]:
         lines += [
             "",
-            "## Profiles (pyinstrument, 200 requests in-process through the full middleware stack)",
+            "### Profiles (pyinstrument, 200 requests in-process through the full middleware stack)",
             "",
         ]
-        for key, text in run.profiles.items():
-            lines += [f"### {key}", "", "```", text, "```", ""]
-    if run.failures:
-        lines += ["", "## Failures", ""] + [f"```\n{f}\n```" for f in run.failures]
+        for key, text in run["profiles"].items():
+            lines += [f"#### {key}", "", "```", text, "```", ""]
+    if run["failures"]:
+        lines += ["", "### Failures", ""] + [f"```\n{f}\n```" for f in run["failures"]]
+    return lines
+
+
+def write_report(runs: list[dict[str, Any]], smoke: bool) -> Path:
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    counts = "+".join(str(run["clinics"]) for run in runs)
+    stem = f"{runs[0]['started_at'][:10]}-{'smoke' if smoke else counts}"
+    (REPORTS / f"{stem}.json").write_text(json.dumps(runs, indent=2, default=str))
+    first = runs[0]
+    lines = [
+        "# Benchmark: "
+        + " and ".join(f"{run['clinics']:,}" for run in runs)
+        + f" clinics ({first['started_at']})",
+        "",
+        "Two apps on the same machine, the same PostgreSQL and the same gunicorn settings (2 sync workers): "
+        "ours (DEBUG off, CONN_MAX_AGE=600) and the floor app (`bench/floor/`: startproject's middleware, "
+        "persistent connections, one view running `SELECT 1`). "
+        f"wrk -t{first['threads']} -c{first['connections']} on the same 2-core machine. A slice's ratio divides its req/s "
+        "by the mean of the floor (or healthz) slices just before and after it; an endpoint's ratio is the median of "
+        "its slices. req/s is over all slices; p50/p99 are the median slice's. SQL statements are counted at the "
+        "database's door (`bench/pgwire.py`: simple queries plus extended-protocol executes, BEGIN/COMMIT and "
+        "health checks included; parses are statements the server had to parse and plan) over 50 requests after "
+        "10 of warm-up.",
+        "",
+    ]
+    if len(runs) > 1:
+        lines += [
+            "## Ratios to the floor, side by side",
+            "",
+            "| endpoint | goal | "
+            + " | ".join(f"{run['clinics']:,} clinics" for run in runs)
+            + " | change |",
+            "|---|---:|" + "---:|" * len(runs) + "---:|",
+        ]
+        for key in ENDPOINTS:
+            values = [run["ratios"].get(key) for run in runs]
+            change = ""
+            if values[0] and values[-1]:
+                delta = (values[-1] - values[0]) / values[0]
+                change = f"{delta * 100:+.1f} %" + (" **>10 %**" if abs(delta) > SCALE_TOLERANCE else "")
+            lines.append(
+                f"| {LABELS[key]} | ≥ {TARGETS[key]} | "
+                + " | ".join("-" if v is None else f"{v:.2f}" for v in values)
+                + f" | {change} |"
+            )
+        lines += [""]
+    for run in runs:
+        lines += [*_run_section(run), ""]
     path = REPORTS / f"{stem}.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -784,23 +938,38 @@ def write_report(run: Run, smoke: bool) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--clinics", type=int, default=10, help="clinics to seed (default 10)")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
+    parser.add_argument(
+        "--clinics",
+        default="10,100000",
+        help="clinic counts, comma-separated, each run in its own process (default 10,100000)",
+    )
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per endpoint (default 10)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument(
-        "--smoke", action="store_true", help="20 clinics, 3-second runs, no profiles: under ~60 s"
+        "--smoke", action="store_true", help="20 clinics, 3-second runs, no profiles: about a minute"
     )
     parser.add_argument(
         "--profile-all", action="store_true", help="profile every endpoint, not only the ones that miss"
     )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an environment variable for our app only (to measure a variant; repeatable)",
+    )
+    parser.add_argument("--json-out", help=argparse.SUPPRESS)  # one count's run, for the parent process
     args = parser.parse_args(argv)
+    counts = [int(c) for c in str(args.clinics).split(",") if c.strip()]
     if args.smoke:
-        args.clinics = min(args.clinics, 20)
+        counts = [min(counts[0], 20)]
         args.duration = 3.0
     if not Path(WRK).exists():
         log("wrk is not installed (apt-get install -y wrk)")
         return 2
+    if any("=" not in item for item in args.env):
+        parser.error("--env takes KEY=VALUE")
 
     def terminate(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt  # so the finally clauses stop the servers and drop the database
@@ -808,14 +977,38 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGINT, terminate)
     started = time.monotonic()
-    run = execute(args)
-    path = write_report(run, args.smoke)
+    if args.json_out:
+        single = execute(args, counts[0])
+        Path(args.json_out).write_text(json.dumps(asdict(single), default=str))
+        return 1 if single.failures else 0
+    # Each count in its own process: Django is set up once per process, on one database.
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="clinics-bench-runs-") as tmp:
+        for count in counts:
+            out = Path(tmp) / f"{count}.json"
+            given = list(argv if argv is not None else sys.argv[1:])
+            child_args = [*given, "--clinics", str(count), "--json-out", str(out)]
+            subprocess.run([PYTHON, "-m", "bench", *child_args], cwd=ROOT, check=False)
+            if out.exists():
+                runs.append(json.loads(out.read_text()))
+            else:
+                runs.append(
+                    asdict(
+                        Run(count, args.duration, args.connections, args.threads, "", failures=["no result"])
+                    )
+                )
+    path = write_report(runs, args.smoke)
     log(f"report: {path} ({time.monotonic() - started:.0f}s)")
-    if run.failures:
-        for failure in run.failures:
-            log("FAILED: " + failure.splitlines()[0] if failure else "FAILED")
-        return 1
-    for key, goal in TARGETS.items():
-        ratio = run.ratios.get(key, 0.0)
-        log(f"{key}: ratio {ratio:.2f} (target {goal}) {'ok' if ratio >= goal else 'MISSES'}")
-    return 0
+    failed = False
+    for run in runs:
+        for failure in run["failures"]:
+            failed = True
+            log(f"FAILED ({run['clinics']:,} clinics): " + (failure.splitlines()[0] if failure else ""))
+    for run in runs:
+        for key, goal in TARGETS.items():
+            ratio = run["ratios"].get(key, 0.0)
+            log(
+                f"{run['clinics']:,} clinics, {key}: {ratio:.2f} of the floor (goal {goal}) "
+                f"{'ok' if ratio >= goal else 'MISSES'}"
+            )
+    return 1 if failed else 0

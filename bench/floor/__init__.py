@@ -1,0 +1,1 @@
+"""The floor: a reference app that is not ours to tune (see settings.py)."""
