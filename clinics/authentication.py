@@ -13,8 +13,9 @@ from .models import ApiToken, User
 class ApiTokenAuthentication(BaseAuthentication):
     """`Authorization: Token <key>` or `Authorization: Bearer <key>`, until API_TOKEN_TTL_DAYS after issue.
 
-    One query loads the token, its user, the clinic and its WhatsApp state, so a
-    settings read needs no other query.
+    One query loads what authentication and permissions need: the token, its user
+    and the user's clinic. The clinic's WhatsApp state (and its encrypted secrets)
+    is loaded only by the endpoints that read it.
     """
 
     keywords = (b"token", b"bearer")
@@ -32,10 +33,8 @@ class ApiTokenAuthentication(BaseAuthentication):
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed(_("Invalid token.")) from None
         try:
-            # The one query of every token-authenticated request: token, user, clinic and its WhatsApp state.
-            token = ApiToken.objects.select_related("user__clinic__whatsapp").get(
-                digest=ApiToken.hash_key(key)
-            )
+            # The one query of every token-authenticated request: token, user and clinic.
+            token = ApiToken.objects.select_related("user__clinic").get(digest=ApiToken.hash_key(key))
         except ApiToken.DoesNotExist:
             raise exceptions.AuthenticationFailed(
                 _("Invalid token. Sign in again to get a new one.")

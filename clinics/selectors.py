@@ -12,24 +12,23 @@ from .models import ApiToken, Clinic, User
 
 
 def clinic_for_user(user: User | AnonymousUser) -> Clinic | None:
-    """The clinic the user belongs to, with its WhatsApp state, or None."""
+    """The clinic the user belongs to, or None.
+
+    Token authentication loads it with the token and the user; a session's user
+    loads it here, in one query. Its WhatsApp state is not loaded: only what reads
+    it asks for it (`whatsapp_account_of`), so a request that never touches the
+    connection never loads its secrets.
+    """
     if not isinstance(user, User) or user.clinic_id is None:
         return None
-    # Token authentication has already joined the clinic and its WhatsApp state.
-    if User.clinic.is_cached(user):
-        clinic = user.clinic
-    else:
-        found = Clinic.objects.select_related("whatsapp").filter(pk=user.clinic_id).first()
-        if found is None:
-            return None
-        user.clinic = clinic = found
-    if clinic is not None:
-        whatsapp_account_of(clinic)
-    return clinic
+    return user.clinic
 
 
 def whatsapp_account_of(clinic: Clinic) -> WhatsAppAccount:
-    """The clinic's WhatsApp state (cached on the clinic as `clinic.whatsapp`)."""
+    """The clinic's WhatsApp state: one query the first time, then cached on the clinic as `clinic.whatsapp`.
+
+    Its secrets stay ciphertext until read (EncryptedTextField decrypts on first access).
+    """
     try:
         return clinic.whatsapp
     except WhatsAppAccount.DoesNotExist:

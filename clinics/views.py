@@ -49,7 +49,7 @@ from . import services
 from .forms import BotForm, ClinicProfileForm, EmailAuthenticationForm, RevokeTokensForm
 from .models import Clinic
 from .permissions import ClinicAccessDenied, clinic_for_admin, clinic_for_member
-from .selectors import api_tokens_of
+from .selectors import api_tokens_of, whatsapp_account_of
 from .simulated_meta import simulated_code, simulated_numbers
 
 # Register/deregister budget is worth showing once it gets low or the number is in flux.
@@ -77,6 +77,7 @@ def clinic_admin_action(view: View) -> View:
             clinic = clinic_for_admin(request.user)
         except ClinicAccessDenied as denied:
             raise PermissionDenied(denied.message) from None
+        whatsapp_account_of(clinic)  # every action and the page it renders read the connection
         return view(request, clinic, *args, **kwargs)
 
     return wrapper
@@ -177,6 +178,7 @@ def settings_page(request: HttpRequest) -> HttpResponse:
         clinic = clinic_for_member(request.user)
     except ClinicAccessDenied as denied:
         return render(request, "clinics/no_clinic.html", {"problem": denied.message}, status=403)
+    whatsapp_account_of(clinic)
     return render_settings(request, clinic)
 
 

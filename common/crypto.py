@@ -172,6 +172,21 @@ class Keyring:
         return plain.decode("utf-8")
 
     @staticmethod
+    def seals_empty_text(stored: str) -> bool:
+        """Whether `stored` is the ciphertext of "" (AES-GCM keeps the length), without a key.
+
+        Ciphertext already shows the secret's length to anyone who reads the column,
+        so this tells nothing more; it lets "is a secret set?" skip a decryption.
+        """
+        parts = stored.split(":", 3)
+        if len(parts) != 4 or parts[0] != PREFIX:
+            return False
+        try:
+            return len(_b64decode(parts[3])) == NONCE_BYTES + TAG_BYTES
+        except (binascii.Error, ValueError):
+            return False
+
+    @staticmethod
     def kid_of(stored: str) -> str | None:
         parts = stored.split(":", 3)
         if len(parts) == 4 and parts[0] == PREFIX:

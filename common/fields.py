@@ -20,7 +20,7 @@ from django.core.exceptions import FieldError
 from django.db import models
 from django.db.models.query_utils import DeferredAttribute
 
-from .crypto import DecryptionError, get_keyring
+from .crypto import DecryptionError, Keyring, get_keyring
 
 
 class Ciphertext(str):
@@ -139,6 +139,15 @@ class EncryptedTextField(models.TextField):
     def bound_row_id(self, instance: models.Model) -> str:
         bound = instance.__dict__.get(self.bound_attname)
         return str(instance.pk if bound is None else bound)
+
+    def is_set(self, instance: models.Model) -> bool:
+        """Whether the instance holds a non-empty secret, without decrypting one still as loaded."""
+        if self.attname not in instance.__dict__:  # deferred: load it (and decrypt) as a read would
+            return bool(getattr(instance, self.attname))
+        value = instance.__dict__[self.attname]
+        if isinstance(value, Ciphertext):
+            return not Keyring.seals_empty_text(value)
+        return bool(value)
 
     def decrypt_for(self, instance: models.Model, stored: str, *, row_id: str | None = None) -> str:
         row_id = str(instance.pk) if row_id is None else row_id

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from typing import cast
 
 from django.db import models
 from django.urls import reverse
@@ -13,6 +14,11 @@ from common.masking import mask_secret
 
 from .details import Detail
 from .meta_errors import PIN_MISMATCH
+
+
+def _encrypted_field(instance: models.Model, name: str) -> EncryptedTextField:
+    return cast(EncryptedTextField, instance._meta.get_field(name))
+
 
 # The clinic is named, never imported: whatsapp knows nothing of the product above it.
 CLINIC_MODEL = "clinics.Clinic"
@@ -102,7 +108,8 @@ class WhatsAppAccount(models.Model):
 
     @property
     def has_access_token(self) -> bool:
-        return bool(self.access_token)
+        # Without decrypting it: a status poll reads no secret (bench/reports/2026-12-01-issue13.md).
+        return _encrypted_field(self, "access_token").is_set(self)
 
     @property
     def webhook_path(self) -> str:
@@ -133,7 +140,7 @@ class WhatsAppAccount(models.Model):
 
     @property
     def may_check_connection(self) -> bool:
-        return bool(self.phone_number_id and self.access_token)
+        return bool(self.phone_number_id) and self.has_access_token
 
     @property
     def needs_existing_pin(self) -> bool:

@@ -17,6 +17,7 @@ from rest_framework import serializers
 from clinics import validators
 from clinics.models import Clinic, canonical_email
 from common.api.fields import NormalizedCharField, StrictBooleanField
+from common.api.serializers import PrebuiltFieldsSerializer
 from common.api.shapes import OutputField, OutputShape, utc_iso
 from whatsapp import validators as whatsapp_validators
 from whatsapp.models import WhatsAppStatus
@@ -32,7 +33,7 @@ def _clinic_text(name: str, *, max_length: int, optional: bool = False) -> Norma
     )
 
 
-class ClinicProfileInputSerializer(serializers.Serializer):
+class ClinicProfileInputSerializer(PrebuiltFieldsSerializer):
     """Fields of PUT/PATCH /api/clinics/me/; every one optional, unknown keys ignored."""
 
     name = _clinic_text("name", max_length=validators.NAME_MAX_LENGTH)

@@ -22,11 +22,13 @@ from rest_framework.views import APIView
 from clinics import services
 from clinics.models import ApiToken, Clinic
 from clinics.permissions import IsClinicAdmin, IsClinicMember
+from clinics.selectors import whatsapp_account_of
 from common.api.fields import error_names
 from common.api.views import NoStoreMixin
 from whatsapp import health as whatsapp_health
 from whatsapp import services as whatsapp_services
 from whatsapp.health_serializers import HEALTH_SHAPE
+from whatsapp.models import WhatsAppAccount
 from whatsapp.serializers import (
     CONFIGURE_SHAPE,
     ERROR_SHAPE,
@@ -73,12 +75,18 @@ class ClinicScopedMixin(NoStoreMixin):
     def clinic(self) -> Clinic:
         return self.request.clinic  # type: ignore[attr-defined]
 
+    @property
+    def whatsapp(self) -> WhatsAppAccount:
+        """The caller's clinic's WhatsApp state, loaded (one query) only by the endpoints that read it."""
+        return whatsapp_account_of(self.clinic)
+
 
 class ClinicSettingsView(ClinicScopedMixin, APIView):
     service_error_names = error_names(ClinicSettingsInputSerializer)
 
     @extend_schema(responses=SETTINGS_SHAPE.serializer, summary="Read the clinic's settings")
     def get(self, request: Request) -> Response:
+        whatsapp_account_of(self.clinic)  # the body shows the connection
         return Response(SETTINGS_SHAPE.render(self.clinic))
 
     @extend_schema(
@@ -92,6 +100,7 @@ class ClinicSettingsView(ClinicScopedMixin, APIView):
         data = dict(serializer.validated_data)
         credentials = data.pop("whatsapp", None)
         clinic = services.clinic_update_settings(clinic=self.clinic, data=data, credentials=credentials)
+        whatsapp_account_of(clinic)  # the body shows the connection
         return Response(SETTINGS_SHAPE.render(clinic))
 
     @extend_schema(
@@ -106,6 +115,7 @@ class ClinicSettingsView(ClinicScopedMixin, APIView):
 class ClinicProfileView(ClinicScopedMixin, APIView):
     @extend_schema(responses=PROFILE_SHAPE.serializer, summary="Read the clinic's profile")
     def get(self, request: Request) -> Response:
+        whatsapp_account_of(self.clinic)  # the body shows the number's Meta ids
         return Response(PROFILE_SHAPE.render(self.clinic))
 
     @extend_schema(
@@ -117,6 +127,7 @@ class ClinicProfileView(ClinicScopedMixin, APIView):
         serializer = ClinicProfileInputSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         clinic = services.clinic_update_profile(clinic=self.clinic, data=serializer.validated_data)
+        whatsapp_account_of(clinic)  # the body shows the number's Meta ids
         return Response(PROFILE_SHAPE.render(clinic))
 
     @extend_schema(
@@ -200,6 +211,11 @@ class WhatsAppViewSet(NoStoreMixin, viewsets.ViewSet):
         return self.request.clinic  # type: ignore[attr-defined]
 
     @property
+    def whatsapp(self) -> WhatsAppAccount:
+        """The caller's clinic's WhatsApp state, loaded (one query) only by the endpoints that read it."""
+        return whatsapp_account_of(self.clinic)
+
+    @property
     def service_error_names(self) -> dict[str, str]:
         serializer_class = self.input_serializers.get(self.action or "")
         return error_names(serializer_class) if serializer_class else {}
@@ -215,9 +231,7 @@ class WhatsAppViewSet(NoStoreMixin, viewsets.ViewSet):
         summary="Save the Meta Cloud API credentials and check them with Meta",
     )
     def configure(self, request: Request) -> Response:
-        account = whatsapp_services.whatsapp_configure(
-            account=self.clinic.whatsapp, **self._validated(request)
-        )
+        account = whatsapp_services.whatsapp_configure(account=self.whatsapp, **self._validated(request))
         return Response(configure_body(account))
 
     @extend_schema(
@@ -227,7 +241,7 @@ class WhatsAppViewSet(NoStoreMixin, viewsets.ViewSet):
     )
     def register(self, request: Request) -> Response:
         account = whatsapp_services.whatsapp_register_number(
-            account=self.clinic.whatsapp,
+            account=self.whatsapp,
             verified_name=self.clinic.name,
             language=translation.get_language() or "es",
             **self._validated(request),
@@ -240,9 +254,7 @@ class WhatsAppViewSet(NoStoreMixin, viewsets.ViewSet):
         summary="Submit the code Meta sent; registers the number",
     )
     def verify(self, request: Request) -> Response:
-        account = whatsapp_services.whatsapp_verify_code(
-            account=self.clinic.whatsapp, **self._validated(request)
-        )
+        account = whatsapp_services.whatsapp_verify_code(account=self.whatsapp, **self._validated(request))
         return Response(STATUS_ONLY_SHAPE.render(account))
 
     @extend_schema(
@@ -251,12 +263,12 @@ class WhatsAppViewSet(NoStoreMixin, viewsets.ViewSet):
         summary="Send the number's existing two-step PIN (after Meta's 133005), or change an active number's PIN",
     )
     def pin(self, request: Request) -> Response:
-        account = whatsapp_services.whatsapp_set_pin(account=self.clinic.whatsapp, **self._validated(request))
+        account = whatsapp_services.whatsapp_set_pin(account=self.whatsapp, **self._validated(request))
         return Response(PIN_SHAPE.render(account))
 
     @extend_schema(responses={200: STATUS_SHAPE.serializer}, summary="Poll the connection status")
     def status(self, request: Request) -> Response:
-        return Response(status_body(whatsapp_services.whatsapp_refresh_status(account=self.clinic.whatsapp)))
+        return Response(status_body(whatsapp_services.whatsapp_refresh_status(account=self.whatsapp)))
 
     @extend_schema(
         request=None,
@@ -272,7 +284,7 @@ class WhatsAppViewSet(NoStoreMixin, viewsets.ViewSet):
         summary="Read the last health check of the WhatsApp connection",
     )
     def health(self, request: Request) -> Response:
-        return Response(HEALTH_SHAPE.render(whatsapp_health.whatsapp_health_of(account=self.clinic.whatsapp)))
+        return Response(HEALTH_SHAPE.render(whatsapp_health.whatsapp_health_of(account=self.whatsapp)))
 
     @extend_schema(
         request=None,
@@ -280,5 +292,5 @@ class WhatsAppViewSet(NoStoreMixin, viewsets.ViewSet):
         summary="Run the health checks now (at most once a minute per clinic)",
     )
     def check_health(self, request: Request) -> Response:
-        health = whatsapp_health.whatsapp_health_run_now(account=self.clinic.whatsapp)
+        health = whatsapp_health.whatsapp_health_run_now(account=self.whatsapp)
         return Response(HEALTH_SHAPE.render(health))

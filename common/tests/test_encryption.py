@@ -429,8 +429,11 @@ def test_it_never_returns_the_ciphertext_as_the_value(account):
             loaded.access_token  # noqa: B018
     with pytest.raises(TamperedCiphertextError):
         loaded.masked_access_token  # noqa: B018
+    # "Is a token stored?" reads no plaintext, so it does not decrypt (a status poll decrypts
+    # nothing); the first use of the token fails as above.
+    assert loaded.has_access_token is True
     with pytest.raises(TamperedCiphertextError):
-        loaded.has_access_token  # noqa: B018
+        loaded.access_token  # noqa: B018
     # The other, intact secrets of the row are still readable.
     assert loaded.verify_token and not loaded.verify_token.startswith("enc:")
     # Ciphertext itself never shows its content in a repr.
@@ -685,3 +688,31 @@ def test_it_round_trips_any_text_bound_to_row_and_column(account, other_account,
         _fresh(account).app_secret  # noqa: B018
     with pytest.raises(InvalidTag):
         ref_decrypt(stored, key=keyring_entry("test2"), label=LABEL, row_id=str(other_account.pk))
+
+
+def test_it_tells_whether_a_secret_is_set_without_decrypting(account, monkeypatch):
+    account.access_token = ""
+    account.app_secret = None
+    account.save()
+    loaded = _fresh(account)
+    assert isinstance(loaded.__dict__["access_token"], Ciphertext)  # "" is encrypted like any text
+    decrypted: list[str] = []
+    original = Keyring.decrypt
+
+    def counting(self, stored, *, label, row_id):
+        decrypted.append(label)
+        return original(self, stored, label=label, row_id=row_id)
+
+    monkeypatch.setattr(Keyring, "decrypt", counting)
+
+    def is_set(name: str) -> bool:
+        field = WhatsAppAccount._meta.get_field(name)
+        assert isinstance(field, EncryptedTextField)
+        return field.is_set(loaded)
+
+    assert (is_set("access_token"), is_set("app_secret"), is_set("verify_token")) == (False, False, True)
+    assert loaded.has_access_token is False
+    assert decrypted == []
+    # Once read, the answer comes from the plaintext.
+    assert loaded.verify_token and is_set("verify_token")
+    assert decrypted == ["whatsapp.whatsappaccount.verify_token"]

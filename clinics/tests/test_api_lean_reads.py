@@ -1,0 +1,106 @@
+"""What a token-authenticated read loads and decrypts (issue 13).
+
+Authentication loads the token, its user and the clinic in one query; the
+clinic's WhatsApp state, and its secrets, are loaded only by the endpoints that
+read it, and a secret is decrypted only when the answer shows it.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.utils import timezone
+
+from clinics.models import ApiToken
+from common.crypto import Keyring
+from common.masking import mask_secret
+from whatsapp.models import WhatsAppStatus
+
+from .factories import LONG_TOKEN, PROFILE_URL, SETTINGS_URL, fill_clinic, set_whatsapp
+
+STATUS_URL = "/api/clinics/whatsapp/status/"
+WHATSAPP_TABLE = "whatsapp_whatsappaccount"
+
+
+@pytest.fixture
+def decrypted(monkeypatch):
+    """The labels of every secret decrypted while the test runs (the real decryption still happens)."""
+    labels: list[str] = []
+    original = Keyring.decrypt
+
+    def counting(self, stored, *, label, row_id):
+        labels.append(label.rsplit(".", 1)[-1])
+        return original(self, stored, label=label, row_id=row_id)
+
+    monkeypatch.setattr(Keyring, "decrypt", counting)
+    return labels
+
+
+@pytest.fixture
+def connected(clinic):
+    fill_clinic(clinic)
+    set_whatsapp(
+        clinic,
+        status=WhatsAppStatus.ACTIVE,
+        number="+50377654321",
+        app_secret="app-secret-of-the-clinic",
+        registration_pin="123456",
+        status_checked_at=timezone.now(),
+        subscribed_at=timezone.now(),
+    )
+    return clinic
+
+
+@pytest.fixture
+def token_client(api_client, clinic_admin, connected):
+    client = api_client(clinic_admin)
+    client.get(PROFILE_URL)  # a token's use is written at most once a minute: this request wrote it
+    return client
+
+
+def test_a_profile_read_loads_the_connection_but_decrypts_nothing(
+    token_client, django_assert_num_queries, decrypted
+):
+    with django_assert_num_queries(2) as captured:
+        response = token_client.get(PROFILE_URL)
+
+    assert response.status_code == 200
+    assert response.json()["whatsapp_phone_number_id"] == "123456789"
+    authentication, connection = captured.captured_queries
+    assert '"clinics_apitoken"' in authentication["sql"] and '"clinics_clinic"' in authentication["sql"]
+    assert WHATSAPP_TABLE not in authentication["sql"]
+    assert WHATSAPP_TABLE in connection["sql"]
+    # The body shows the number's Meta ids, none of its secrets.
+    assert decrypted == []
+
+
+def test_a_settings_read_loads_the_connection_and_decrypts_only_what_it_shows(
+    token_client, django_assert_num_queries, decrypted
+):
+    with django_assert_num_queries(2) as captured:
+        response = token_client.get(SETTINGS_URL)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["whatsapp_access_token"] == mask_secret(LONG_TOKEN)
+    assert body["whatsapp_verify_token"] == "verify_abc123"
+    authentication, connection = captured.captured_queries
+    assert WHATSAPP_TABLE not in authentication["sql"]
+    assert WHATSAPP_TABLE in connection["sql"]
+    # The token is decrypted to be masked, the verify token is shown; the app secret and PIN are not read.
+    assert sorted(decrypted) == ["access_token", "verify_token"]
+
+
+def test_a_status_poll_decrypts_nothing(token_client, django_assert_num_queries, decrypted):
+    with django_assert_num_queries(2):
+        response = token_client.get(STATUS_URL)
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "active"
+    assert decrypted == []
+
+
+def test_a_revoked_token_is_refused_on_the_next_request(token_client, clinic_admin):
+    assert token_client.get(STATUS_URL).status_code == 200
+    ApiToken.objects.filter(user=clinic_admin).delete()
+
+    assert token_client.get(STATUS_URL).status_code == 401
