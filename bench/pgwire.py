@@ -4,8 +4,8 @@ Counting inside Django (CaptureQueriesContext) misses what Django sends on its o
 such as the `SELECT 1` of CONN_HEALTH_CHECKS, and cannot tell a prepared statement
 from a parsed one. The relay sees every message the server sees. In PostgreSQL's
 frontend protocol a statement runs either as a simple query ('Q') or as an extended
-query's Execute ('E'); Parse ('P') is the server parsing (and planning) SQL text,
-which a prepared statement skips. BEGIN and COMMIT count: the server runs them too.
+query's Execute ('E'). The server parses and plans the SQL text of every simple
+query and of every Parse ('P'); a prepared statement runs with Bind and Execute alone. BEGIN and COMMIT count: the server runs them too.
 
 The relay needs an unencrypted stream: the database URL it serves says sslmode=disable.
 """
@@ -39,7 +39,11 @@ class WireCounter:
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
-            return {"statements": self.counts["Q"] + self.counts["E"], "parses": self.counts["P"]}
+            # A simple query is always parsed and planned; an extended one only when it comes with a Parse.
+            return {
+                "statements": self.counts["Q"] + self.counts["E"],
+                "parses": self.counts["Q"] + self.counts["P"],
+            }
 
     def close(self) -> None:
         self._closed = True

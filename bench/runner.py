@@ -988,7 +988,14 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(tmp) / f"{count}.json"
             given = list(argv if argv is not None else sys.argv[1:])
             child_args = [*given, "--clinics", str(count), "--json-out", str(out)]
-            subprocess.run([PYTHON, "-m", "bench", *child_args], cwd=ROOT, check=False)
+            child = subprocess.Popen([PYTHON, "-m", "bench", *child_args], cwd=ROOT)
+            try:
+                child.wait()
+            except KeyboardInterrupt:
+                # Let the child stop its servers and drop its database (subprocess.run would SIGKILL it).
+                child.terminate()
+                child.wait(timeout=120)
+                raise
             if out.exists():
                 runs.append(json.loads(out.read_text()))
             else:

@@ -15,10 +15,12 @@ class ApiTokenAuthentication(BaseAuthentication):
 
     One query loads what authentication and permissions need: the token, its user
     and the user's clinic. The clinic's WhatsApp state (and its encrypted secrets)
-    is loaded only by the endpoints that read it.
+    is loaded only by the endpoints that read it (ConnectionReaderTokenAuthentication).
     """
 
     keywords = (b"token", b"bearer")
+    # The relations the token's one query joins.
+    loads = "user__clinic"
 
     def authenticate(self, request: Request) -> tuple[User, ApiToken] | None:
         parts = get_authorization_header(request).split()
@@ -33,8 +35,8 @@ class ApiTokenAuthentication(BaseAuthentication):
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed(_("Invalid token.")) from None
         try:
-            # The one query of every token-authenticated request: token, user and clinic.
-            token = ApiToken.objects.select_related("user__clinic").get(digest=ApiToken.hash_key(key))
+            # The one query of every token-authenticated request: token, user and clinic (and what `loads` adds).
+            token = ApiToken.objects.select_related(self.loads).get(digest=ApiToken.hash_key(key))
         except ApiToken.DoesNotExist:
             raise exceptions.AuthenticationFailed(
                 _("Invalid token. Sign in again to get a new one.")
@@ -51,3 +53,14 @@ class ApiTokenAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return 'Token realm="api"'
+
+
+class ConnectionReaderTokenAuthentication(ApiTokenAuthentication):
+    """For the endpoints whose answer shows the clinic's WhatsApp connection: its row joins the token's query.
+
+    Measured (bench/reports/2026-12-01-issue13.md): one joined query costs less than the
+    token's query plus a second one for the connection. The secrets come as ciphertext and
+    are decrypted only when the endpoint reads one: a status poll decrypts nothing.
+    """
+
+    loads = "user__clinic__whatsapp"

@@ -36,8 +36,10 @@ def _forbidden(reason: str) -> HttpResponse:
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
 def webhook(request: HttpRequest, clinic_id: UUID) -> HttpResponse:
-    account = WhatsAppAccount.objects.filter(clinic_id=clinic_id).first()
-    if account is None:
+    try:
+        # get(), not first(): clinic_id is unique, and first() would add an ORDER BY to every delivery.
+        account = WhatsAppAccount.objects.get(clinic_id=clinic_id)
+    except WhatsAppAccount.DoesNotExist:
         return HttpResponse("Unknown webhook.", status=404, content_type="text/plain")
     if request.method == "GET":
         return _handshake(request, account)

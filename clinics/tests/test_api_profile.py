@@ -392,17 +392,17 @@ def test_it_changes_only_the_callers_clinic(api_client, other_clinic_admin, clin
     }
 
 
-# --- query ceilings (measured: GET 2, PATCH 5) --------------------------------------------
+# --- query ceilings (measured: GET 1, PATCH 5) --------------------------------------------
 
 
 @pytest.mark.parametrize("keyword", ["Token", "Bearer"])
-def test_it_reads_in_two_queries(api_client, clinic_admin, clinic, django_assert_num_queries, keyword):
+def test_it_reads_in_one_query(api_client, clinic_admin, clinic, django_assert_num_queries, keyword):
     client = api_client(clinic_admin, keyword=keyword)
     # A token's use is written at most once a minute: this first request wrote it.
     client.get(PROFILE_URL)
 
-    # token+user+clinic, then the WhatsApp state the body shows (test_api_lean_reads.py)
-    with django_assert_num_queries(2):
+    # token+user+clinic+the WhatsApp state the body shows (test_api_lean_reads.py)
+    with django_assert_num_queries(1):
         response = client.get(PROFILE_URL)
 
     assert response.status_code == 200
@@ -413,7 +413,7 @@ def test_it_writes_in_few_queries(api_client, clinic_admin, clinic, django_asser
     # A token's use is written at most once a minute: this first request wrote it.
     client.get(PROFILE_URL)
 
-    # token+user+clinic, savepoint, locked read, update, release, whatsapp for the output
+    # token+user+clinic+whatsapp, savepoint, locked read, update, release
     with django_assert_max_num_queries(5):
         response = client.patch(PROFILE_URL, {"name": "Nueva", "city": "Santa Ana"}, format="json")
 
