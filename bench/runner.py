@@ -134,11 +134,11 @@ class Proc:
             return ""
 
 
-def start(name: str, argv: list[str], env: dict[str, str], workdir: Path) -> Proc:
+def start(name: str, argv: list[str], env: dict[str, str], workdir: Path, cwd: Path = ROOT) -> Proc:
     log_path = workdir / f"{name}.log"
     with open(log_path, "wb") as out:
         popen = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     return Proc(name, popen, log_path)
 
@@ -490,57 +490,70 @@ def _http_request(session: Any, origin: str, key: str, target: Target, n: int, t
     raise KeyError(key)
 
 
-def count_at_database(
-    target: Target, env: dict[str, str], floor_env: dict[str, str], workdir: Path, requests_each: int = 50
-) -> dict[str, dict[str, float]]:
-    """Statements and parses per request, seen by a relay in front of PostgreSQL.
+@dataclass
+class App:
+    """A gunicorn-served app of the run: ours, the floor, or a baseline checkout of ours."""
 
-    Our app and the floor app each run as one gunicorn worker whose database URL points
-    at the relay; a warm-up (so prepared statements reach their threshold) comes first.
+    name: str
+    module: str
+    cwd: Path
+    env: dict[str, str]
+    database_variable: str
+    keys: tuple[str, ...]
+
+    @property
+    def ready_path(self) -> str:
+        return "/floor/" if self.keys == ("floor",) else "/healthz/"
+
+
+def count_at_database(
+    target: Target, apps: list[App], workdir: Path, requests_each: int = 50
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Per app and key: statements and parses per request, seen by a relay in front of PostgreSQL.
+
+    Each app runs as one gunicorn worker whose database URL points at the relay; a
+    warm-up (so prepared statements reach their threshold) comes first.
     """
     import requests
 
     from bench.pgwire import WireCounter
 
-    parts = urlsplit(env["DATABASE_URL"])
+    parts = urlsplit(apps[0].env[apps[0].database_variable])
     relay = WireCounter(parts.hostname or "127.0.0.1", parts.port or 5432)
     relayed = parts._replace(
         netloc=f"{parts.username or 'postgres'}@127.0.0.1:{relay.port}", query="sslmode=disable"
     ).geturl()
-    port, floor_port = free_port(), free_port()
-    procs = [
-        start(
-            "gunicorn-counted",
-            gunicorn_argv("clinics_project.wsgi", port, 1),
-            {**env, "DATABASE_URL": relayed},
-            workdir,
-        ),
-        start(
-            "floor-counted",
-            gunicorn_argv("bench.floor.wsgi", floor_port, 1),
-            {**floor_env, "FLOOR_DATABASE_URL": relayed},
-            workdir,
-        ),
-    ]
-    counts: dict[str, dict[str, float]] = {}
+    counts: dict[str, dict[str, dict[str, float]]] = {}
+    tag = secrets.token_hex(3)
     try:
-        wait_http(f"http://127.0.0.1:{port}/healthz/", procs[0])
-        wait_http(f"http://127.0.0.1:{floor_port}/floor/", procs[1])
-        tag = secrets.token_hex(3)
-        with requests.Session() as session:
-            for key in ("floor", "healthz", *ENDPOINTS):
-                origin = f"http://127.0.0.1:{floor_port if key == 'floor' else port}"
-                refresh_target(target)
-                for n in range(10):
-                    _http_request(session, origin, key, target, n, tag).raise_for_status()
-                before = relay.snapshot()
-                for n in range(10, 10 + requests_each):
-                    _http_request(session, origin, key, target, n, tag).raise_for_status()
-                after = relay.snapshot()
-                counts[key] = {name: (after[name] - before[name]) / requests_each for name in after}
+        for app in apps:
+            port = free_port()
+            proc = start(
+                f"{app.name}-counted",
+                gunicorn_argv(app.module, port, 1),
+                {**app.env, app.database_variable: relayed},
+                workdir,
+                cwd=app.cwd,
+            )
+            try:
+                origin = f"http://127.0.0.1:{port}"
+                wait_http(origin + app.ready_path, proc)
+                counts[app.name] = {}
+                with requests.Session() as session:
+                    for key in app.keys:
+                        refresh_target(target)
+                        for n in range(10):
+                            _http_request(session, origin, key, target, n, app.name + tag).raise_for_status()
+                        before = relay.snapshot()
+                        for n in range(10, 10 + requests_each):
+                            _http_request(session, origin, key, target, n, app.name + tag).raise_for_status()
+                        after = relay.snapshot()
+                        counts[app.name][key] = {
+                            name: (after[name] - before[name]) / requests_each for name in after
+                        }
+            finally:
+                proc.stop()
     finally:
-        for proc in procs:
-            proc.stop()
         relay.close()
     return counts
 
@@ -556,6 +569,12 @@ class Run:
     threads: int
     started_at: str
     product_env: dict[str, str] = field(default_factory=dict)
+    # --baseline: another checkout of ours (its commit), run beside ours against the same floor slices.
+    baseline: str = ""
+    baseline_wire: dict[str, dict[str, float]] = field(default_factory=dict)
+    baseline_results: dict[str, WrkResult] = field(default_factory=dict)
+    baseline_slice_ratios: dict[str, list[float]] = field(default_factory=dict)
+    baseline_ratios: dict[str, float] = field(default_factory=dict)
     seed_seconds: float = 0.0
     queries: dict[str, Any] = field(default_factory=dict)
     wire: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -600,6 +619,28 @@ def gunicorn_argv(module: str, port: int, workers: int = 2) -> list[str]:
     ]
 
 
+def _describe_checkout(path: Path) -> str:
+    """The baseline's commit and subject, as the report names it."""
+    described = subprocess.run(
+        ["git", "-C", str(path), "log", "-1", "--format=%h %s"], capture_output=True, text=True, check=False
+    )
+    return described.stdout.strip() or str(path)
+
+
+def _check_baseline_schema(path: Path, env: dict[str, str]) -> None:
+    """The baseline shares our database: it must need no migration that ours did not apply."""
+    checked = subprocess.run(
+        [PYTHON, "manage.py", "migrate", "--check"],
+        cwd=path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if checked.returncode != 0:
+        raise RuntimeError(f"the baseline at {path} needs another database schema:\n{checked.stdout[-1500:]}")
+
+
 def _ratios(part: WrkResult, before: WrkResult, after: WrkResult) -> float:
     base = (before.rps + after.rps) / 2
     return part.rps / base if base else 0.0
@@ -622,7 +663,8 @@ def execute(args: argparse.Namespace, clinics: int) -> Run:
     base_env = {
         k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CACHE_URL", "META_APP_SECRET")
     }
-    env = {
+    # Ours and the baseline run with these; `--env` is for ours alone.
+    shared_env = {
         **base_env,
         "DJANGO_SETTINGS_MODULE": "clinics_project.settings",
         "DEBUG": "false",
@@ -636,8 +678,8 @@ def execute(args: argparse.Namespace, clinics: int) -> Run:
         "META_GRAPH_ALLOW_ANY_HOST": "true",
         "LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
-        **product_env,
     }
+    env = {**shared_env, **product_env}
     floor_env = {**base_env, "DJANGO_SETTINGS_MODULE": "bench.floor.settings", "FLOOR_DATABASE_URL": db.url}
     log(f"{clinics:,} clinics: database {db.name}, workdir {workdir}")
     db.create()
@@ -657,9 +699,25 @@ def execute(args: argparse.Namespace, clinics: int) -> Run:
         for key, info in run.queries.items():
             if info["status"] != 200:
                 run.failures.append(f"in-process {key} answered {info['status']}")
-        run.wire = count_at_database(target, env, floor_env, workdir)
-        for key, wire in run.wire.items():
-            log(f"{key}: {wire['statements']:.2f} statements, {wire['parses']:.2f} parses per request")
+        apps = [
+            App("ours", "clinics_project.wsgi", ROOT, env, "DATABASE_URL", ("healthz", *ENDPOINTS)),
+            App("floor", "bench.floor.wsgi", ROOT, floor_env, "FLOOR_DATABASE_URL", ("floor",)),
+        ]
+        baseline_dir = Path(args.baseline).resolve() if args.baseline else None
+        if baseline_dir is not None:
+            run.baseline = _describe_checkout(baseline_dir)
+            _check_baseline_schema(baseline_dir, shared_env)
+            apps.append(
+                App("baseline", "clinics_project.wsgi", baseline_dir, shared_env, "DATABASE_URL", ENDPOINTS)
+            )
+        wire = count_at_database(target, apps, workdir)
+        run.wire = {**wire["ours"], **wire["floor"]}
+        run.baseline_wire = wire.get("baseline", {})
+        for name, keys in wire.items():
+            for key, seen in keys.items():
+                log(
+                    f"{name} {key}: {seen['statements']:.2f} statements, {seen['parses']:.2f} parses per request"
+                )
 
         fake = start(
             "fake-graph", [PYTHON, "-m", "devtools.fake_graph", "--port", str(fake_port)], env, workdir
@@ -673,6 +731,21 @@ def execute(args: argparse.Namespace, clinics: int) -> Run:
         origin, floor_origin = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{floor_port}"
         wait_http(f"{origin}/healthz/", gunicorn)
         wait_http(f"{floor_origin}/floor/", floor)
+        servers = [gunicorn, floor]
+        baseline_origin = ""
+        if baseline_dir is not None:
+            baseline_port = free_port()
+            baseline = start(
+                "baseline",
+                gunicorn_argv("clinics_project.wsgi", baseline_port),
+                shared_env,
+                workdir,
+                cwd=baseline_dir,
+            )
+            procs.append(baseline)
+            servers.append(baseline)
+            baseline_origin = f"http://127.0.0.1:{baseline_port}"
+            wait_http(f"{baseline_origin}/healthz/", baseline)
 
         headers = {"Authorization": f"Token {target.token}"}
         scripts = {
@@ -690,10 +763,10 @@ def execute(args: argparse.Namespace, clinics: int) -> Run:
         }
         origins = {"floor": floor_origin}
 
-        def wrk(key: str, seconds: float, offset: int = 0) -> WrkResult:
+        def wrk(key: str, seconds: float, offset: int = 0, at: str = "") -> WrkResult:
             return run_wrk(
                 key,
-                origins.get(key, origin),
+                at or origins.get(key, origin),
                 scripts[key],
                 seconds,
                 args.connections,
@@ -724,25 +797,42 @@ def execute(args: argparse.Namespace, clinics: int) -> Run:
         run.rounds, run.slice_seconds = rounds, slice_s
         reference: dict[str, list[WrkResult]] = {"floor": [], "healthz": [first]}
         for key in ENDPOINTS:
-            log(f"wrk {key}: {rounds} x {slice_s}s interleaved with the floor and healthz")
+            log(
+                f"wrk {key}: {rounds} x {slice_s}s interleaved with the floor and healthz"
+                + (" (and the baseline)" if baseline_origin else "")
+            )
             parts: list[WrkResult] = []
+            baseline_parts: list[WrkResult] = []
             to_floor: list[float] = []
             to_healthz: list[float] = []
+            baseline_to_floor: list[float] = []
             floor_before, healthz_before = wrk("floor", slice_s), wrk("healthz", slice_s)
             reference["floor"].append(floor_before)
             reference["healthz"].append(healthz_before)
-            for _round in range(rounds):
-                if key == "status_get":
-                    refresh_target(target)
-                # Each slice starts past every body the previous slices could have sent.
-                sent = sum(p.requests for p in parts) + len(parts) * (args.connections + 1)
-                part = wrk(key, slice_s, offset=sent)
+            for round_number in range(rounds):
+                # Ours and the baseline take turns going first, so neither always follows the floor.
+                order = ["ours", "baseline"] if baseline_origin else ["ours"]
+                if round_number % 2:
+                    order.reverse()
+                got: dict[str, WrkResult] = {}
+                for which in order:
+                    if key == "status_get":
+                        refresh_target(target)
+                    # Each slice starts past every body the previous slices could have sent.
+                    done = parts + baseline_parts + list(got.values())
+                    sent = sum(p.requests for p in done) + len(done) * (args.connections + 1)
+                    got[which] = wrk(
+                        key, slice_s, offset=sent, at=baseline_origin if which == "baseline" else ""
+                    )
                 floor_after, healthz_after = wrk("floor", slice_s), wrk("healthz", slice_s)
                 reference["floor"].append(floor_after)
                 reference["healthz"].append(healthz_after)
-                parts.append(part)
-                to_floor.append(_ratios(part, floor_before, floor_after))
-                to_healthz.append(_ratios(part, healthz_before, healthz_after))
+                parts.append(got["ours"])
+                to_floor.append(_ratios(got["ours"], floor_before, floor_after))
+                to_healthz.append(_ratios(got["ours"], healthz_before, healthz_after))
+                if "baseline" in got:
+                    baseline_parts.append(got["baseline"])
+                    baseline_to_floor.append(_ratios(got["baseline"], floor_before, floor_after))
                 floor_before, healthz_before = floor_after, healthz_after
             run.results[key] = combine(key, parts)
             run.slice_ratios[key], run.slice_ratios_healthz[key] = to_floor, to_healthz
@@ -754,12 +844,23 @@ def execute(args: argparse.Namespace, clinics: int) -> Run:
                 f"floor ratio {run.ratios[key]:.2f} ({', '.join(f'{r:.2f}' for r in to_floor)}); "
                 f"healthz ratio {run.ratios_healthz[key]:.2f}"
             )
-            if not result.ok:
-                run.failures.append(
-                    f"{key}: {result.note or f'{result.non_2xx} non-2xx, {result.socket_errors} socket errors'}"
+            checked = [result]
+            if baseline_parts:
+                run.baseline_results[key] = combine(key, baseline_parts)
+                run.baseline_slice_ratios[key] = baseline_to_floor
+                run.baseline_ratios[key] = statistics.median(baseline_to_floor)
+                checked.append(run.baseline_results[key])
+                log(
+                    f"  baseline: floor ratio {run.baseline_ratios[key]:.2f} "
+                    f"({', '.join(f'{r:.2f}' for r in baseline_to_floor)})"
                 )
-            if not (gunicorn.alive() and floor.alive()):
-                run.failures.append("gunicorn died:\n" + gunicorn.tail() + floor.tail())
+            for checked_result in checked:
+                if not checked_result.ok:
+                    run.failures.append(
+                        f"{key}: {checked_result.note or f'{checked_result.non_2xx} non-2xx, {checked_result.socket_errors} socket errors'}"
+                    )
+            if not all(server.alive() for server in servers):
+                run.failures.append("a server died:\n" + "".join(server.tail() for server in servers))
                 break
         for key, runs in reference.items():
             for h in runs:
@@ -846,6 +947,29 @@ def _run_section(run: dict[str, Any]) -> list[str]:
             f"{'1.00' if key == 'floor' else '' if ratio is None else f'{ratio:.2f}'}{_fmt_slices(run['slice_ratios'].get(key))} | "
             f"{'' if goal is None else f'≥ {goal}'} | {'' if to_healthz is None else f'{to_healthz:.2f}'} | {wire_text} | {verdict} |"
         )
+    if run.get("baseline_ratios"):
+        lines += [
+            "",
+            f"### Before and after in this run: the baseline is `{run['baseline']}`",
+            "",
+            "Its slices ran beside ours in every round (taking turns going first), divided by the same floor slices.",
+            "",
+            "| endpoint | baseline req/s | baseline p50 / p99 ms | baseline ratio to floor (slices) | ours | change | baseline SQL statements / parses |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for key in ENDPOINTS:
+            then, now = run["baseline_ratios"].get(key), run["ratios"].get(key)
+            result = run["baseline_results"].get(key)
+            if then is None or now is None or result is None:
+                continue
+            seen = run["baseline_wire"].get(key)
+            lines.append(
+                f"| {LABELS[key]} | {result['rps']:.0f} | {result['p50_ms']:.2f} / {result['p99_ms']:.2f} | "
+                f"{then:.2f}{_fmt_slices(run['baseline_slice_ratios'].get(key))} | {now:.2f} | "
+                f"{(now - then) / then * 100:+.0f} % | "
+                + (f"{seen['statements']:.2f} / {seen['parses']:.2f}" if seen else "-")
+                + " |"
+            )
     errors = [(k, r) for k, r in run["results"].items() if r["non_2xx"] or r["socket_errors"]]
     lines += [
         "",
@@ -923,11 +1047,14 @@ def write_report(runs: list[dict[str, Any]], smoke: bool) -> Path:
             if values[0] and values[-1]:
                 delta = (values[-1] - values[0]) / values[0]
                 change = f"{delta * 100:+.1f} %" + (" **>10 %**" if abs(delta) > SCALE_TOLERANCE else "")
-            lines.append(
-                f"| {LABELS[key]} | ≥ {TARGETS[key]} | "
-                + " | ".join("-" if v is None else f"{v:.2f}" for v in values)
-                + f" | {change} |"
-            )
+            cells = []
+            for run, value in zip(runs, values, strict=True):
+                then = run.get("baseline_ratios", {}).get(key)
+                cells.append(
+                    ("-" if value is None else f"{value:.2f}")
+                    + ("" if then is None else f" (baseline {then:.2f})")
+                )
+            lines.append(f"| {LABELS[key]} | ≥ {TARGETS[key]} | " + " | ".join(cells) + f" | {change} |")
         lines += [""]
     for run in runs:
         lines += [*_run_section(run), ""]
@@ -958,6 +1085,12 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="KEY=VALUE",
         help="an environment variable for our app only (to measure a variant; repeatable)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="another checkout of this project (git worktree add DIR <commit>) run beside ours, "
+        "interleaved against the same floor slices: before and after in one run",
     )
     parser.add_argument("--json-out", help=argparse.SUPPRESS)  # one count's run, for the parent process
     args = parser.parse_args(argv)
