@@ -9,18 +9,27 @@ from rest_framework.request import Request
 from . import services
 from .models import ApiToken, User
 
+# What the token's one query joins: its user and the user's clinic; or those and the clinic's WhatsApp state.
+OWNER_ONLY = "user__clinic"
+WITH_CONNECTION = "user__clinic__whatsapp"
+
 
 class ApiTokenAuthentication(BaseAuthentication):
     """`Authorization: Token <key>` or `Authorization: Bearer <key>`, until API_TOKEN_TTL_DAYS after issue.
 
     One query loads what authentication and permissions need: the token, its user
     and the user's clinic. The clinic's WhatsApp state (and its encrypted secrets)
-    is loaded only by the endpoints that read it (ConnectionReaderTokenAuthentication).
+    is loaded only by the endpoints that read it: they pass `loads=WITH_CONNECTION`
+    (clinics.api.views.ConnectionReaderMixin), which joins its row into that same
+    query. Measured (bench/reports/2026-12-01-issue13.md), one joined query costs less
+    than the token's query plus a second one. Its secrets come as ciphertext and are
+    decrypted only when the endpoint reads one: a status poll decrypts nothing.
     """
 
     keywords = (b"token", b"bearer")
-    # The relations the token's one query joins.
-    loads = "user__clinic"
+
+    def __init__(self, loads: str = OWNER_ONLY) -> None:
+        self.loads = loads
 
     def authenticate(self, request: Request) -> tuple[User, ApiToken] | None:
         parts = get_authorization_header(request).split()
@@ -53,14 +62,3 @@ class ApiTokenAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return 'Token realm="api"'
-
-
-class ConnectionReaderTokenAuthentication(ApiTokenAuthentication):
-    """For the endpoints whose answer shows the clinic's WhatsApp connection: its row joins the token's query.
-
-    Measured (bench/reports/2026-12-01-issue13.md): one joined query costs less than the
-    token's query plus a second one for the connection. The secrets come as ciphertext and
-    are decrypted only when the endpoint reads one: a status poll decrypts nothing.
-    """
-
-    loads = "user__clinic__whatsapp"

@@ -6,7 +6,6 @@ WhatsApp connection, the product's API over `whatsapp.services`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from django.contrib.auth import authenticate
@@ -15,14 +14,14 @@ from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import permissions, status, viewsets
-from rest_framework.authentication import BaseAuthentication, SessionAuthentication
+from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from clinics import services
-from clinics.authentication import ConnectionReaderTokenAuthentication
+from clinics.authentication import WITH_CONNECTION, ApiTokenAuthentication
 from clinics.models import ApiToken, Clinic
 from clinics.permissions import IsClinicAdmin, IsClinicMember
 from clinics.selectors import whatsapp_account_of
@@ -61,20 +60,25 @@ VALIDATION_ERROR = OpenApiResponse(
 )
 
 
-# Every clinic endpoint's answer shows the WhatsApp connection: a token's query joins it.
-CONNECTION_READER_AUTHENTICATION: Sequence[type[BaseAuthentication]] = (
-    ConnectionReaderTokenAuthentication,
-    SessionAuthentication,
-)
+class ConnectionReaderMixin:
+    """For the endpoints whose answer shows the clinic's WhatsApp connection: a token's query joins it."""
+
+    def get_authenticators(self) -> list[BaseAuthentication]:
+        authenticators: list[BaseAuthentication] = super().get_authenticators()  # type: ignore[misc]
+        return [
+            ApiTokenAuthentication(loads=WITH_CONNECTION)
+            if isinstance(each, ApiTokenAuthentication)
+            else each
+            for each in authenticators
+        ]
 
 
-class ClinicScopedMixin(NoStoreMixin):
+class ClinicScopedMixin(ConnectionReaderMixin, NoStoreMixin):
     """`self.clinic` is always the caller's clinic (set by IsClinicMember), never from the URL or body.
 
     Reads need a member; writes need the clinic's admin.
     """
 
-    authentication_classes = CONNECTION_READER_AUTHENTICATION
     read_methods = ("GET", "HEAD", "OPTIONS")
 
     def get_permissions(self) -> list[permissions.BasePermission]:
@@ -206,10 +210,9 @@ _WHATSAPP_ERRORS = {
 }
 
 
-class WhatsAppViewSet(NoStoreMixin, viewsets.ViewSet):
+class WhatsAppViewSet(ConnectionReaderMixin, NoStoreMixin, viewsets.ViewSet):
     """Endpoints 5-9 and 13: one ViewSet, explicit actions, every rule in the services."""
 
-    authentication_classes = CONNECTION_READER_AUTHENTICATION
     permission_classes = [permissions.IsAuthenticated, IsClinicAdmin]
     input_serializers: dict[str, type] = {
         "configure": WhatsAppConfigureInputSerializer,
