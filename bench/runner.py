@@ -979,13 +979,16 @@ def _run_section(run: dict[str, Any]) -> list[str]:
     ]
     posted = run["results"].get("webhook_post")
     if run["webhook_unique"] and posted:
+        baseline_posted = run.get("baseline_results", {}).get("webhook_post")
+        counted = posted["requests"] + (baseline_posted["requests"] if baseline_posted else 0)
         lines.append(
             f"Webhook: {run['webhook_unique']:,} distinct pre-signed bodies (one message id each) cycled by wrk; "
-            f"{posted['requests']:,} POSTs counted by wrk, {run['webhook_stored']:,} deliveries stored "
+            f"{counted:,} POSTs counted by wrk{' (ours and the baseline)' if baseline_posted else ''}, "
+            f"{run['webhook_stored']:,} deliveries stored "
             + (
                 "(more than counted: the requests in flight when a wrk slice stops are served but not counted), "
                 "so no POST took the dedupe path."
-                if run["webhook_stored"] >= posted["requests"]
+                if run["webhook_stored"] >= counted
                 else "; the rest took the dedupe path (a replay of a known message id)."
             )
         )
