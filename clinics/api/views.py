@@ -92,7 +92,7 @@ class ClinicScopedMixin(ConnectionReaderMixin, NoStoreMixin):
 
     @property
     def whatsapp(self) -> WhatsAppAccount:
-        """The caller's clinic's WhatsApp state, loaded (one query) only by the endpoints that read it."""
+        """The caller's clinic's WhatsApp state: joined into the token's query, or one query for a session."""
         return whatsapp_account_of(self.clinic)
 
 
@@ -227,7 +227,7 @@ class WhatsAppViewSet(ConnectionReaderMixin, NoStoreMixin, viewsets.ViewSet):
 
     @property
     def whatsapp(self) -> WhatsAppAccount:
-        """The caller's clinic's WhatsApp state, loaded (one query) only by the endpoints that read it."""
+        """The caller's clinic's WhatsApp state: joined into the token's query, or one query for a session."""
         return whatsapp_account_of(self.clinic)
 
     @property

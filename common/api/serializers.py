@@ -10,7 +10,7 @@ from rest_framework import serializers
 
 class PrebuiltFieldsSerializer(serializers.Serializer):
     """DRF builds every declared field anew for each serializer (`copy.deepcopy`, which runs each
-    field's `__init__` again): about a tenth of a settings PATCH (bench/reports/2026-12-01-issue13.md).
+    field's `__init__` again): 6 % of a settings PATCH in its profile (bench/reports/2026-12-01-issue13.md).
 
     Here `get_fields()`, DRF's documented hook, builds the fields once per class and hands each
     serializer shallow copies: every serializer still binds its own field objects (so concurrent

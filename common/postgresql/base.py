@@ -2,15 +2,16 @@
 
 With CONN_HEALTH_CHECKS, Django checks a persistent connection once per request
 before its first query, and its PostgreSQL backend does that with a `SELECT 1`:
-a round trip on every request (about an eighth of a settings read, bench/reports).
+a round trip on every request (5 % to 20 % of each endpoint measured in
+bench/reports/2026-12-01-issue13.md).
 
 An idle connection hears nothing from the server unless the server is ending it:
 when PostgreSQL restarts, or an administrator or idle timeout terminates the
 backend, the server sends a FATAL message and closes the socket. So a poll of
 the socket with no timeout tells a dead idle connection from a live one without
 a round trip: anything to read (or a hang-up) means the connection is replaced
-before the request uses it. A connection that is not idle, or one we cannot
-poll, gets Django's own `SELECT 1` check.
+before the request uses it. A connection that is not idle (inside a transaction
+or after an error) gets Django's own `SELECT 1` check.
 """
 
 from __future__ import annotations
