@@ -1077,7 +1077,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument(
-        "--smoke", action="store_true", help="20 clinics, 3-second runs, no profiles: about a minute"
+        "--smoke",
+        action="store_true",
+        help="10 clinics, 3-second slices, no profiles: about a minute and a half",
     )
     parser.add_argument(
         "--profile-all", action="store_true", help="profile every endpoint, not only the ones that miss"
@@ -1124,6 +1126,8 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(tmp) / f"{count}.json"
             given = list(argv if argv is not None else sys.argv[1:])
             child_args = [*given, "--clinics", str(count), "--json-out", str(out)]
+            if args.baseline:  # the child runs from the project root: hand it an absolute path
+                child_args += ["--baseline", str(Path(args.baseline).resolve())]
             child = subprocess.Popen([PYTHON, "-m", "bench", *child_args], cwd=ROOT)
             try:
                 child.wait()
@@ -1137,7 +1141,14 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 runs.append(
                     asdict(
-                        Run(count, args.duration, args.connections, args.threads, "", failures=["no result"])
+                        Run(
+                            count,
+                            args.duration,
+                            args.connections,
+                            args.threads,
+                            datetime.now(UTC).isoformat(timespec="seconds"),
+                            failures=["the run wrote no result (see its log above)"],
+                        )
                     )
                 )
     path = write_report(runs, args.smoke)
