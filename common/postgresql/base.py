@@ -2,7 +2,7 @@
 
 With CONN_HEALTH_CHECKS, Django checks a persistent connection once per request
 before its first query, and its PostgreSQL backend does that with a `SELECT 1`:
-a round trip on every request (5 % to 20 % of each endpoint measured in
+a round trip on every request (4 % to 13 % of each endpoint measured in
 bench/reports/2026-12-01-issue13.md).
 
 An idle connection hears nothing from the server unless the server is ending it:
