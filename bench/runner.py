@@ -521,7 +521,9 @@ def count_at_database(
     parts = urlsplit(apps[0].env[apps[0].database_variable])
     relay = WireCounter(parts.hostname or "127.0.0.1", parts.port or 5432)
     relayed = parts._replace(
-        netloc=f"{parts.username or 'postgres'}@127.0.0.1:{relay.port}", query="sslmode=disable"
+        # The same credentials (a BENCH_DATABASE_URL may carry a password), the relay's address.
+        netloc=f"{parts.netloc.rpartition('@')[0] or 'postgres'}@127.0.0.1:{relay.port}",
+        query="sslmode=disable",
     ).geturl()
     counts: dict[str, dict[str, dict[str, float]]] = {}
     tag = secrets.token_hex(3)
