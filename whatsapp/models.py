@@ -209,19 +209,22 @@ class DeliveryState(models.TextChoices):
 class WebhookDelivery(models.Model):
     """One authentic POST from Meta, kept as received so nothing is lost."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    clinic = models.ForeignKey(CLINIC_MODEL, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    id = models.UUIDField("ID", primary_key=True, default=uuid.uuid4, editable=False)
+    clinic = models.ForeignKey(
+        CLINIC_MODEL, verbose_name=_("clinic"), on_delete=models.CASCADE, related_name="webhook_deliveries"
+    )
     # Built from Meta's own ids (message ids, status ids, entry ids and times), so
     # a delivery Meta retries is stored once.
-    dedupe_key = models.CharField(max_length=64)
-    fields = models.CharField(max_length=255, blank=True)
+    dedupe_key = models.CharField(_("deduplication key"), max_length=64)
+    # The webhook fields Meta sent (messages, account_update...), comma-separated.
+    fields = models.CharField(_("webhook fields"), max_length=255, blank=True)
     # Patients' messages and numbers: encrypted at rest like the clinic's secrets.
-    raw_body = EncryptedTextField()
-    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    processed_at = models.DateTimeField(null=True, blank=True)
-    outcome = models.CharField(max_length=255, blank=True)
+    raw_body = EncryptedTextField(_("body as received"))
+    received_at = models.DateTimeField(_("received at"), auto_now_add=True, db_index=True)
+    processed_at = models.DateTimeField(_("processed at"), null=True, blank=True)
+    outcome = models.CharField(_("outcome"), max_length=255, blank=True)
     # A clinic's own app secret speaks only for that clinic; the deployment's speaks for every clinic.
-    signed_with_clinic_secret = models.BooleanField(default=True)
+    signed_with_clinic_secret = models.BooleanField(_("signed with the clinic's app secret"), default=True)
     # Processing happens in a background task (whatsapp.deliveries); these say how far it got.
     state = models.CharField(
         _("processing state"), max_length=12, choices=DeliveryState.choices, default=DeliveryState.QUEUED
@@ -233,7 +236,7 @@ class WebhookDelivery(models.Model):
     last_error = models.TextField(_("last error"), blank=True)
     next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
     # Until then a worker is taken to be working on it; a dead worker's delivery is queued again after.
-    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(_("held by a worker until"), null=True, blank=True)
 
     objects = EncryptedFieldsQuerySet.as_manager()
 
@@ -360,17 +363,19 @@ class WhatsAppAlert(models.Model):
     language, is the product's business (clinics.notifications sends it).
     """
 
-    clinic = models.ForeignKey(CLINIC_MODEL, on_delete=models.CASCADE, related_name="whatsapp_alerts")
-    kind = models.CharField(max_length=20, choices=AlertKind.choices)
+    clinic = models.ForeignKey(
+        CLINIC_MODEL, verbose_name=_("clinic"), on_delete=models.CASCADE, related_name="whatsapp_alerts"
+    )
+    kind = models.CharField(_("kind"), max_length=20, choices=AlertKind.choices)
     # Which occurrence: "14:<expiry>" for a token's 14-day warning, the episode's start for broken...
-    key = models.CharField(max_length=100)
-    params = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    notified_at = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
-    last_error = models.TextField(blank=True)
+    key = models.CharField(_("occurrence"), max_length=100)
+    params = models.JSONField(_("details"), default=dict, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    notified_at = models.DateTimeField(_("notified at"), null=True, blank=True)
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    last_error = models.TextField(_("last error"), blank=True)
     # A sender holds the alert until then, so two workers never send it twice.
-    claimed_until = models.DateTimeField(null=True, blank=True)
+    claimed_until = models.DateTimeField(_("held by a sender until"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("WhatsApp warning")

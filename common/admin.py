@@ -1,0 +1,54 @@
+"""The background queue's task results (django-tasks-db) in the admin, in the admin's language.
+
+django-tasks-db registers its own read-only admin, but ships no Spanish and names three of
+its columns with untranslatable strings. This registers the same admin again with those
+three labels marked for translation; its rules (read-only, no add, no delete) are its own.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.contrib import admin
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_noop
+from django_tasks_db.admin import DBTaskResultAdmin
+from django_tasks_db.models import DBTaskResult
+
+# django-tasks-db marks its field names for translation; naming them here keeps them in our
+# catalog (makemessages reads only our code), where the admin finds their Spanish.
+QUEUE_FIELD_NAMES = (
+    gettext_noop("Task Result"),
+    gettext_noop("Task Results"),
+    gettext_noop("enqueued at"),
+    gettext_noop("started at"),
+    gettext_noop("finished at"),
+    gettext_noop("args kwargs"),
+    gettext_noop("priority"),
+    gettext_noop("task path"),
+    gettext_noop("worker id"),
+    gettext_noop("queue name"),
+    gettext_noop("backend name"),
+    gettext_noop("run after"),
+    gettext_noop("return value"),
+    gettext_noop("exception class path"),
+    gettext_noop("traceback"),
+)
+
+
+class TaskResultAdmin(DBTaskResultAdmin):
+    @admin.display(description=_("task"))
+    def task_name(self, obj: DBTaskResult) -> str:
+        return obj.task_name
+
+    @admin.display(description=_("traceback"))
+    def formatted_traceback(self, obj: DBTaskResult) -> str:
+        return super().formatted_traceback(obj)
+
+    @admin.display(description=_("run after"))
+    def display_run_after(self, obj: DBTaskResult) -> datetime | str:
+        return super().display_run_after(obj)
+
+
+admin.site.unregister(DBTaskResult)
+admin.site.register(DBTaskResult, TaskResultAdmin)
