@@ -39,6 +39,7 @@ def measure() -> list[tuple[str, float]]:
 
     from clinics.authentication import OWNER_ONLY, WITH_CONNECTION
     from clinics.models import ApiToken
+    from clinics.token_query import api_token_by_digest
 
     target = runner.seed(10)
     digest = ApiToken.hash_key(target.token)
@@ -47,6 +48,9 @@ def measure() -> list[tuple[str, float]]:
 
     def lookup(loads: str) -> Callable[[], Any]:
         return lambda: ApiToken.objects.select_related(loads).get(digest=digest)
+
+    def statement(loads: str) -> Callable[[], Any]:
+        return lambda: api_token_by_digest(digest, path=loads)
 
     with CaptureQueriesContext(connection) as captured:
         lookup(WITH_CONNECTION)()
@@ -77,7 +81,7 @@ def measure() -> list[tuple[str, float]]:
             return Response({"status": "ok"})
 
     class WithToken(Bare):
-        """The same, behind our token authentication (token + user + clinic + WhatsApp state)."""
+        """The same, behind our token authentication (token + user + clinic + WhatsApp state, one statement)."""
 
         permission_classes = [IsAuthenticated]
 
@@ -115,6 +119,14 @@ def measure() -> list[tuple[str, float]]:
         ("the same behind our token authentication", _per_call_us(drf(with_token, authorization))),
         ("token lookup, ORM: token + user + clinic + WhatsApp state", _per_call_us(lookup(WITH_CONNECTION))),
         ("token lookup, ORM: token + user + clinic", _per_call_us(lookup(OWNER_ONLY))),
+        (
+            "token lookup, statement built once (ours): token + user + clinic + WhatsApp state",
+            _per_call_us(statement(WITH_CONNECTION)),
+        ),
+        (
+            "token lookup, statement built once (ours): token + user + clinic",
+            _per_call_us(statement(OWNER_ONLY)),
+        ),
         ("the same joined SQL, plain cursor (database + driver)", _per_call_us(by_cursor(joined_sql))),
         ("SELECT 1, plain cursor (the floor's query)", _per_call_us(by_cursor("SELECT 1"))),
     ]

@@ -8,6 +8,7 @@ from rest_framework.request import Request
 
 from . import services
 from .models import ApiToken, User
+from .token_query import api_token_by_digest
 
 # What the token's one query joins: its user and the user's clinic; or those and the clinic's WhatsApp state.
 OWNER_ONLY = "user__clinic"
@@ -23,7 +24,9 @@ class ApiTokenAuthentication(BaseAuthentication):
     (clinics.api.views.ConnectionReaderMixin), which joins its row into that same
     query. Measured (bench/reports/2026-12-01-issue13.md), one joined query costs less
     than the token's query plus a second one. Its secrets come as ciphertext and are
-    decrypted only when the endpoint reads one: a status poll decrypts nothing.
+    decrypted only when the endpoint reads one: a status poll decrypts nothing. On
+    PostgreSQL that query is a statement built once per process (clinics.token_query),
+    not compiled by the ORM on every request.
     """
 
     keywords = (b"token", b"bearer")
@@ -45,7 +48,7 @@ class ApiTokenAuthentication(BaseAuthentication):
             raise exceptions.AuthenticationFailed(_("Invalid token.")) from None
         try:
             # The one query of every token-authenticated request: token, user and clinic (and what `loads` adds).
-            token = ApiToken.objects.select_related(self.loads).get(digest=ApiToken.hash_key(key))
+            token = api_token_by_digest(ApiToken.hash_key(key), path=self.loads)
         except ApiToken.DoesNotExist:
             raise exceptions.AuthenticationFailed(
                 _("Invalid token. Sign in again to get a new one.")

@@ -8,8 +8,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from django.utils import timezone
+
 from clinics.models import Clinic
-from whatsapp.models import WhatsAppAccount
+from whatsapp.models import WhatsAppAccount, WhatsAppStatus
 
 SETTINGS_URL = "/api/clinics/settings/"
 PROFILE_URL = "/api/clinics/me/"
@@ -86,6 +88,22 @@ def fill_clinic(clinic: Clinic, *, token: str | None = LONG_TOKEN) -> Clinic:
         verify_token="verify_abc123",
     )
     clinic.refresh_from_db()
+    return clinic
+
+
+def fill_active_connection(clinic: Clinic, **extra: Any) -> Clinic:
+    """`fill_clinic`, and a connected number with every secret stored, checked and subscribed just now."""
+    fill_clinic(clinic)
+    set_whatsapp(
+        clinic,
+        status=WhatsAppStatus.ACTIVE,
+        number="+50377654321",
+        app_secret="app-secret-of-the-clinic",
+        registration_pin="123456",
+        status_checked_at=timezone.now(),
+        subscribed_at=timezone.now(),
+        **extra,
+    )
     return clinic
 
 

@@ -9,14 +9,12 @@ the answer shows one, and a request that shows none (a status poll) decrypts non
 from __future__ import annotations
 
 import pytest
-from django.utils import timezone
 
 from clinics.models import ApiToken
 from common.crypto import Keyring
 from common.masking import mask_secret
-from whatsapp.models import WhatsAppStatus
 
-from .factories import LONG_TOKEN, PROFILE_URL, SETTINGS_URL, fill_clinic, set_whatsapp
+from .factories import LONG_TOKEN, PROFILE_URL, SETTINGS_URL, fill_active_connection
 
 STATUS_URL = "/api/clinics/whatsapp/status/"
 WHATSAPP_TABLE = "whatsapp_whatsappaccount"
@@ -38,17 +36,7 @@ def decrypted(monkeypatch):
 
 @pytest.fixture
 def connected(clinic):
-    fill_clinic(clinic)
-    set_whatsapp(
-        clinic,
-        status=WhatsAppStatus.ACTIVE,
-        number="+50377654321",
-        app_secret="app-secret-of-the-clinic",
-        registration_pin="123456",
-        status_checked_at=timezone.now(),
-        subscribed_at=timezone.now(),
-    )
-    return clinic
+    return fill_active_connection(clinic)
 
 
 @pytest.fixture
