@@ -1,10 +1,11 @@
 """The token's one query (token, user, clinic, and the WhatsApp state when asked), built once per process.
 
 Why not `select_related(...).get()` on PostgreSQL: the ORM compiles this four-table join
-anew on every request, and that compilation was the largest single cost of a read (about
-0.4 ms of a 1.3 ms lookup; bench/reports/2026-12-02-token-statement.md). Built once, the
-same statement measured, in one run against the ORM's: settings read 0.46 against 0.31
-of the floor app, status poll 0.44 against 0.25.
+anew on every request, and that was the largest single cost of a read. In-process the ORM's
+lookup took 1.0 to 1.6 ms and this one 0.37 to 0.47 ms, within 0.1 ms of the same SQL sent
+by a bare cursor; under gunicorn, in one run against the ORM's, the settings read went from
+0.27 to 0.47 of the floor app and the status poll from 0.28 to 0.42
+(bench/reports/2026-12-02-token-statement.md).
 
 Nothing here is hand-maintained: the column lists and joins are generated from the
 models' metadata (`_meta.get_fields()`, `Field.column`, `_meta.db_table`), so a field
