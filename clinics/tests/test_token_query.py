@@ -99,11 +99,14 @@ def test_an_unknown_digest_is_does_not_exist(issued):
         api_token_by_digest(ApiToken.hash_key("not-a-token"), path=WITH_CONNECTION)
 
 
-def test_the_same_statement_every_time(issued):
-    digest = ApiToken.hash_key(issued)
-    with CaptureQueriesContext(connection) as queries:
-        for _ in range(3):
+def test_one_prepared_statement_for_every_token(issued, clinic_staff):
+    digests = [ApiToken.hash_key(issued), ApiToken.hash_key(services.api_token_issue(user=clinic_staff))]
+    for _ in range(3):
+        for digest in digests:
             api_token_by_digest(digest, path=WITH_CONNECTION)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall() if 'FROM "clinics_apitoken" t0' in row[0]]
 
-    assert len(queries) == 3
-    assert len({query["sql"] for query in queries}) == 1
+    assert len(prepared) == 1
+    assert prepared[0].endswith('WHERE t0."digest" = $1')
