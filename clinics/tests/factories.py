@@ -107,8 +107,9 @@ def fill_active_connection(clinic: Clinic, **extra: Any) -> Clinic:
     return clinic
 
 
-def _columns(instance: Any) -> dict[str, Any]:
-    # Encrypted fields decrypt on attribute access, so secrets compare as plaintext.
+def columns_of(instance: Any) -> dict[str, Any]:
+    """Every stored column of a model instance by attname (encrypted fields decrypt on access,
+    so secrets compare as plaintext)."""
     return {field.attname: getattr(instance, field.attname) for field in instance._meta.concrete_fields}
 
 
@@ -116,7 +117,7 @@ def snapshot(clinic: Clinic) -> dict[str, dict[str, Any]]:
     """Every stored column of the clinic and of its WhatsApp account, read fresh from the database."""
     fresh = Clinic.objects.get(pk=clinic.pk)
     account = WhatsAppAccount.objects.get(clinic_id=clinic.pk)
-    return {"clinic": _columns(fresh), "whatsapp": _columns(account)}
+    return {"clinic": columns_of(fresh), "whatsapp": columns_of(account)}
 
 
 def changed_columns(

@@ -1,15 +1,13 @@
 """The token's statement built once (clinics.token_query) loads what the ORM's select_related loads.
 
 On PostgreSQL every column of the token, its user, the clinic and the WhatsApp state must
-come back as the ORM's own query returns it (types included: datetimes, UUIDs, JSON, the
-encrypted fields' ciphertext), the objects must be linked so that walking from the token to
+come back as the ORM's own query returns it (types included: datetimes, UUIDs, JSON; the
+encrypted fields as the plaintext they decrypt to), the objects must be linked so that walking from the token to
 the WhatsApp state sends no query, and a missing token or clinic must look as it does with
 the ORM. On SQLite the function is the ORM's query, which the rest of the suite covers.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import pytest
 from django.db import connection
@@ -22,22 +20,14 @@ from clinics.authentication import OWNER_ONLY, WITH_CONNECTION
 from clinics.models import ApiToken
 from clinics.token_query import api_token_by_digest
 
-from .factories import fill_active_connection
+from .factories import columns_of, fill_active_connection
 
 pytestmark = pytest.mark.postgres
 
 
-def _columns(instance: Model) -> dict[str, Any]:
-    return {
-        field.attname: getattr(instance, field.attname)
-        for field in instance._meta.get_fields()
-        if field.concrete and not field.many_to_many  # type: ignore[union-attr]
-    }
-
-
 def _same_row(ours: Model, orm: Model) -> None:
     assert type(ours) is type(orm)
-    ours_columns, orm_columns = _columns(ours), _columns(orm)
+    ours_columns, orm_columns = columns_of(ours), columns_of(orm)
     assert ours_columns == orm_columns
     for name, value in orm_columns.items():
         assert type(ours_columns[name]) is type(value), name

@@ -9,25 +9,15 @@ and a reverse one-to-one.) On SQLite the ORM answers, which the rest of the suit
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import pytest
 from django.db import connection
-from django.db.models import Model
 
-from clinics.tests.factories import fill_active_connection
+from clinics.tests.factories import columns_of, fill_active_connection
 from common.prebuilt_query import PrebuiltQuery
 from whatsapp.models import WhatsAppAccount
 
 pytestmark = pytest.mark.postgres
-
-
-def _columns(instance: Model) -> dict[str, Any]:
-    return {
-        field.attname: getattr(instance, field.attname)
-        for field in instance._meta.get_fields()
-        if field.concrete and not field.many_to_many  # type: ignore[union-attr]
-    }
 
 
 def test_a_row_by_a_foreign_key_is_the_orms(clinic, django_assert_num_queries):
@@ -39,9 +29,9 @@ def test_a_row_by_a_foreign_key_is_the_orms(clinic, django_assert_num_queries):
         ours = query.get(clinic.pk)
 
     assert type(ours) is WhatsAppAccount
-    assert _columns(ours) == _columns(orm)
-    for name, value in _columns(orm).items():
-        assert type(_columns(ours)[name]) is type(value), name
+    assert columns_of(ours) == columns_of(orm)
+    for name, value in columns_of(orm).items():
+        assert type(columns_of(ours)[name]) is type(value), name
     assert ours._state.adding is False
     with django_assert_num_queries(0):
         assert ours.app_secret == "app-secret-of-the-clinic"  # the ciphertext, bound to its row, decrypts
