@@ -85,7 +85,9 @@ class _EncryptedAttribute(DeferredAttribute):
     def _encrypted_field(self) -> EncryptedTextField[Any, Any]:
         field = self.field
         if not isinstance(field, EncryptedTextField):
-            raise TypeError(f"{type(self).__name__} serves EncryptedTextField only, not {type(field).__name__}.")
+            raise TypeError(
+                f"{type(self).__name__} serves EncryptedTextField only, not {type(field).__name__}."
+            )
         return field
 
     def __get__(self, instance: models.Model | None, cls: type | None = None) -> Any:
