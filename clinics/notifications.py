@@ -27,6 +27,7 @@ from django_tasks import task
 
 from common.tasks import enqueue_after, retry_delay
 from whatsapp.alerts import alert_recorded
+from whatsapp.details import disconnect_detail
 from whatsapp.health import check_sentences
 from whatsapp.models import AlertKind, WhatsAppAlert
 
@@ -54,14 +55,6 @@ def send_whatsapp_alert(alert_id: int) -> str:
 
 def _date(value: str) -> str:
     return formats.date_format(datetime.fromisoformat(value), "DATE_FORMAT")
-
-
-def _disconnect_sentence(event: str) -> str:
-    if event == "ACCOUNT_DELETED":
-        return _("Meta reports that the WhatsApp Business Account was deleted.")
-    if event == "PARTNER_APP_UNINSTALLED":
-        return _("Access for this service was removed from the WhatsApp Business Account.")
-    return _("Meta disabled the WhatsApp Business Account.")
 
 
 def alert_message(alert: WhatsAppAlert, clinic: Clinic) -> tuple[str, str]:
@@ -97,7 +90,7 @@ def alert_message(alert: WhatsAppAlert, clinic: Clinic) -> tuple[str, str]:
     else:
         subject = _("WhatsApp of %(clinic)s was disconnected by Meta") % {"clinic": clinic.name}
         lines = [
-            _disconnect_sentence(str(params.get("event", ""))),
+            disconnect_detail(str(params.get("event", ""))).render(),
             _("Patients' messages no longer reach the bot."),
         ]
     body = "\n\n".join([greeting, *lines, closing])

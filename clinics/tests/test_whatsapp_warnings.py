@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 from django.core import mail
+from django.utils import translation
 
 from clinics.models import Clinic
 from clinics.notifications import clinic_alert_send, clinic_alerts_requeue_unsent
@@ -21,8 +22,10 @@ from whatsapp.tests.helpers import (
     account_of,
     arrange_active,
     debug_token,
+    disabled_update,
     healthy_meta,
     meta_bytes,
+    partner_app_uninstalled,
     phone_number,
 )
 
@@ -117,6 +120,26 @@ def test_a_disconnecting_event_is_told_once(connected, tasks_run_inline):
     ]
     assert "eliminada" in mail.outbox[0].body
     assert account_of(connected.clinic).status == "failed"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [account_deleted(), disabled_update("DISABLE"), partner_app_uninstalled()],
+    ids=["deleted", "disabled", "uninstalled"],
+)
+def test_the_email_explains_the_event_as_the_page_does(connected, tasks_run_inline, payload):
+    delivery = whatsapp_delivery_store(
+        account=connected, body=meta_bytes(payload), signed_with_clinic_secret=True
+    )
+    assert delivery is not None
+
+    (message,) = mail.outbox
+    account = account_of(connected.clinic)
+    assert account.status == "failed"
+    with translation.override("es"):
+        explained = account.detail  # the page's status detail, in the clinic's language
+    assert explained
+    assert explained in message.body
 
 
 # --- a failing mail server ---------------------------------------------------------------------------
