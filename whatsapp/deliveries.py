@@ -11,11 +11,12 @@ applies the delivery's account events later:
 * bounded: events are applied in transactions of `EVENTS_PER_TRANSACTION`, and a
   run stops after `EVENTS_PER_RUN` and queues the rest as a new task, so one huge
   delivery never holds a worker (or a lock) for long;
-* with its state on the delivery (queued, processing, retrying, done, failed),
-  the failure recorded and retried with backoff, at most TASK_RETRY_ATTEMPTS times;
-* a worker that dies mid-delivery leaves its lease to expire, and
-  `whatsapp_deliveries_requeue_stalled` (the `whatsapp_requeue_deliveries`
-  command) queues it again: it resumes where the last committed chunk ended.
+* in the one outbox loop (`common.outbox`, the `DELIVERIES` outbox): claimed with a
+  conditional UPDATE, its state on the delivery (queued, processing, retrying, done,
+  failed), a failure recorded and retried with backoff, at most TASK_RETRY_ATTEMPTS times;
+* a worker that dies mid-delivery leaves its lease to expire, and the requeue sweep
+  (`whatsapp_deliveries_requeue_stalled`, run by the `requeue_stalled` command) queues
+  it again: it resumes where the last committed chunk ended.
 """
 
 from __future__ import annotations
@@ -35,14 +36,13 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django_tasks import task
 
-from common.tasks import enqueue_after, retry_delay
+from common.outbox import Outbox
 
 from . import services
 from .alerts import whatsapp_alert_record
 from .models import (
     AlertKind,
     AppliedWebhookEvent,
-    DeliveryState,
     WebhookDelivery,
     WebhookSignatureFailure,
     WhatsAppAccount,
@@ -54,7 +54,6 @@ logger = logging.getLogger(__name__)
 EVENTS_PER_TRANSACTION = 250
 # A run hands the rest of a big delivery to a new task after this many events.
 EVENTS_PER_RUN = 2000
-UNFINISHED = (DeliveryState.QUEUED, DeliveryState.PROCESSING, DeliveryState.RETRYING)
 # Accounts one event may reach (the routing query's bound).
 MAX_TARGETS = 50
 
@@ -179,19 +178,17 @@ def whatsapp_delivery_store(
     not depend on what the delivery holds.
     """
     payload = parse_body(body)
-    now = timezone.now()
     delivery = WebhookDelivery(
         clinic_id=account.clinic_id,
         dedupe_key=dedupe_key(body, payload),
         fields=delivery_fields(payload),
         raw_body=body.decode("utf-8", errors="replace"),
         signed_with_clinic_secret=signed_with_clinic_secret,
-        lease_expires_at=now + _lease(),
     )
     try:
         with transaction.atomic():
             delivery.save(force_insert=True)
-            process_webhook_delivery.enqueue(delivery_id=str(delivery.pk))
+            DELIVERIES.enqueue(delivery)
     except IntegrityError:
         return None  # a replay of a delivery we already have
     return delivery
@@ -223,29 +220,18 @@ def signature_failures_since(*, clinic_id: Any, since: datetime) -> int:
 # --- the worker's side -----------------------------------------------------------------------
 
 
-def _lease() -> timedelta:
-    return timedelta(seconds=settings.WHATSAPP_DELIVERY_LEASE_SECONDS)
-
-
 @task()
 def process_webhook_delivery(delivery_id: str, continuation: bool = False) -> str:
     """The background task: apply one stored delivery (see the module's docstring)."""
     return whatsapp_delivery_process(delivery_id=delivery_id, continuation=continuation)
 
 
-def _start(delivery_id: str, *, continuation: bool) -> WebhookDelivery | None:
-    """Mark the delivery as being processed (a new attempt unless it continues one)."""
-    with transaction.atomic():
-        delivery = WebhookDelivery.objects.select_for_update().filter(pk=delivery_id).first()
-        if delivery is None or delivery.state not in UNFINISHED:
-            return None  # done already (a duplicate task), or given up
-        delivery.state = DeliveryState.PROCESSING
-        if not continuation:
-            delivery.attempts += 1
-        delivery.lease_expires_at = timezone.now() + _lease()
-        delivery.next_attempt_at = None
-        delivery.save(update_fields=["state", "attempts", "lease_expires_at", "next_attempt_at"])
-    return delivery
+DELIVERIES: Outbox[WebhookDelivery] = Outbox(
+    model=WebhookDelivery,
+    task=process_webhook_delivery,
+    row_arg="delivery_id",
+    lease=lambda: timedelta(seconds=settings.WHATSAPP_DELIVERY_LEASE_SECONDS),
+)
 
 
 def whatsapp_delivery_process(*, delivery_id: str, continuation: bool = False) -> str:
@@ -253,14 +239,14 @@ def whatsapp_delivery_process(*, delivery_id: str, continuation: bool = False) -
 
     Returns what happened, for the task's result.
     """
-    delivery = _start(delivery_id, continuation=continuation)
+    delivery = DELIVERIES.claim(delivery_id, continuation=continuation)
     if delivery is None:
-        return "nothing to do"
+        return "nothing to do"  # done already (a duplicate task), given up, or in another worker's hands
     try:
         return _process(delivery)
     except Exception as exc:  # noqa: BLE001 - any failure is recorded on the delivery and retried
         logger.warning("webhook delivery %s failed (attempt %d): %r", delivery.pk, delivery.attempts, exc)
-        return _record_failure(delivery, exc)
+        return f"{DELIVERIES.fail(delivery, exc)}: {type(exc).__name__}: {exc}"
 
 
 def _process(delivery: WebhookDelivery) -> str:
@@ -284,12 +270,12 @@ def _process(delivery: WebhookDelivery) -> str:
             outcomes = _apply_chunk(locked, chunk)
             locked.events_done = start + len(chunk)
             locked.outcome = _merge_outcomes(locked.outcome, outcomes)
-            locked.lease_expires_at = timezone.now() + _lease()
-            locked.save(update_fields=["events_done", "outcome", "lease_expires_at"])
+            locked.save(update_fields=["events_done", "outcome"])
+            DELIVERIES.renew(locked)
         budget -= len(chunk)
         if budget <= 0 and locked.events_done < len(events):
             # Bounded: the rest goes to a new task, behind whatever else is queued.
-            process_webhook_delivery.enqueue(delivery_id=str(delivery.pk), continuation=True)
+            DELIVERIES.hand_over(locked, continuation=True)
             return f"{locked.events_done} of {len(events)} events done, continuing"
     return _finish(locked, outcome=None)
 
@@ -338,56 +324,15 @@ def _merge_outcomes(previous: str, outcomes: list[str]) -> str:
 
 
 def _finish(delivery: WebhookDelivery, *, outcome: str | None) -> str:
-    now = timezone.now()
     final = outcome if outcome is not None else (delivery.outcome or "stored")
-    WebhookDelivery.objects.filter(pk=delivery.pk).update(
-        state=DeliveryState.DONE,
-        processed_at=now,
-        outcome=final[:255],
-        last_error="",
-        lease_expires_at=None,
-        next_attempt_at=None,
-    )
+    DELIVERIES.succeed(delivery, processed_at=timezone.now(), outcome=final[:255])
     return final
-
-
-def _record_failure(delivery: WebhookDelivery, exc: Exception) -> str:
-    now = timezone.now()
-    error = f"{type(exc).__name__}: {exc}"[:2000]
-    if delivery.attempts >= settings.TASK_RETRY_ATTEMPTS:
-        WebhookDelivery.objects.filter(pk=delivery.pk).update(
-            state=DeliveryState.FAILED, last_error=error, lease_expires_at=None, next_attempt_at=None
-        )
-        logger.error("webhook delivery %s given up after %d attempts", delivery.pk, delivery.attempts)
-        return f"failed: {error}"
-    delay = retry_delay(delivery.attempts)
-    with transaction.atomic():
-        WebhookDelivery.objects.filter(pk=delivery.pk).update(
-            state=DeliveryState.RETRYING,
-            last_error=error,
-            next_attempt_at=now + delay,
-            lease_expires_at=now + delay + _lease(),
-        )
-        enqueue_after(process_webhook_delivery, delay, delivery_id=str(delivery.pk))
-    return f"retrying in {int(delay.total_seconds())} s: {error}"
 
 
 def whatsapp_deliveries_requeue_stalled() -> int:
     """Queue again the unfinished deliveries whose lease expired (a worker died, a task was lost).
 
-    Each is claimed with a conditional UPDATE in the transaction that queues it,
-    so several sweeps at once queue it once; a duplicate task would change
-    nothing anyway (the markers), it would only cost a worker's time.
+    A duplicate task would change nothing anyway (the markers); the sweep's claim
+    only spares a worker's time.
     """
-    now = timezone.now()
-    stalled = WebhookDelivery.objects.filter(state__in=UNFINISHED, lease_expires_at__lt=now)
-    queued = 0
-    for pk in stalled.values_list("pk", flat=True)[:1000]:
-        with transaction.atomic():
-            claimed = WebhookDelivery.objects.filter(
-                pk=pk, state__in=UNFINISHED, lease_expires_at__lt=now
-            ).update(lease_expires_at=now + _lease())
-            if claimed:
-                process_webhook_delivery.enqueue(delivery_id=str(pk))
-                queued += 1
-    return queued
+    return DELIVERIES.requeue_stalled()
