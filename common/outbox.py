@@ -8,7 +8,11 @@ and one task that works one row. The loop around the work is written once, here:
   row to the queue: a worker should have taken it by the time the lease ends;
 * `Outbox.claim(pk)` takes the row with a conditional UPDATE - waiting (queued or
   retrying), or processing under a lease that ran out (its worker died) - counts the
-  attempt and holds it for a lease; two workers never both take it;
+  attempt and holds it for a lease; two workers never both take it. An outbox whose
+  rows belong to tenants (`tenant="clinic"`) takes work tenant by tenant: a task takes
+  the oldest row that is due of the next tenant in turn, which need not be its own row
+  (a task is a turn of work, the row it names one that is waiting), so one tenant's
+  backlog delays another's row by one piece of work per busy tenant, not by the backlog;
 * `Outbox.renew(row)` extends the lease of a long piece of work, `Outbox.hand_over(row)`
   queues the rest of it as a new task behind whatever else is queued;
 * `Outbox.succeed(row)` marks it done; `Outbox.fail(row, error)` records the error and
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
@@ -92,6 +96,12 @@ class Outbox(Generic[R]):
     task: Task[..., Any]
     row_arg: str
     lease: Callable[[], timedelta]
+    # The foreign key naming a row's tenant (work is then taken tenant by tenant), and the
+    # field that orders one tenant's rows, oldest first.
+    tenant: str | None = None
+    oldest_first: str = "pk"
+    # The tenant this process served last: the next claim starts after it (round robin).
+    _turn: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def _rows(self) -> models.QuerySet[R]:
         return self.model._default_manager.all()
@@ -109,11 +119,55 @@ class Outbox(Generic[R]):
         self._enqueue_task(row.pk, **task_kwargs)
 
     def claim(self, pk: Any, *, continuation: bool = False) -> R | None:
-        """Take the row for this worker, or None when it is done, given up, or another worker holds it.
+        """Take a row for this worker: the one named, or with tenants the one whose turn it is.
 
-        A continuation (`hand_over`) goes on with the attempt it continues; anything
-        else counts a new attempt.
+        None when there is nothing to take (the row is done, given up, or another worker
+        holds it, and no other row is due). A continuation (`hand_over`) takes its own
+        row and goes on with the attempt it continues; anything else counts a new attempt.
         """
+        if self.tenant is not None and not continuation:
+            # A few tries: another worker may take the row chosen between the choice and the claim.
+            for _try in range(3):
+                chosen = self._next_in_turn()
+                if chosen is None:
+                    break
+                row = self._take(chosen, continuation=False)
+                if row is not None:
+                    self._turn["last"] = getattr(row, self._tenant_attname())
+                    return row
+        return self._take(pk, continuation=continuation)
+
+    def _tenant_attname(self) -> str:
+        """The tenant's column (`clinic_id` for `clinic`): rows are compared by it, never loaded."""
+        tenant = self.model._meta.get_field(self.tenant or "")
+        if not isinstance(tenant, models.Field):
+            raise TypeError(f"{self.model.__name__}.{self.tenant} is not a field of its own.")
+        return tenant.attname
+
+    def _next_in_turn(self) -> Any:
+        """The oldest due row of the first tenant after the one served last (wrapping round)."""
+        now = timezone.now()
+        tenant = self._tenant_attname()
+        due = self._rows().filter(
+            Q(state=OutboxState.QUEUED)
+            | Q(state=OutboxState.RETRYING, next_attempt_at__lte=now)
+            | Q(state=OutboxState.PROCESSING, lease_expires_at__lt=now)
+        )
+        tenants = due.order_by(tenant).values_list(tenant, flat=True).distinct()
+        last = self._turn.get("last")
+        following = tenants.filter(**{f"{tenant}__gt": last}).first() if last is not None else None
+        turn = following if following is not None else tenants.first()
+        if turn is None:
+            return None
+        return (
+            due.filter(**{tenant: turn})
+            .order_by(self.oldest_first, "pk")
+            .values_list("pk", flat=True)
+            .first()
+        )
+
+    def _take(self, pk: Any, *, continuation: bool) -> R | None:
+        """The conditional UPDATE that claims one row (see `claim`)."""
         now = timezone.now()
         takeable = Q(state__in=WAITING) | Q(state=OutboxState.PROCESSING, lease_expires_at__lt=now)
         if continuation:

@@ -9,8 +9,11 @@ applies the delivery's account events later:
   same transaction as its effect, so a retried task, a duplicate worker or the
   same event inside another delivery never applies it twice;
 * bounded: events are applied in transactions of `EVENTS_PER_TRANSACTION`, and a
-  run stops after `EVENTS_PER_RUN` and queues the rest as a new task, so one huge
-  delivery never holds a worker (or a lock) for long;
+  run stops after `EVENTS_PER_RUN` events or `SECONDS_PER_RUN` and queues the rest as
+  a new task, so one huge delivery never holds a worker (or a lock) for long;
+* clinic by clinic: a task applies the oldest waiting delivery of the next clinic in
+  turn (the outbox's round robin), so one clinic's backlog delays another clinic's
+  events by one bounded run per busy clinic, never by the whole backlog;
 * in the one outbox loop (`common.outbox`, the `DELIVERIES` outbox): claimed with a
   conditional UPDATE, its state on the delivery (queued, processing, retrying, done,
   failed), a failure recorded and retried with backoff, at most TASK_RETRY_ATTEMPTS times;
@@ -25,6 +28,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -52,8 +56,10 @@ logger = logging.getLogger(__name__)
 
 # A few hundred events per transaction: few commits, short locks.
 EVENTS_PER_TRANSACTION = 250
-# A run hands the rest of a big delivery to a new task after this many events.
+# A run hands the rest of a big delivery to a new task after this many events, or after this
+# long: the longest another clinic's events wait for each clinic with a backlog.
 EVENTS_PER_RUN = 2000
+SECONDS_PER_RUN = 2.0
 # Accounts one event may reach (the routing query's bound).
 MAX_TARGETS = 50
 
@@ -231,13 +237,17 @@ DELIVERIES: Outbox[WebhookDelivery] = Outbox(
     task=process_webhook_delivery,
     row_arg="delivery_id",
     lease=lambda: timedelta(seconds=settings.WHATSAPP_DELIVERY_LEASE_SECONDS),
+    tenant="clinic",
+    oldest_first="received_at",
 )
 
 
 def whatsapp_delivery_process(*, delivery_id: str, continuation: bool = False) -> str:
-    """Apply the delivery's events from where the last committed chunk ended; never raises.
+    """Apply a delivery's events from where its last committed chunk ended; never raises.
 
-    Returns what happened, for the task's result.
+    The delivery applied is the one named unless another clinic's turn has come (see
+    the module's docstring); a continuation always goes on with its own. Returns what
+    happened, for the task's result.
     """
     delivery = DELIVERIES.claim(delivery_id, continuation=continuation)
     if delivery is None:
@@ -258,6 +268,7 @@ def _process(delivery: WebhookDelivery) -> str:
         delivery.events_total = len(events)
         WebhookDelivery.objects.filter(pk=delivery.pk).update(events_total=len(events))
     budget = EVENTS_PER_RUN
+    stop_at = time.monotonic() + SECONDS_PER_RUN
     while True:
         with transaction.atomic():
             # Locked: a second task for this delivery (a requeue racing a slow
@@ -273,7 +284,7 @@ def _process(delivery: WebhookDelivery) -> str:
             locked.save(update_fields=["events_done", "outcome"])
             DELIVERIES.renew(locked)
         budget -= len(chunk)
-        if budget <= 0 and locked.events_done < len(events):
+        if (budget <= 0 or time.monotonic() >= stop_at) and locked.events_done < len(events):
             # Bounded: the rest goes to a new task, behind whatever else is queued.
             DELIVERIES.hand_over(locked, continuation=True)
             return f"{locked.events_done} of {len(events)} events done, continuing"
