@@ -10,6 +10,7 @@ import pytest
 import time_machine
 from django.core import mail
 from django.core.management import call_command
+from django.test import Client
 from django.utils import translation
 
 from clinics.models import Clinic
@@ -241,3 +242,20 @@ def test_a_warning_whose_worker_died_is_sent_by_the_next_sweep(connected, graph,
     alert.refresh_from_db()
     assert (alert.state, alert.attempts, alert.lease_expires_at) == ("done", 2, None)
     assert alert.notified_at == T0 + SEND_LEASE + timedelta(minutes=1)
+
+
+def test_admin_shows_each_warnings_state_and_filters_by_it(superuser, connected, graph, refusing_mail_server):
+    broken = WhatsAppAlert.objects.create(clinic=connected.clinic, kind="broken", key="b1")
+    WhatsAppAlert.objects.create(clinic=connected.clinic, kind="token_expiry", key="14:x", state="done")
+    assert clinic_alert_send(alert_id=broken.pk).startswith("retrying in")
+    client = Client(HTTP_ACCEPT_LANGUAGE="en")
+    client.force_login(superuser)
+
+    page = client.get("/admin/whatsapp/whatsappalert/").content.decode()
+    retrying = client.get("/admin/whatsapp/whatsappalert/", {"state__exact": "retrying"}).content.decode()
+    detail = client.get(f"/admin/whatsapp/whatsappalert/{broken.pk}/change/").content.decode()
+
+    assert "Failed, will retry" in page and "Done" in page
+    assert "b1" in retrying and "14:x" not in retrying
+    assert "ConnectionRefusedError" in detail
+    assert "Next attempt" in detail
