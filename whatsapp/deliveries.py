@@ -245,18 +245,20 @@ DELIVERIES: Outbox[WebhookDelivery] = Outbox(
 def whatsapp_delivery_process(*, delivery_id: str, continuation: bool = False) -> str:
     """Apply a delivery's events from where its last committed chunk ended; never raises.
 
-    The delivery applied is the one named unless another clinic's turn has come (see
-    the module's docstring); a continuation always goes on with its own. Returns what
-    happened, for the task's result.
+    The delivery applied is the oldest waiting one of the clinic whose turn it is (see the
+    module's docstring): often the one named, not always; a continuation always goes on
+    with its own. Returns what happened, for the task's result.
     """
     delivery = DELIVERIES.claim(delivery_id, continuation=continuation)
     if delivery is None:
         return "nothing to do"  # done already (a duplicate task), given up, or in another worker's hands
+    # The task's result names the delivery it applied when that is not the one it was queued for.
+    which = "" if str(delivery.pk) == str(delivery_id) else f"delivery {delivery.pk}: "
     try:
-        return _process(delivery)
+        return which + _process(delivery)
     except Exception as exc:  # noqa: BLE001 - any failure is recorded on the delivery and retried
         logger.warning("webhook delivery %s failed (attempt %d): %r", delivery.pk, delivery.attempts, exc)
-        return f"{DELIVERIES.fail(delivery, exc)}: {type(exc).__name__}: {exc}"
+        return f"{which}{DELIVERIES.fail(delivery, exc)}: {type(exc).__name__}: {exc}"
 
 
 def _process(delivery: WebhookDelivery) -> str:

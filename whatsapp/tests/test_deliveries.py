@@ -180,11 +180,13 @@ def test_a_big_delivery_is_applied_in_bounded_runs(clinic, queued_tasks, monkeyp
 # --- clinic by clinic -------------------------------------------------------------------------------------
 
 
-def drain(queued_tasks, runs: int | None = None) -> None:
+def drain(queued_tasks, runs: int | None = None) -> list[str]:
     """One worker taking the queued tasks in order (the database queue is first in, first out)."""
+    results = []
     while queued_tasks and (runs is None or runs > 0):
-        whatsapp_delivery_process(**queued_tasks.pop(0).kwargs)
+        results.append(whatsapp_delivery_process(**queued_tasks.pop(0).kwargs))
         runs = None if runs is None else runs - 1
+    return results
 
 
 def test_one_clinics_backlog_does_not_hold_up_another_clinics_event(
@@ -201,10 +203,11 @@ def test_one_clinics_backlog_does_not_hold_up_another_clinics_event(
     # ...when the other clinic's one event arrives, behind the flood's tasks.
     quiet = store(other_clinic, account_violation())
 
-    drain(queued_tasks, runs=1)
+    (result,) = drain(queued_tasks, runs=1)  # the task queued for the flood's second delivery
 
     # Its turn came with the next run, before any more of the flood.
     assert fresh(quiet).state == "done"
+    assert result.startswith(f"delivery {quiet.pk}: ")
     assert AppliedWebhookEvent.objects.filter(clinic=clinic).count() == 4
     assert AppliedWebhookEvent.objects.filter(clinic=other_clinic).count() == 1
 
