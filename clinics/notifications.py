@@ -4,9 +4,11 @@ whatsapp records each condition once (`whatsapp.alerts`, a unique key per
 condition) and says so with `alert_recorded`; here the product decides who is
 told (the clinic's active admins) and how. The e-mail is sent by a background
 task, never inside a request, so a refused or failing mail server never breaks
-one: the task records the error and tries again with backoff. An alert is
-claimed before it is sent and marked sent after the mail server accepted it, so
-two workers never send it twice.
+one. Each alert is a row of the `ALERT_EMAILS` outbox (`common.outbox`): claimed
+before it is sent and marked sent after the mail server accepted it, so two workers
+never send it twice; a failure is recorded and retried with backoff; an e-mail whose
+worker died (or whose task was lost) is queued again by the requeue sweep once its
+lease has run out.
 """
 
 from __future__ import annotations
@@ -18,15 +20,15 @@ from typing import Any
 
 from django.conf import settings
 from django.core.mail import send_mail
-from django.db.models import F, Q
 from django.dispatch import receiver
 from django.utils import formats, timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django_tasks import task
 
-from common.tasks import enqueue_after, retry_delay
+from common.outbox import Outbox
 from whatsapp.alerts import alert_recorded
+from whatsapp.details import disconnect_detail
 from whatsapp.health import check_sentences
 from whatsapp.models import AlertKind, WhatsAppAlert
 
@@ -34,16 +36,9 @@ from .models import Clinic, User
 
 logger = logging.getLogger(__name__)
 
-# A sender holds an alert this long; a worker that died while sending lets it go after.
+# A sender holds an alert this long; after it, the requeue sweep queues it again (a worker
+# that died while sending, a task lost on the way). Far above any mail server's timeout.
 SEND_LEASE = timedelta(minutes=5)
-# Alerts older than this and still unsent are queued again by the daily command (a lost task).
-UNSENT_GRACE = timedelta(minutes=30)
-
-
-@receiver(alert_recorded)
-def _queue_alert_email(sender: type, alert: WhatsAppAlert, **kwargs: Any) -> None:
-    """Queued in the transaction that recorded the alert: both are kept, or neither."""
-    send_whatsapp_alert.enqueue(alert_id=alert.pk)
 
 
 @task()
@@ -52,16 +47,19 @@ def send_whatsapp_alert(alert_id: int) -> str:
     return clinic_alert_send(alert_id=alert_id)
 
 
+ALERT_EMAILS: Outbox[WhatsAppAlert] = Outbox(
+    model=WhatsAppAlert, task=send_whatsapp_alert, row_arg="alert_id", lease=lambda: SEND_LEASE
+)
+
+
+@receiver(alert_recorded)
+def _queue_alert_email(sender: type, alert: WhatsAppAlert, **kwargs: Any) -> None:
+    """Queued in the transaction that recorded the alert: both are kept, or neither."""
+    ALERT_EMAILS.enqueue(alert)
+
+
 def _date(value: str) -> str:
     return formats.date_format(datetime.fromisoformat(value), "DATE_FORMAT")
-
-
-def _disconnect_sentence(event: str) -> str:
-    if event == "ACCOUNT_DELETED":
-        return _("Meta reports that the WhatsApp Business Account was deleted.")
-    if event == "PARTNER_APP_UNINSTALLED":
-        return _("Access for this service was removed from the WhatsApp Business Account.")
-    return _("Meta disabled the WhatsApp Business Account.")
 
 
 def alert_message(alert: WhatsAppAlert, clinic: Clinic) -> tuple[str, str]:
@@ -97,7 +95,7 @@ def alert_message(alert: WhatsAppAlert, clinic: Clinic) -> tuple[str, str]:
     else:
         subject = _("WhatsApp of %(clinic)s was disconnected by Meta") % {"clinic": clinic.name}
         lines = [
-            _disconnect_sentence(str(params.get("event", ""))),
+            disconnect_detail(str(params.get("event", ""))).render(),
             _("Patients' messages no longer reach the bot."),
         ]
     body = "\n\n".join([greeting, *lines, closing])
@@ -106,15 +104,9 @@ def alert_message(alert: WhatsAppAlert, clinic: Clinic) -> tuple[str, str]:
 
 def clinic_alert_send(*, alert_id: int) -> str:
     """Send one alert now unless it was sent (or is being sent); never raises for the mail server."""
-    now = timezone.now()
-    claimed = (
-        WhatsAppAlert.objects.filter(pk=alert_id, notified_at__isnull=True)
-        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-        .update(claimed_until=now + SEND_LEASE, attempts=F("attempts") + 1)
-    )
-    if not claimed:
+    alert = ALERT_EMAILS.claim(alert_id)
+    if alert is None:
         return "already sent or being sent"
-    alert = WhatsAppAlert.objects.get(pk=alert_id)
     clinic = Clinic.objects.get(pk=alert.clinic_id)
     recipients = list(
         User.objects.filter(clinic=clinic, role=User.Role.ADMIN, is_active=True)
@@ -122,52 +114,28 @@ def clinic_alert_send(*, alert_id: int) -> str:
         .values_list("email", flat=True)
     )
     if not recipients:
-        WhatsAppAlert.objects.filter(pk=alert_id).update(
-            notified_at=now, claimed_until=None, last_error="no active admin to tell"
-        )
+        ALERT_EMAILS.succeed(alert, notified_at=timezone.now(), last_error="no active admin to tell")
         return "no recipients"
     with translation.override(clinic.language or settings.LANGUAGE_CODE):
         subject, body = alert_message(alert, clinic)
     try:
         send_mail(subject, body, None, recipients)
     except (smtplib.SMTPException, OSError) as exc:
-        return _record_failure(alert, exc)
-    WhatsAppAlert.objects.filter(pk=alert_id).update(
-        notified_at=timezone.now(), claimed_until=None, last_error=""
-    )
+        logger.warning(
+            "whatsapp alert %s: the mail server failed (attempt %d): %s: %s",
+            alert.pk,
+            alert.attempts,
+            type(exc).__name__,
+            exc,
+        )
+        return ALERT_EMAILS.fail(alert, exc)
+    ALERT_EMAILS.succeed(alert, notified_at=timezone.now())
     logger.info(
         "whatsapp alert %s (%s) sent to %d admins of %s", alert.pk, alert.kind, len(recipients), clinic.pk
     )
     return f"sent to {len(recipients)}"
 
 
-def _record_failure(alert: WhatsAppAlert, exc: Exception) -> str:
-    error = f"{type(exc).__name__}: {exc}"[:2000]
-    logger.warning(
-        "whatsapp alert %s: the mail server failed (attempt %d): %s", alert.pk, alert.attempts, error
-    )
-    WhatsAppAlert.objects.filter(pk=alert.pk).update(claimed_until=None, last_error=error)
-    if alert.attempts >= settings.TASK_RETRY_ATTEMPTS:
-        return f"given up: {error}"
-    delay = retry_delay(alert.attempts)
-    enqueue_after(send_whatsapp_alert, delay, alert_id=alert.pk)
-    return f"retrying in {int(delay.total_seconds())} s"
-
-
-def clinic_alerts_requeue_unsent() -> int:
-    """Queue again the alerts still unsent long after they were recorded (a task lost on the way)."""
-    now = timezone.now()
-    stale = (
-        WhatsAppAlert.objects.filter(
-            notified_at__isnull=True,
-            created_at__lt=now - UNSENT_GRACE,
-            attempts__lt=settings.TASK_RETRY_ATTEMPTS,
-        )
-        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-        .values_list("pk", flat=True)
-    )
-    queued = 0
-    for alert_id in stale[:1000]:
-        send_whatsapp_alert.enqueue(alert_id=alert_id)
-        queued += 1
-    return queued
+def clinic_alerts_requeue_stalled() -> int:
+    """Queue again the e-mails whose lease ran out unsent (a worker died, a task was lost)."""
+    return ALERT_EMAILS.requeue_stalled()

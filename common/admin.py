@@ -8,6 +8,7 @@ three labels marked for translation; its rules (read-only, no add, no delete) ar
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
@@ -38,15 +39,15 @@ QUEUE_FIELD_NAMES = (
 
 class TaskResultAdmin(DBTaskResultAdmin):
     @admin.display(description=_("task"))
-    def task_name(self, obj: DBTaskResult) -> str:
+    def task_name(self, obj: DBTaskResult[..., Any]) -> str:
         return obj.task_name
 
     @admin.display(description=_("traceback"))
-    def formatted_traceback(self, obj: DBTaskResult) -> str:
+    def formatted_traceback(self, obj: DBTaskResult[..., Any]) -> str:
         return super().formatted_traceback(obj)
 
     @admin.display(description=_("run after"))
-    def display_run_after(self, obj: DBTaskResult) -> datetime | str:
+    def display_run_after(self, obj: DBTaskResult[..., Any]) -> datetime | str:
         return super().display_run_after(obj)
 
 

@@ -13,7 +13,7 @@ The value in memory is a plain ``str``; on disk it is ``enc:v1:<kid>:...``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from django.core import checks
 from django.core.exceptions import FieldError
@@ -21,6 +21,11 @@ from django.db import models
 from django.db.models.query_utils import DeferredAttribute
 
 from .crypto import DecryptionError, Keyring, get_keyring
+
+_M = TypeVar("_M", bound=models.Model)
+# The set and get types django-stubs gives a model attribute (str, or str | None when null=True).
+_ST = TypeVar("_ST", contravariant=True)
+_GT = TypeVar("_GT", covariant=True)
 
 
 class Ciphertext(str):
@@ -49,7 +54,7 @@ class EncryptedValueError(ValueError):
     """Plaintext tried to reach the database without going through Model.save()."""
 
 
-class EncryptedFieldsQuerySet(models.QuerySet):
+class EncryptedFieldsQuerySet(models.QuerySet[_M]):
     """Refuses `update()` of an encrypted field with anything but ciphertext or NULL.
 
     `get_db_prep_value` already refuses a plain string, but an expression such as
@@ -77,18 +82,26 @@ class _EncryptedAttribute(DeferredAttribute):
     a copy saved under a new pk (``obj.pk = None; obj.save()``) is re-encrypted for it.
     """
 
+    def _encrypted_field(self) -> EncryptedTextField[Any, Any]:
+        field = self.field
+        if not isinstance(field, EncryptedTextField):
+            raise TypeError(
+                f"{type(self).__name__} serves EncryptedTextField only, not {type(field).__name__}."
+            )
+        return field
+
     def __get__(self, instance: models.Model | None, cls: type | None = None) -> Any:
         if instance is None:
             return self
         value = super().__get__(instance, cls)
         if isinstance(value, Ciphertext):
-            field: EncryptedTextField = self.field  # type: ignore[assignment]
+            field = self._encrypted_field()
             value = field.decrypt_for(instance, value, row_id=field.bound_row_id(instance))
             instance.__dict__[self.field.attname] = value
         return value
 
     def __set__(self, instance: models.Model, value: Any) -> None:
-        field: EncryptedTextField = self.field  # type: ignore[assignment]
+        field = self._encrypted_field()
         # A Ciphertext comes from the database; anything else is a new assignment,
         # which is encrypted afresh (a new nonce) on the next save.
         if isinstance(value, Ciphertext):
@@ -99,7 +112,7 @@ class _EncryptedAttribute(DeferredAttribute):
         instance.__dict__[field.attname] = value
 
 
-class EncryptedTextField(models.TextField):
+class EncryptedTextField(models.TextField[_ST, _GT]):
     """A secret at rest. Lookups other than ``isnull`` are refused."""
 
     description = "Text encrypted with AES-256-GCM, bound to its row and column"
@@ -188,7 +201,7 @@ class EncryptedTextField(models.TextField):
                 return self._remember(model_instance, Ciphertext(value))
         else:
             loaded = model_instance.__dict__.get(self.loaded_attname)
-            if loaded is not None and bound == row_id:
+            if isinstance(loaded, Ciphertext) and bound == row_id:
                 # Read but not assigned since it was loaded: write the same bytes back.
                 return loaded
         return self._remember(model_instance, self.encrypt_for(model_instance, str(value)))

@@ -205,8 +205,8 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
 class WhatsAppAlertAdmin(ReadOnlyAdmin):
     """The warnings recorded for clinics' admins and whether the e-mail went out: read-only."""
 
-    list_display = ("created_at", "clinic", "kind", "key", "notified_at", "attempts", "last_error")
-    list_filter = ("kind", "created_at")
+    list_display = ("created_at", "clinic", "kind", "key", "state", "notified_at", "attempts", "last_error")
+    list_filter = ("kind", "state", "created_at")
     search_fields = ("clinic__name", "clinic__slug", "key")
     list_select_related = ("clinic",)
-    readonly_fields = (*list_display, "params", "claimed_until")
+    readonly_fields = (*list_display, "params", "next_attempt_at", "lease_expires_at")

@@ -9,13 +9,17 @@ applies the delivery's account events later:
   same transaction as its effect, so a retried task, a duplicate worker or the
   same event inside another delivery never applies it twice;
 * bounded: events are applied in transactions of `EVENTS_PER_TRANSACTION`, and a
-  run stops after `EVENTS_PER_RUN` and queues the rest as a new task, so one huge
-  delivery never holds a worker (or a lock) for long;
-* with its state on the delivery (queued, processing, retrying, done, failed),
-  the failure recorded and retried with backoff, at most TASK_RETRY_ATTEMPTS times;
-* a worker that dies mid-delivery leaves its lease to expire, and
-  `whatsapp_deliveries_requeue_stalled` (the `whatsapp_requeue_deliveries`
-  command) queues it again: it resumes where the last committed chunk ended.
+  run stops after `EVENTS_PER_RUN` events or `SECONDS_PER_RUN` and queues the rest as
+  a new task, so one huge delivery never holds a worker (or a lock) for long;
+* clinic by clinic: a task applies the oldest waiting delivery of the next clinic in
+  turn (the outbox's round robin), so one clinic's backlog delays another clinic's
+  events by one bounded run per busy clinic, never by the whole backlog;
+* in the one outbox loop (`common.outbox`, the `DELIVERIES` outbox): claimed with a
+  conditional UPDATE, its state on the delivery (queued, processing, retrying, done,
+  failed), a failure recorded and retried with backoff, at most TASK_RETRY_ATTEMPTS times;
+* a worker that dies mid-delivery leaves its lease to expire, and the requeue sweep
+  (`whatsapp_deliveries_requeue_stalled`, run by the `requeue_stalled` command) queues
+  it again: it resumes where the last committed chunk ended.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,14 +40,13 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django_tasks import task
 
-from common.tasks import enqueue_after, retry_delay
+from common.outbox import Outbox
 
 from . import services
 from .alerts import whatsapp_alert_record
 from .models import (
     AlertKind,
     AppliedWebhookEvent,
-    DeliveryState,
     WebhookDelivery,
     WebhookSignatureFailure,
     WhatsAppAccount,
@@ -52,9 +56,10 @@ logger = logging.getLogger(__name__)
 
 # A few hundred events per transaction: few commits, short locks.
 EVENTS_PER_TRANSACTION = 250
-# A run hands the rest of a big delivery to a new task after this many events.
+# A run hands the rest of a big delivery to a new task after this many events, or after this
+# long: the longest another clinic's events wait for each clinic with a backlog.
 EVENTS_PER_RUN = 2000
-UNFINISHED = (DeliveryState.QUEUED, DeliveryState.PROCESSING, DeliveryState.RETRYING)
+SECONDS_PER_RUN = 2.0
 # Accounts one event may reach (the routing query's bound).
 MAX_TARGETS = 50
 
@@ -179,19 +184,17 @@ def whatsapp_delivery_store(
     not depend on what the delivery holds.
     """
     payload = parse_body(body)
-    now = timezone.now()
     delivery = WebhookDelivery(
         clinic_id=account.clinic_id,
         dedupe_key=dedupe_key(body, payload),
         fields=delivery_fields(payload),
         raw_body=body.decode("utf-8", errors="replace"),
         signed_with_clinic_secret=signed_with_clinic_secret,
-        lease_expires_at=now + _lease(),
     )
     try:
         with transaction.atomic():
             delivery.save(force_insert=True)
-            process_webhook_delivery.enqueue(delivery_id=str(delivery.pk))
+            DELIVERIES.enqueue(delivery)
     except IntegrityError:
         return None  # a replay of a delivery we already have
     return delivery
@@ -223,44 +226,39 @@ def signature_failures_since(*, clinic_id: Any, since: datetime) -> int:
 # --- the worker's side -----------------------------------------------------------------------
 
 
-def _lease() -> timedelta:
-    return timedelta(seconds=settings.WHATSAPP_DELIVERY_LEASE_SECONDS)
-
-
 @task()
 def process_webhook_delivery(delivery_id: str, continuation: bool = False) -> str:
     """The background task: apply one stored delivery (see the module's docstring)."""
     return whatsapp_delivery_process(delivery_id=delivery_id, continuation=continuation)
 
 
-def _start(delivery_id: str, *, continuation: bool) -> WebhookDelivery | None:
-    """Mark the delivery as being processed (a new attempt unless it continues one)."""
-    with transaction.atomic():
-        delivery = WebhookDelivery.objects.select_for_update().filter(pk=delivery_id).first()
-        if delivery is None or delivery.state not in UNFINISHED:
-            return None  # done already (a duplicate task), or given up
-        delivery.state = DeliveryState.PROCESSING
-        if not continuation:
-            delivery.attempts += 1
-        delivery.lease_expires_at = timezone.now() + _lease()
-        delivery.next_attempt_at = None
-        delivery.save(update_fields=["state", "attempts", "lease_expires_at", "next_attempt_at"])
-    return delivery
+DELIVERIES: Outbox[WebhookDelivery] = Outbox(
+    model=WebhookDelivery,
+    task=process_webhook_delivery,
+    row_arg="delivery_id",
+    lease=lambda: timedelta(seconds=settings.WHATSAPP_DELIVERY_LEASE_SECONDS),
+    tenant="clinic",
+    oldest_first="received_at",
+)
 
 
 def whatsapp_delivery_process(*, delivery_id: str, continuation: bool = False) -> str:
-    """Apply the delivery's events from where the last committed chunk ended; never raises.
+    """Apply a delivery's events from where its last committed chunk ended; never raises.
 
-    Returns what happened, for the task's result.
+    The delivery applied is the oldest waiting one of the clinic whose turn it is (see the
+    module's docstring): often the one named, not always; a continuation always goes on
+    with its own. Returns what happened, for the task's result.
     """
-    delivery = _start(delivery_id, continuation=continuation)
+    delivery = DELIVERIES.claim(delivery_id, continuation=continuation)
     if delivery is None:
-        return "nothing to do"
+        return "nothing to do"  # done already (a duplicate task), given up, or in another worker's hands
+    # The task's result names the delivery it applied when that is not the one it was queued for.
+    which = "" if str(delivery.pk) == str(delivery_id) else f"delivery {delivery.pk}: "
     try:
-        return _process(delivery)
+        return which + _process(delivery)
     except Exception as exc:  # noqa: BLE001 - any failure is recorded on the delivery and retried
         logger.warning("webhook delivery %s failed (attempt %d): %r", delivery.pk, delivery.attempts, exc)
-        return _record_failure(delivery, exc)
+        return f"{which}{DELIVERIES.fail(delivery, exc)}: {type(exc).__name__}: {exc}"
 
 
 def _process(delivery: WebhookDelivery) -> str:
@@ -272,6 +270,7 @@ def _process(delivery: WebhookDelivery) -> str:
         delivery.events_total = len(events)
         WebhookDelivery.objects.filter(pk=delivery.pk).update(events_total=len(events))
     budget = EVENTS_PER_RUN
+    stop_at = time.monotonic() + SECONDS_PER_RUN
     while True:
         with transaction.atomic():
             # Locked: a second task for this delivery (a requeue racing a slow
@@ -284,12 +283,12 @@ def _process(delivery: WebhookDelivery) -> str:
             outcomes = _apply_chunk(locked, chunk)
             locked.events_done = start + len(chunk)
             locked.outcome = _merge_outcomes(locked.outcome, outcomes)
-            locked.lease_expires_at = timezone.now() + _lease()
-            locked.save(update_fields=["events_done", "outcome", "lease_expires_at"])
+            locked.save(update_fields=["events_done", "outcome"])
+            DELIVERIES.renew(locked)
         budget -= len(chunk)
-        if budget <= 0 and locked.events_done < len(events):
+        if (budget <= 0 or time.monotonic() >= stop_at) and locked.events_done < len(events):
             # Bounded: the rest goes to a new task, behind whatever else is queued.
-            process_webhook_delivery.enqueue(delivery_id=str(delivery.pk), continuation=True)
+            DELIVERIES.hand_over(locked, continuation=True)
             return f"{locked.events_done} of {len(events)} events done, continuing"
     return _finish(locked, outcome=None)
 
@@ -338,56 +337,15 @@ def _merge_outcomes(previous: str, outcomes: list[str]) -> str:
 
 
 def _finish(delivery: WebhookDelivery, *, outcome: str | None) -> str:
-    now = timezone.now()
     final = outcome if outcome is not None else (delivery.outcome or "stored")
-    WebhookDelivery.objects.filter(pk=delivery.pk).update(
-        state=DeliveryState.DONE,
-        processed_at=now,
-        outcome=final[:255],
-        last_error="",
-        lease_expires_at=None,
-        next_attempt_at=None,
-    )
+    DELIVERIES.succeed(delivery, processed_at=timezone.now(), outcome=final[:255])
     return final
-
-
-def _record_failure(delivery: WebhookDelivery, exc: Exception) -> str:
-    now = timezone.now()
-    error = f"{type(exc).__name__}: {exc}"[:2000]
-    if delivery.attempts >= settings.TASK_RETRY_ATTEMPTS:
-        WebhookDelivery.objects.filter(pk=delivery.pk).update(
-            state=DeliveryState.FAILED, last_error=error, lease_expires_at=None, next_attempt_at=None
-        )
-        logger.error("webhook delivery %s given up after %d attempts", delivery.pk, delivery.attempts)
-        return f"failed: {error}"
-    delay = retry_delay(delivery.attempts)
-    with transaction.atomic():
-        WebhookDelivery.objects.filter(pk=delivery.pk).update(
-            state=DeliveryState.RETRYING,
-            last_error=error,
-            next_attempt_at=now + delay,
-            lease_expires_at=now + delay + _lease(),
-        )
-        enqueue_after(process_webhook_delivery, delay, delivery_id=str(delivery.pk))
-    return f"retrying in {int(delay.total_seconds())} s: {error}"
 
 
 def whatsapp_deliveries_requeue_stalled() -> int:
     """Queue again the unfinished deliveries whose lease expired (a worker died, a task was lost).
 
-    Each is claimed with a conditional UPDATE in the transaction that queues it,
-    so several sweeps at once queue it once; a duplicate task would change
-    nothing anyway (the markers), it would only cost a worker's time.
+    A duplicate task would change nothing anyway (the markers); the sweep's claim
+    only spares a worker's time.
     """
-    now = timezone.now()
-    stalled = WebhookDelivery.objects.filter(state__in=UNFINISHED, lease_expires_at__lt=now)
-    queued = 0
-    for pk in stalled.values_list("pk", flat=True)[:1000]:
-        with transaction.atomic():
-            claimed = WebhookDelivery.objects.filter(
-                pk=pk, state__in=UNFINISHED, lease_expires_at__lt=now
-            ).update(lease_expires_at=now + _lease())
-            if claimed:
-                process_webhook_delivery.enqueue(delivery_id=str(pk))
-                queued += 1
-    return queued
+    return DELIVERIES.requeue_stalled()

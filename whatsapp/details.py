@@ -120,6 +120,15 @@ SENTENCES.update({f"meta.{code}": sentence for code, sentence in META_ERROR_SENT
 # Details that come from Meta's webhooks: they stay until something newer happens.
 EVENT_KEYS = frozenset(key for key in SENTENCES if key.startswith("event."))
 
+# Meta's `account_update` events that take a clinic's number away, and the sentence that
+# explains each: the one home of what they mean, for the connection's status detail and for
+# the warning e-mail to the clinic's admins alike.
+DISCONNECT_KEYS: dict[str, str] = {
+    "DISABLED_UPDATE": "event.disabled",
+    "ACCOUNT_DELETED": "event.deleted",
+    "PARTNER_APP_UNINSTALLED": "event.uninstalled",
+}
+
 
 @dataclass(frozen=True)
 class Part:
@@ -207,6 +216,11 @@ def _from_json_value(value: Any) -> Any:
     if isinstance(value, dict) and "detail" in value:
         return Detail.from_json(value["detail"])
     return value
+
+
+def disconnect_detail(event: str) -> Detail:
+    """What a disconnecting event means and what to do about it (a disabled account for any other)."""
+    return Detail.of(DISCONNECT_KEYS.get(event.upper(), "event.disabled"))
 
 
 def meta_refusal_detail(code: int | None, message: str | None, details: str | None = None) -> Detail:

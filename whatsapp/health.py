@@ -20,9 +20,9 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.db import transaction
@@ -33,11 +33,13 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django_tasks import task
 
+from common import deadline
+
 from .alerts import whatsapp_alert_record
 from .deliveries import signature_failures_since
 from .details import Detail
-from .exceptions import AttemptsExhaustedError, MetaError, MetaRefusedError
-from .meta import MetaClient, PhoneNumberInfo, SubscribedApp, TokenInfo
+from .exceptions import AttemptsExhaustedError, MetaError, MetaRefusedError, MetaTimeoutError
+from .meta import ANSWER_RESERVE_SECONDS, MetaClient, PhoneNumberInfo, SubscribedApp, TokenInfo
 from .models import AlertKind, HealthVerdict, WebhookDelivery, WhatsAppAccount, WhatsAppHealth, WhatsAppStatus
 from .signals import access_token_saved
 
@@ -195,7 +197,11 @@ class _Answers:
 
 
 def _ask_meta(account: WhatsAppAccount, *, read_retries: int) -> _Answers:
-    """The four Graph calls at once (one client each: a requests session is not shared across threads)."""
+    """The four Graph calls at once (one client each: a requests session is not shared across threads).
+
+    They run in threads that carry the request's deadline (`common.deadline`), so
+    the run answers in time however slowly Meta trickles its answers.
+    """
     token = account.access_token or ""
 
     def call(operation: Callable[[MetaClient], Any]) -> Any:
@@ -211,9 +217,13 @@ def _ask_meta(account: WhatsAppAccount, *, read_retries: int) -> _Answers:
         calls["apps"] = lambda c: c.get_subscribed_apps(account.business_account_id)
     if account.phone_number_id:
         calls["number"] = lambda c: c.get_phone_number_health(account.phone_number_id)
-    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
-        futures = {name: pool.submit(call, operation) for name, operation in calls.items()}
-        return _Answers(**{name: future.result() for name, future in futures.items()})
+    # In the request's deadline: a call Meta has not answered by then counts as a timeout.
+    answers = deadline.run_in_threads(
+        {name: partial(call, operation) for name, operation in calls.items()},
+        timed_out=lambda name: MetaTimeoutError(f"Meta did not answer the {name} check in time"),
+        reserve=ANSWER_RESERVE_SECONDS,
+    )
+    return _Answers(**answers)
 
 
 def _unreachable(key: str, error: MetaError) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from django.utils.translation import gettext_lazy as _
 
 from common.fields import EncryptedFieldsQuerySet, EncryptedTextField
 from common.masking import mask_secret
+from common.outbox import OutboxRow
 
 from .details import Detail
 from .meta_errors import PIN_MISMATCH
@@ -198,16 +199,12 @@ class WrongCodeAttempt(models.Model):
         return f"wrong code for {self.clinic_id} at {self.created_at:%Y-%m-%d %H:%M}"
 
 
-class DeliveryState(models.TextChoices):
-    QUEUED = "queued", _("Queued")
-    PROCESSING = "processing", _("Processing")
-    RETRYING = "retrying", _("Failed, will retry")
-    DONE = "done", _("Done")
-    FAILED = "failed", _("Failed")
+class WebhookDelivery(OutboxRow):
+    """One authentic POST from Meta, kept as received so nothing is lost.
 
-
-class WebhookDelivery(models.Model):
-    """One authentic POST from Meta, kept as received so nothing is lost."""
+    An outbox row (`common.outbox`): its state, attempts, error and lease belong to the loop
+    that applies it in the background (whatsapp.deliveries).
+    """
 
     id = models.UUIDField("ID", primary_key=True, default=uuid.uuid4, editable=False)
     clinic = models.ForeignKey(
@@ -226,17 +223,9 @@ class WebhookDelivery(models.Model):
     # A clinic's own app secret speaks only for that clinic; the deployment's speaks for every clinic.
     signed_with_clinic_secret = models.BooleanField(_("signed with the clinic's app secret"), default=True)
     # Processing happens in a background task (whatsapp.deliveries); these say how far it got.
-    state = models.CharField(
-        _("processing state"), max_length=12, choices=DeliveryState.choices, default=DeliveryState.QUEUED
-    )
-    attempts = models.PositiveIntegerField(_("attempts"), default=0)
     events_total = models.PositiveIntegerField(_("events"), null=True, blank=True)
     # Events handled so far, committed with their effects: a retry resumes here.
     events_done = models.PositiveIntegerField(_("events done"), default=0)
-    last_error = models.TextField(_("last error"), blank=True)
-    next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
-    # Until then a worker is taken to be working on it; a dead worker's delivery is queued again after.
-    lease_expires_at = models.DateTimeField(_("held by a worker until"), null=True, blank=True)
 
     objects = EncryptedFieldsQuerySet.as_manager()
 
@@ -356,11 +345,12 @@ class AlertKind(models.TextChoices):
     DISCONNECTED = "disconnected", _("Number disconnected by Meta")
 
 
-class WhatsAppAlert(models.Model):
+class WhatsAppAlert(OutboxRow):
     """A condition the clinic's admins must hear about, recorded once (the unique key says which).
 
     whatsapp decides that something is worth a warning; who is told, and in which
-    language, is the product's business (clinics.notifications sends it).
+    language, is the product's business: clinics.notifications sends the e-mail, an
+    outbox row (`common.outbox`) whose state, attempts, error and lease are the loop's.
     """
 
     clinic = models.ForeignKey(
@@ -372,10 +362,6 @@ class WhatsAppAlert(models.Model):
     params = models.JSONField(_("details"), default=dict, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     notified_at = models.DateTimeField(_("notified at"), null=True, blank=True)
-    attempts = models.PositiveIntegerField(_("attempts"), default=0)
-    last_error = models.TextField(_("last error"), blank=True)
-    # A sender holds the alert until then, so two workers never send it twice.
-    claimed_until = models.DateTimeField(_("held by a sender until"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("WhatsApp warning")
@@ -383,6 +369,10 @@ class WhatsAppAlert(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(fields=["clinic", "kind", "key"], name="wa_alert_once_per_condition")
+        ]
+        indexes = [
+            # The requeue sweep looks only at unfinished e-mails.
+            models.Index(fields=["state", "lease_expires_at"], name="wa_alert_state_lease"),
         ]
 
     def __str__(self) -> str:

@@ -9,9 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 from django.core import mail
+from django.core.management import call_command
+from django.test import Client
+from django.utils import translation
 
 from clinics.models import Clinic
-from clinics.notifications import clinic_alert_send, clinic_alerts_requeue_unsent
+from clinics.notifications import ALERT_EMAILS, SEND_LEASE, clinic_alert_send, clinic_alerts_requeue_stalled
 from whatsapp.deliveries import whatsapp_delivery_process, whatsapp_delivery_store
 from whatsapp.health import whatsapp_health_check
 from whatsapp.models import WhatsAppAlert
@@ -21,8 +24,10 @@ from whatsapp.tests.helpers import (
     account_of,
     arrange_active,
     debug_token,
+    disabled_update,
     healthy_meta,
     meta_bytes,
+    partner_app_uninstalled,
     phone_number,
 )
 
@@ -119,6 +124,26 @@ def test_a_disconnecting_event_is_told_once(connected, tasks_run_inline):
     assert account_of(connected.clinic).status == "failed"
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [account_deleted(), disabled_update("DISABLE"), partner_app_uninstalled()],
+    ids=["deleted", "disabled", "uninstalled"],
+)
+def test_the_email_explains_the_event_as_the_page_does(connected, tasks_run_inline, payload):
+    delivery = whatsapp_delivery_store(
+        account=connected, body=meta_bytes(payload), signed_with_clinic_secret=True
+    )
+    assert delivery is not None
+
+    (message,) = mail.outbox
+    account = account_of(connected.clinic)
+    assert account.status == "failed"
+    with translation.override("es"):
+        explained = account.detail  # the page's status detail, in the clinic's language
+    assert explained
+    assert explained in message.body
+
+
 # --- a failing mail server ---------------------------------------------------------------------------
 
 
@@ -174,15 +199,63 @@ def test_the_warning_is_retried_with_backoff_until_the_server_answers(
     assert alert.notified_at is not None
 
 
-def test_an_unsent_warning_is_queued_again_by_the_daily_command(connected, graph, queued_tasks):
+def test_an_unsent_warning_is_queued_again_when_its_lease_runs_out(connected, graph, queued_tasks):
     healthy_meta(graph, number=phone_number("BANNED"))
     with time_machine.travel(T0, tick=False):
         whatsapp_health_check(account=connected)
     queued_tasks.clear()  # the task was lost
 
-    with time_machine.travel(T0 + timedelta(minutes=10)):
-        assert clinic_alerts_requeue_unsent() == 0  # give the first task time
-    with time_machine.travel(T0 + timedelta(hours=1)):
-        assert clinic_alerts_requeue_unsent() == 1
+    with time_machine.travel(T0 + SEND_LEASE - timedelta(seconds=30)):
+        assert clinic_alerts_requeue_stalled() == 0  # give the first task time
+    with time_machine.travel(T0 + SEND_LEASE + timedelta(seconds=30)):
+        assert clinic_alerts_requeue_stalled() == 1
+        assert clinic_alerts_requeue_stalled() == 0  # queued once, however many sweeps run
 
     assert [r.task.name for r in queued_tasks] == ["send_whatsapp_alert"]
+
+
+def test_a_warning_whose_worker_died_is_sent_by_the_next_sweep(connected, graph, queued_tasks, capsys):
+    healthy_meta(graph, number=phone_number("BANNED"))
+    with time_machine.travel(T0, tick=False):
+        whatsapp_health_check(account=connected)
+        alert = WhatsAppAlert.objects.get()
+        # A worker takes the e-mail and dies before the mail server answers.
+        assert ALERT_EMAILS.claim(alert.pk) is not None
+    queued_tasks.clear()
+
+    with time_machine.travel(T0 + timedelta(minutes=1), tick=False):
+        assert clinic_alert_send(alert_id=alert.pk) == "already sent or being sent"  # a duplicate task
+        call_command("requeue_stalled")
+    with time_machine.travel(T0 + SEND_LEASE + timedelta(minutes=1), tick=False):
+        call_command("requeue_stalled")  # the sweep every 5 minutes, not the next day's
+        (retry,) = queued_tasks
+        assert clinic_alert_send(**retry.kwargs) == "sent to 1"
+
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "0 stalled deliveries and 0 stalled e-mails queued again",
+        "0 stalled deliveries and 1 stalled e-mails queued again",
+    ]
+    assert [message.subject for message in mail.outbox] == [
+        "WhatsApp de Clínica San Salvador dejó de funcionar"
+    ]
+    alert.refresh_from_db()
+    assert (alert.state, alert.attempts, alert.lease_expires_at) == ("done", 2, None)
+    assert alert.notified_at == T0 + SEND_LEASE + timedelta(minutes=1)
+
+
+def test_admin_shows_each_warnings_state_and_filters_by_it(superuser, connected, graph, refusing_mail_server):
+    broken = WhatsAppAlert.objects.create(clinic=connected.clinic, kind="broken", key="b1")
+    WhatsAppAlert.objects.create(clinic=connected.clinic, kind="token_expiry", key="14:x", state="done")
+    assert clinic_alert_send(alert_id=broken.pk).startswith("retrying in")
+    client = Client(HTTP_ACCEPT_LANGUAGE="en")
+    client.force_login(superuser)
+
+    page = client.get("/admin/whatsapp/whatsappalert/").content.decode()
+    retrying = client.get("/admin/whatsapp/whatsappalert/", {"state__exact": "retrying"}).content.decode()
+    detail = client.get(f"/admin/whatsapp/whatsappalert/{broken.pk}/change/").content.decode()
+
+    assert "Failed, will retry" in page and "Done" in page
+    assert "b1" in retrying and "14:x" not in retrying
+    assert "ConnectionRefusedError" in detail
+    assert "Next attempt" in detail

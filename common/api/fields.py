@@ -40,7 +40,7 @@ class StrictBooleanField(serializers.BooleanField):
         raise AssertionError("unreachable")
 
 
-def error_names(serializer_class: type[serializers.Serializer]) -> dict[str, str]:
+def error_names(serializer_class: type[serializers.Serializer[Any]]) -> dict[str, str]:
     """Model field name -> API key, from the input serializer's `source`s.
 
     Services raise ValidationError keyed by the model's field names; the API

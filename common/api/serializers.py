@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import copy
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rest_framework import serializers
 
 
-class PrebuiltFieldsSerializer(serializers.Serializer):
+class PrebuiltFieldsSerializer(serializers.Serializer[Any]):
     """DRF builds every declared field anew for each serializer (`copy.deepcopy`, which runs each
     field's `__init__` again): 6 % of a settings PATCH in its profile (bench/reports/2026-12-01-issue13.md).
 
@@ -19,9 +19,9 @@ class PrebuiltFieldsSerializer(serializers.Serializer):
     ListField child would be shared by the copies, so those are refused.
     """
 
-    _prebuilt: ClassVar[dict[type, dict[str, serializers.Field]]] = {}
+    _prebuilt: ClassVar[dict[type, dict[str, serializers.Field[Any, Any, Any, Any]]]] = {}
 
-    def get_fields(self) -> dict[str, serializers.Field]:
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
         cls = type(self)
         prototypes = PrebuiltFieldsSerializer._prebuilt.get(cls)
         if prototypes is None:

@@ -24,7 +24,7 @@ class OutputField:
     name: str
     read: Callable[[Any], Any]
     # A read-only serializer field, used only to describe the value in the OpenAPI document.
-    schema: serializers.Field
+    schema: serializers.Field[Any, Any, Any, Any]
 
 
 class OutputShape:
@@ -40,7 +40,7 @@ class OutputShape:
         return {field.name: field.read(obj) for field in self.fields}
 
     @cached_property
-    def serializer(self) -> type[serializers.Serializer]:
+    def serializer(self) -> type[serializers.Serializer[Any]]:
         declared = {field.name: field.schema for field in self.fields}
         return type(self.name, (serializers.Serializer,), declared)
 

@@ -104,16 +104,18 @@ def stack(processes, tmp_path):
         db.drop()
 
 
-def _connect(stack) -> tuple[str, requests.Session]:
+def _connect(
+    stack, *, admin: str = ADMIN, phone: str = "77654321", app_secret: str = APP_SECRET
+) -> tuple[str, requests.Session]:
     """A CONNECTED number at the fake, configured through the API with the clinic's own app secret."""
     origin, fake = stack["origin"], stack["fake"]
     number = requests.post(
         f"{fake}/_fake/numbers",
-        json={"waba_id": WABA, "cc": "503", "phone_number": "77654321", "status": "CONNECTED"},
+        json={"waba_id": WABA, "cc": "503", "phone_number": phone, "status": "CONNECTED"},
         timeout=5,
     ).json()
     session = requests.Session()
-    token = session.post(f"{origin}/api/auth/token/", json={"email": ADMIN, "password": PASSWORD}, timeout=30)
+    token = session.post(f"{origin}/api/auth/token/", json={"email": admin, "password": PASSWORD}, timeout=30)
     session.headers["Authorization"] = f"Token {token.json()['token']}"
     body = session.put(
         f"{origin}/api/clinics/whatsapp/",
@@ -122,7 +124,7 @@ def _connect(stack) -> tuple[str, requests.Session]:
             "businessAccountId": WABA,
             "accessToken": ACCESS_TOKEN,
             "verifyToken": "e2e-verify",
-            "appSecret": APP_SECRET,
+            "appSecret": app_secret,
         },
         timeout=30,
     ).json()
@@ -130,12 +132,14 @@ def _connect(stack) -> tuple[str, requests.Session]:
     return number["display_phone_number"], session
 
 
-def _post_delivery(stack, payload: dict) -> tuple[float, str]:
+def _post_delivery(
+    stack, payload: dict, *, clinic_id: str | None = None, app_secret: str = APP_SECRET
+) -> tuple[float, str]:
     body = json.dumps(payload).encode("ascii")
-    signature = "sha256=" + hmac.new(APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    signature = "sha256=" + hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
     started = time.perf_counter()
     response = requests.post(
-        f"{stack['origin']}/whatsapp/webhook/{stack['clinic_id']}/",
+        f"{stack['origin']}/whatsapp/webhook/{clinic_id or stack['clinic_id']}/",
         data=body,
         headers={"Content-Type": "application/json", "X-Hub-Signature-256": signature},
         timeout=60,
@@ -213,6 +217,53 @@ def test_a_6000_event_delivery_is_answered_fast_and_applied_once_even_across_a_w
         print(
             f"\n6,000-event delivery: answered in {answer_first * 1000:.0f} ms and {answer_second * 1000:.0f} ms"
             f" (gunicorn); one worker applied all events in {worker_seconds:.1f} s"
+        )
+
+
+def test_one_clinics_flood_delays_another_clinics_event_by_seconds_only(stack, processes, capsys):
+    display, _session = _connect(stack)
+    digits = "".join(ch for ch in display if ch.isdigit())
+    other_admin, other_secret = "admin2@e2e.example", APP_SECRET + "-2"
+    created = run_manage(
+        {**stack["env"], "CLINIC_USER_PASSWORD": PASSWORD},
+        "create_clinic",
+        "Clínica Vecina",
+        "--admin-email",
+        other_admin,
+    )
+    other_id = next(line.split(":", 1)[1].strip() for line in created.stdout.splitlines() if "id:" in line)
+    other_display, _other = _connect(stack, admin=other_admin, phone="77000001", app_secret=other_secret)
+    other_digits = "".join(ch for ch in other_display if ch.isdigit())
+    db = stack["db"]
+
+    # One clinic floods: fifteen 1,000-event deliveries, and a worker starts on them.
+    flood = [
+        _post_delivery(
+            stack, many_quality_updates(1000, digits=digits, waba=WABA, start=1_900_000_000 + i * 1000)
+        )[1]
+        for i in range(15)
+    ]
+    processes.worker(stack["env"])
+    db.wait_for(flood[0], lambda d: d["events_done"] >= 250, timeout=120)
+
+    # The other clinic's one event arrives behind the flood's tasks.
+    _answer, key = _post_delivery(
+        stack,
+        many_quality_updates(1, digits=other_digits, waba=WABA),
+        clinic_id=other_id,
+        app_secret=other_secret,
+    )
+    started = time.monotonic()
+    db.wait_for(key, lambda d: d["state"] == "done", timeout=120)
+    waited = time.monotonic() - started
+    flood_done = sum(db.delivery(k)["events_done"] for k in flood)
+
+    # Served at the next turn, not after a run of each of the flood's deliveries queued before it.
+    assert flood_done < 3000, flood_done
+    assert waited < 10.0, waited
+    with capsys.disabled():
+        print(
+            f"\nthe other clinic's event waited {waited:.1f} s behind 15,000 queued events ({flood_done} applied)"
         )
 
 

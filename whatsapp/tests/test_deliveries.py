@@ -177,6 +177,59 @@ def test_a_big_delivery_is_applied_in_bounded_runs(clinic, queued_tasks, monkeyp
     assert AppliedWebhookEvent.objects.count() == 12
 
 
+# --- clinic by clinic -------------------------------------------------------------------------------------
+
+
+def drain(queued_tasks, runs: int | None = None) -> list[str]:
+    """One worker taking the queued tasks in order (the database queue is first in, first out)."""
+    results = []
+    while queued_tasks and (runs is None or runs > 0):
+        results.append(whatsapp_delivery_process(**queued_tasks.pop(0).kwargs))
+        runs = None if runs is None else runs - 1
+    return results
+
+
+def test_one_clinics_backlog_does_not_hold_up_another_clinics_event(
+    clinic, other_clinic, queued_tasks, monkeypatch
+):
+    monkeypatch.setattr(deliveries, "EVENTS_PER_TRANSACTION", 2)
+    monkeypatch.setattr(deliveries, "EVENTS_PER_RUN", 4)
+    arrange_active(clinic, detail="")
+    arrange_active(other_clinic, number="+50377000000", phone_number_id="106540352200000")
+    queued_tasks.clear()
+    # The flooding clinic: five deliveries of twelve events each, stored first.
+    flood = [store(clinic, many_quality_updates(12, start=1748454394 + 100 * i)) for i in range(5)]
+    drain(queued_tasks, runs=1)  # a worker is busy with the flood...
+    # ...when the other clinic's one event arrives, behind the flood's tasks.
+    quiet = store(other_clinic, account_violation())
+
+    (result,) = drain(queued_tasks, runs=1)  # the task queued for the flood's second delivery
+
+    # Its turn came with the next run, before any more of the flood.
+    assert fresh(quiet).state == "done"
+    assert result.startswith(f"delivery {quiet.pk}: ")
+    assert AppliedWebhookEvent.objects.filter(clinic=clinic).count() == 4
+    assert AppliedWebhookEvent.objects.filter(clinic=other_clinic).count() == 1
+
+    # The flood is not lost for it: every event applied once, each delivery done.
+    drain(queued_tasks)
+    assert [fresh(delivery).state for delivery in flood] == ["done"] * 5
+    assert AppliedWebhookEvent.objects.filter(clinic=clinic).count() == 60
+    assert all(fresh(delivery).attempts == 1 for delivery in flood)
+
+
+def test_a_run_also_stops_after_its_time(clinic, queued_tasks, monkeypatch):
+    monkeypatch.setattr(deliveries, "EVENTS_PER_TRANSACTION", 2)
+    monkeypatch.setattr(deliveries, "SECONDS_PER_RUN", 0.0)
+    delivery = store(clinic, many_quality_updates(6))
+    queued_tasks.clear()
+
+    outcome = whatsapp_delivery_process(delivery_id=str(delivery.pk))
+
+    assert outcome == "2 of 6 events done, continuing"
+    assert [r.kwargs for r in queued_tasks] == [{"delivery_id": str(delivery.pk), "continuation": True}]
+
+
 # --- failures and retries ---------------------------------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 """`whatsapp_health --enqueue` (the daily schedule) or `whatsapp_health --clinic <slug>` (one, now).
 
-It lives in clinics because it knows clinics (slugs, the admins' warnings);
+It lives in clinics because it knows clinics (their slugs);
 the checks themselves are whatsapp's.
 """
 
@@ -13,7 +13,6 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone, translation
 
 from clinics.models import Clinic
-from clinics.notifications import clinic_alerts_requeue_unsent
 from clinics.selectors import whatsapp_account_of
 from whatsapp.health import whatsapp_health_check, whatsapp_health_schedule
 from whatsapp.health_serializers import HEALTH_SHAPE
@@ -33,8 +32,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["enqueue"]:
             queued = whatsapp_health_schedule(day=timezone.localdate())
-            resent = clinic_alerts_requeue_unsent()
-            self.stdout.write(f"{queued} health checks queued; {resent} unsent warnings queued again")
+            self.stdout.write(f"{queued} health checks queued")
             return
         clinic = Clinic.objects.filter(slug=options["clinic"]).first()
         if clinic is None:

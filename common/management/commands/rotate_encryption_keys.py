@@ -10,7 +10,7 @@ from common.crypto import Keyring, get_keyring
 from common.fields import Ciphertext, EncryptedTextField
 
 
-def encrypted_fields() -> list[tuple[type[models.Model], list[EncryptedTextField]]]:
+def encrypted_fields() -> list[tuple[type[models.Model], list[EncryptedTextField[Any, Any]]]]:
     """Every model with an encrypted field, so rotation reaches all of them."""
     found = []
     for model in apps.get_models():
@@ -57,7 +57,7 @@ class Command(BaseCommand):
     def _model(
         self,
         model: type[models.Model],
-        fields: list[EncryptedTextField],
+        fields: list[EncryptedTextField[Any, Any]],
         keyring: Keyring,
         batch_size: int,
         check_only: bool,

@@ -1,4 +1,8 @@
-"""Queue again the webhook deliveries a dead worker left unfinished (run every few minutes)."""
+"""Queue again the webhook deliveries a dead worker left unfinished.
+
+`manage.py requeue_stalled` does this and the same for every other outbox (the warning
+e-mails); this command sweeps the deliveries alone.
+"""
 
 from __future__ import annotations
 

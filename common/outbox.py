@@ -1,0 +1,251 @@
+"""Outboxes: work written as a row in the transaction of a change, then taken by a worker.
+
+Webhook deliveries, the warning e-mails to a clinic's admins (and next the deliveries to
+bots and the sends to Meta) are each an outbox: a model with the fields of `OutboxRow`
+and one task that works one row. The loop around the work is written once, here:
+
+* `Outbox.enqueue(row)` queues the row's task in the caller's transaction and leases the
+  row to the queue: a worker should have taken it by the time the lease ends;
+* `Outbox.claim(pk)` takes the row with a conditional UPDATE - waiting (queued or
+  retrying), or processing under a lease that ran out (its worker died) - counts the
+  attempt and holds it for a lease; two workers never both take it. An outbox whose
+  rows belong to tenants (`tenant="clinic"`) takes work tenant by tenant: a task takes
+  the oldest row that is due of the next tenant in turn, which need not be its own row
+  (a task is a turn of work, the row it names one that is waiting), so one tenant's
+  backlog delays another's row by one piece of work per busy tenant, not by the backlog;
+* `Outbox.renew(row)` extends the lease of a long piece of work, `Outbox.hand_over(row)`
+  queues the rest of it as a new task behind whatever else is queued;
+* `Outbox.succeed(row)` marks it done; `Outbox.fail(row, error)` records the error and
+  retries after `common.tasks.retry_delay(attempts)`, or gives up (failed) after
+  `TASK_RETRY_ATTEMPTS`;
+* `Outbox.requeue_stalled()` (run every few minutes) queues again each unfinished row
+  whose lease ran out: a task lost on the way, a worker that died mid-work. It claims
+  each with a conditional UPDATE, so sweeps on several machines queue it once.
+
+A row is worked at least once; the work itself makes a repeat harmless (a marker per
+event applied, a sent timestamp checked under the claim).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from django.conf import settings
+from django.db import models, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from django_tasks.base import Task
+
+from .tasks import enqueue_after, retry_delay
+
+logger = logging.getLogger(__name__)
+
+
+class OutboxState(models.TextChoices):
+    QUEUED = "queued", _("Queued")
+    PROCESSING = "processing", _("Processing")
+    RETRYING = "retrying", _("Failed, will retry")
+    DONE = "done", _("Done")
+    FAILED = "failed", _("Failed")
+
+
+# Waiting for a worker, being worked, or waiting to be retried: a sweep looks at these.
+UNFINISHED = (OutboxState.QUEUED, OutboxState.PROCESSING, OutboxState.RETRYING)
+WAITING = (OutboxState.QUEUED, OutboxState.RETRYING)
+# The longest error text kept on a row.
+ERROR_LENGTH = 2000
+
+
+class OutboxRow(models.Model):
+    """The fields the loop reads and writes; an outbox's model adds its own (and an index on
+    `state, lease_expires_at` for the sweep)."""
+
+    state = models.CharField(
+        _("processing state"), max_length=12, choices=OutboxState.choices, default=OutboxState.QUEUED
+    )
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    last_error = models.TextField(_("last error"), blank=True)
+    next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
+    # Until then the row is taken to be in a worker's hands (or the queue's); after it, the sweep
+    # queues it again.
+    lease_expires_at = models.DateTimeField(_("held by a worker until"), null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+R = TypeVar("R", bound=OutboxRow)
+
+
+def _task_arg(pk: Any) -> Any:
+    """A primary key as a task argument: an int stays an int, anything else (a UUID) is a string."""
+    return pk if isinstance(pk, int) else str(pk)
+
+
+@dataclass(frozen=True)
+class Outbox(Generic[R]):
+    """One outbox: its model, the task that works one row (given the row's id as `row_arg`) and
+    how long a worker holds a row."""
+
+    model: type[R]
+    task: Task[..., Any]
+    row_arg: str
+    lease: Callable[[], timedelta]
+    # The foreign key naming a row's tenant (work is then taken tenant by tenant), and the
+    # field that orders one tenant's rows, oldest first.
+    tenant: str | None = None
+    oldest_first: str = "pk"
+    # The tenant this process served last: the next claim starts after it (round robin).
+    _turn: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def _rows(self) -> models.QuerySet[R]:
+        return self.model._default_manager.all()
+
+    def _enqueue_task(self, pk: Any, delay: timedelta = timedelta(0), **task_kwargs: Any) -> None:
+        enqueue_after(self.task, delay, **{self.row_arg: _task_arg(pk)}, **task_kwargs)
+
+    def enqueue(self, row: R, **task_kwargs: Any) -> None:
+        """Queue the row's task, in the caller's transaction, with the row leased to the queue.
+
+        With the database task backend both are committed with the row, or neither is.
+        """
+        row.lease_expires_at = timezone.now() + self.lease()
+        self._rows().filter(pk=row.pk).update(lease_expires_at=row.lease_expires_at)
+        self._enqueue_task(row.pk, **task_kwargs)
+
+    def claim(self, pk: Any, *, continuation: bool = False) -> R | None:
+        """Take a row for this worker: the one named, or with tenants the one whose turn it is.
+
+        None when there is nothing to take (the row is done, given up, or another worker
+        holds it, and no other row is due). A continuation (`hand_over`) takes its own
+        row and goes on with the attempt it continues; anything else counts a new attempt.
+        """
+        if self.tenant is not None and not continuation:
+            # A few tries: another worker may take the row chosen between the choice and the claim.
+            for _try in range(3):
+                chosen = self._next_in_turn()
+                if chosen is None:
+                    break
+                row = self._take(chosen, continuation=False)
+                if row is not None:
+                    self._turn["last"] = getattr(row, self._tenant_attname())
+                    return row
+        return self._take(pk, continuation=continuation)
+
+    def _tenant_attname(self) -> str:
+        """The tenant's column (`clinic_id` for `clinic`): rows are compared by it, never loaded."""
+        tenant = self.model._meta.get_field(self.tenant or "")
+        if not isinstance(tenant, models.Field):
+            raise TypeError(f"{self.model.__name__}.{self.tenant} is not a field of its own.")
+        return tenant.attname
+
+    def _next_in_turn(self) -> Any:
+        """The oldest due row of the first tenant after the one served last (wrapping round)."""
+        now = timezone.now()
+        tenant = self._tenant_attname()
+        due = self._rows().filter(
+            Q(state=OutboxState.QUEUED)
+            | Q(state=OutboxState.RETRYING, next_attempt_at__lte=now)
+            | Q(state=OutboxState.PROCESSING, lease_expires_at__lt=now)
+        )
+        tenants = due.order_by(tenant).values_list(tenant, flat=True).distinct()
+        last = self._turn.get("last")
+        following = tenants.filter(**{f"{tenant}__gt": last}).first() if last is not None else None
+        turn = following if following is not None else tenants.first()
+        if turn is None:
+            return None
+        return (
+            due.filter(**{tenant: turn})
+            .order_by(self.oldest_first, "pk")
+            .values_list("pk", flat=True)
+            .first()
+        )
+
+    def _take(self, pk: Any, *, continuation: bool) -> R | None:
+        """The conditional UPDATE that claims one row (see `claim`)."""
+        now = timezone.now()
+        takeable = Q(state__in=WAITING) | Q(state=OutboxState.PROCESSING, lease_expires_at__lt=now)
+        if continuation:
+            takeable |= Q(state=OutboxState.PROCESSING)
+        changes: dict[str, Any] = {
+            "state": OutboxState.PROCESSING,
+            "lease_expires_at": now + self.lease(),
+            "next_attempt_at": None,
+        }
+        if not continuation:
+            changes["attempts"] = F("attempts") + 1
+        with transaction.atomic():
+            if not self._rows().filter(pk=pk).filter(takeable).update(**changes):
+                return None
+            return self._rows().get(pk=pk)
+
+    def renew(self, row: R) -> None:
+        """Hold the row for another lease (a long piece of work that is still going)."""
+        row.lease_expires_at = timezone.now() + self.lease()
+        self._rows().filter(pk=row.pk).update(lease_expires_at=row.lease_expires_at)
+
+    def hand_over(self, row: R, **task_kwargs: Any) -> None:
+        """Queue the rest of the row's work as a new task (claimed with `continuation=True`)."""
+        self.renew(row)
+        self._enqueue_task(row.pk, **task_kwargs)
+
+    def succeed(self, row: R, **fields: Any) -> None:
+        """The work is done: the row leaves the loop (with `fields`, the outbox's own columns)."""
+        done: dict[str, Any] = {
+            "state": OutboxState.DONE,
+            "last_error": "",
+            "lease_expires_at": None,
+            "next_attempt_at": None,
+        }
+        self._rows().filter(pk=row.pk).update(**{**done, **fields})
+
+    def fail(self, row: R, error: BaseException | str) -> str:
+        """Record the failure; retry after the backoff, or give up after the last attempt.
+
+        Returns what happens next ("retrying in 30 s", "given up"), for the task's result.
+        """
+        text = (error if isinstance(error, str) else f"{type(error).__name__}: {error}")[:ERROR_LENGTH]
+        if row.attempts >= settings.TASK_RETRY_ATTEMPTS:
+            self._rows().filter(pk=row.pk).update(
+                state=OutboxState.FAILED, last_error=text, lease_expires_at=None, next_attempt_at=None
+            )
+            logger.error("%s %s given up after %d attempts", self.model.__name__, row.pk, row.attempts)
+            return "given up"
+        delay = retry_delay(row.attempts)
+        now = timezone.now()
+        with transaction.atomic():
+            # Leased past the retry: a retry task that got lost is queued again by the sweep.
+            self._rows().filter(pk=row.pk).update(
+                state=OutboxState.RETRYING,
+                last_error=text,
+                next_attempt_at=now + delay,
+                lease_expires_at=now + delay + self.lease(),
+            )
+            self._enqueue_task(row.pk, delay)
+        return f"retrying in {int(delay.total_seconds())} s"
+
+    def requeue_stalled(self, *, limit: int = 1000) -> int:
+        """Queue again the unfinished rows whose lease ran out; returns how many this call queued.
+
+        Each is claimed back to `queued` with a conditional UPDATE in the transaction
+        that queues its task, so sweeps running at once queue it once.
+        """
+        now = timezone.now()
+        stalled = Q(state__in=UNFINISHED, lease_expires_at__lt=now)
+        queued = 0
+        for pk in self._rows().filter(stalled).values_list("pk", flat=True)[:limit]:
+            with transaction.atomic():
+                lease_end: datetime = now + self.lease()
+                if (
+                    self._rows()
+                    .filter(stalled, pk=pk)
+                    .update(state=OutboxState.QUEUED, lease_expires_at=lease_end)
+                ):
+                    self._enqueue_task(pk)
+                    queued += 1
+        return queued
