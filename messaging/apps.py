@@ -14,3 +14,6 @@ class MessagingConfig(AppConfig):
     name = "messaging"
     verbose_name = _("Messages")
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the system checks)

@@ -184,3 +184,12 @@ def test_a_ping_without_a_url_is_refused(clinic):
     with pytest.raises(ValidationError) as excinfo:
         bot_endpoint_ping(clinic_id=clinic.pk)
     assert excinfo.value.message_dict == {"url": ["Save the bot's URL first."]}
+
+
+def test_check_deploy_warns_when_private_bot_urls_are_allowed(settings):
+    from django.core.checks import run_checks
+
+    settings.BOT_URL_ALLOW_PRIVATE = True
+    assert "messaging.W001" in [m.id for m in run_checks(include_deployment_checks=True)]
+    settings.BOT_URL_ALLOW_PRIVATE = False
+    assert "messaging.W001" not in [m.id for m in run_checks(include_deployment_checks=True)]
