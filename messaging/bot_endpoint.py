@@ -17,10 +17,17 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from .exceptions import BotAddressRefusedError, BotError, BotResolutionError
+from .exceptions import BotAddressRefusedError, BotError, BotResolutionError, BotTimeoutError
 from .models import BotEndpoint, BotEndpointStatus
 from .outbox import encode, new_ping_id, ping_body
-from .poster import MAX_URL_LENGTH, allow_private, parse_bot_url, post_to_bot, resolve_allowed
+from .poster import (
+    MAX_URL_LENGTH,
+    TIMEOUT_SECONDS,
+    allow_private,
+    parse_bot_url,
+    post_to_bot,
+    resolve_allowed_within,
+)
 from .signing import new_signing_secret, webhook_headers
 
 logger = logging.getLogger(__name__)
@@ -56,10 +63,10 @@ def bot_endpoint_check_url(url: str) -> None:
             raise _url_error(exc.reason) from None
         raise _url_error("invalid") from None
     try:
-        resolve_allowed(parse_bot_url(url))
+        resolve_allowed_within(parse_bot_url(url), TIMEOUT_SECONDS)
     except BotAddressRefusedError as exc:
         raise _url_error(exc.reason) from None
-    except BotResolutionError:
+    except (BotResolutionError, BotTimeoutError):
         raise _url_error("dns") from None
 
 

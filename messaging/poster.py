@@ -161,12 +161,42 @@ def resolve(host: str, port: int) -> list[IPAddress]:
     return found
 
 
-def resolve_allowed(target: BotTarget) -> IPAddress:
-    """The address to connect to: resolved once, and refused if any answer is not allowed."""
+def resolve_allowed(target: BotTarget) -> list[IPAddress]:
+    """The addresses to connect to: resolved once, and refused if any answer is not allowed."""
     addresses = resolve(target.host, target.port)
     if not allow_private() and any(address_refused(a) for a in addresses):
         raise BotAddressRefusedError("address")
-    return addresses[0]
+    return addresses
+
+
+def resolve_allowed_within(target: BotTarget, seconds: float) -> list[IPAddress]:
+    """`resolve_allowed`, given up on after `seconds`: a resolver that hangs must not hold the worker.
+
+    The lookup runs in a helper thread (getaddrinfo cannot be interrupted); an
+    abandoned one ends by itself when the resolver gives up, and its answer is ignored.
+    """
+    try:
+        ipaddress.ip_address(target.host)
+    except ValueError:
+        pass  # a host name: looked up below
+    else:
+        return resolve_allowed(target)  # an address literal: nothing to wait for
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["addresses"] = resolve_allowed(target)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread as is
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name="bot-resolve", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise BotTimeoutError("The bot's host name did not resolve in time.")
+    if "error" in outcome:
+        raise outcome["error"]
+    return list(outcome["addresses"])
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> int | None:
@@ -188,7 +218,7 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> int 
 
 
 class _PinnedConnection(http.client.HTTPConnection):
-    """An HTTP(S) connection to one resolved address, speaking to the URL's host name.
+    """An HTTP(S) connection to the resolved addresses (tried in order), speaking to the URL's host name.
 
     http.client puts the host name in `Host`; TLS sends it as SNI and checks the
     certificate against it. `abort()` (from the deadline timer) breaks any read
@@ -196,19 +226,31 @@ class _PinnedConnection(http.client.HTTPConnection):
     """
 
     def __init__(
-        self, target: BotTarget, address: IPAddress, timeout: float, context: ssl.SSLContext | None
+        self, target: BotTarget, addresses: list[IPAddress], timeout: float, context: ssl.SSLContext | None
     ) -> None:
         super().__init__(target.host, target.port, timeout=timeout)
-        self._address = str(address)
+        self._addresses = [str(a) for a in addresses]
         self._tls_context = context
         self._raw: socket.socket | None = None
+        self.address = ""
         self.aborted = False
 
     def connect(self) -> None:
-        raw = socket.create_connection((self._address, self.port), self.timeout)
-        self._raw = raw
-        if self.aborted:
+        raw = None
+        for address in self._addresses:
+            if self.aborted:
+                break
+            try:
+                raw = socket.create_connection((address, self.port), self.timeout)
+            except OSError:
+                if address == self._addresses[-1]:
+                    raise
+                continue
+            self.address = address
+            break
+        if raw is None or self.aborted:
             raise BotTimeoutError("The bot did not answer in time.")
+        self._raw = raw
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         context = self._tls_context
         self.sock = raw if context is None else context.wrap_socket(raw, server_hostname=self.host)
@@ -241,12 +283,13 @@ def post_to_bot(
     a broken TLS handshake, or no complete answer within `timeout` seconds.
     """
     target = parse_bot_url(url)
-    address = resolve_allowed(target)
     started = time.monotonic()
+    addresses = resolve_allowed_within(target, timeout)
+    left = max(0.001, timeout - (time.monotonic() - started))
     connection = _PinnedConnection(
-        target, address, timeout, ssl_context or (_tls_context() if target.scheme == "https" else None)
+        target, addresses, left, ssl_context or (_tls_context() if target.scheme == "https" else None)
     )
-    deadline = threading.Timer(timeout, connection.abort)
+    deadline = threading.Timer(left, connection.abort)
     deadline.daemon = True
     deadline.start()
     try:
@@ -286,7 +329,7 @@ def post_to_bot(
         body=answer,
         retry_after_seconds=retry_after,
         elapsed_ms=int((time.monotonic() - started) * 1000),
-        address=str(address),
+        address=connection.address,
     )
 
 

@@ -154,6 +154,40 @@ def test_it_connects_to_the_address_resolved_once_and_sends_the_host_name(bot_se
     assert bot_server.received[0].headers["host"] == f"bot.clinic.test:{port}"
 
 
+def test_it_tries_the_next_resolved_address_when_one_refuses(bot_server, monkeypatch):
+    port = int(bot_server.url.split(":")[2].split("/")[0])
+    real = socket.getaddrinfo
+
+    def dns(host, p, *args, **kwargs):
+        if host == "bot.clinic.test":
+            # Nothing listens on 127.0.0.2 (the test bot is bound to 127.0.0.1 only).
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, p)) for a in ("127.0.0.2", "127.0.0.1")]
+        return real(host, p, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", dns)
+
+    answer = post_to_bot(f"http://bot.clinic.test:{port}/bot/hook", body=BODY, headers={})
+
+    assert (answer.status, answer.address) == (200, "127.0.0.1")
+
+
+def test_a_resolver_that_hangs_counts_against_the_time_allowed(monkeypatch):
+    release = threading.Event()
+
+    def hanging(*_a, **_k):
+        release.wait(5)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    started = time.monotonic()
+    try:
+        with pytest.raises(BotTimeoutError, match="resolve"):
+            post_to_bot("https://slow-dns.clinic.test/hook", body=BODY, headers={}, timeout=0.3)
+        assert time.monotonic() - started < 1
+    finally:
+        release.set()
+
+
 def test_it_follows_no_redirect(bot_server):
     bot_server.answer = lambda r: (
         (302, {"Location": "http://127.0.0.1:1/elsewhere"}, b"") if r.path == "/bot/hook" else (200, {}, b"")
