@@ -331,12 +331,3 @@ def post_to_bot(
         elapsed_ms=int((time.monotonic() - started) * 1000),
         address=connection.address,
     )
-
-
-def describe(answer: Any) -> str:
-    """A short line for logs and `last_error`: the status and the time, never the body."""
-    if isinstance(answer, BotAnswer):
-        return f"HTTP {answer.status} in {answer.elapsed_ms} ms"
-    if isinstance(answer, BotError):
-        return f"{answer.code}: {answer}"
-    return type(answer).__name__

@@ -252,8 +252,9 @@ def messaging_record_inbound(
     contacts: list[Any] = value.get("contacts") or []
     if not isinstance(contacts, list):
         contacts = []
+    messages = value.get("messages")
     created: list[Message] = []
-    for raw in value.get("messages") or []:
+    for raw in messages if isinstance(messages, list) else []:
         if not isinstance(raw, dict):
             continue
         wa_id = str(raw.get("from") or "")
@@ -430,3 +431,36 @@ def messaging_delete_expired(*, now: datetime | None = None, batch_size: int = 5
                 .get(Conversation._meta.label, 0)
             )
     return messages, conversations
+
+
+@dataclass(frozen=True)
+class AppliedChange:
+    """What one Meta `messages` change did: the new inbound messages, the outbound ones whose status moved."""
+
+    received: list[Message]
+    updated: list[Message]
+
+
+@transaction.atomic
+def messaging_apply_messages_change(*, clinic_id: Any, value: dict[str, Any], forward: bool) -> AppliedChange:
+    """Apply one Meta change of field `messages`: its patient messages and its statuses, in one transaction.
+
+    The number is `value.metadata.phone_number_id`. The webhook worker calls this
+    in the transaction that marks the event applied, so the messages, the status
+    changes and their deliveries to the bot commit with it or not at all.
+    """
+    metadata = value.get("metadata") if isinstance(value.get("metadata"), dict) else {}
+    phone_number_id = str((metadata or {}).get("phone_number_id") or "")
+    received = messaging_record_inbound(
+        clinic_id=clinic_id, phone_number_id=phone_number_id, value=value, forward=forward
+    )
+    updated = []
+    statuses = value.get("statuses")
+    for entry in statuses if isinstance(statuses, list) else []:
+        if isinstance(entry, dict):
+            message = messaging_record_status(
+                clinic_id=clinic_id, phone_number_id=phone_number_id, status=entry, forward=forward
+            )
+            if message is not None:
+                updated.append(message)
+    return AppliedChange(received=received, updated=updated)

@@ -6,6 +6,8 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from common.tests.test_encryption import raw_value
 from messaging.models import BotDelivery, BotDeliveryState, Conversation, Message
@@ -39,6 +41,8 @@ def test_it_records_a_text_message_in_a_new_conversation(clinic):
     assert conversation.last_message_at == sent_at
     assert conversation.last_sequence == 1
     assert conversation.needs_human is False
+    assert conversation.window_is_open(sent_at + timedelta(hours=23, minutes=59))
+    assert not conversation.window_is_open(sent_at + timedelta(hours=24))
 
     message = Message.objects.get(pk=message.pk)
     assert message.wamid == "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA="
@@ -242,9 +246,13 @@ def test_it_never_logs_texts_or_names(clinic, caplog):
         {"id": "wamid.nobody", "timestamp": "1749416390", "type": "text", "text": {"body": "x"}}
     )
     value["contacts"].append({"profile": {"name": "Someone Else"}})
-    with caplog.at_level(logging.DEBUG):
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="django.db.backends")
+    # With the debug cursor on, every SQL statement is logged with its parameters.
+    with CaptureQueriesContext(connection):
         record(clinic, value)
 
+    assert any(r.name == "django.db.backends" for r in caplog.records)  # the logs had their chance
     assert "Does it come" not in caplog.text and "Sheena" not in caplog.text
     assert Message.objects.count() == 1  # the message naming no sender is skipped, and said so
     assert "names no sender" in caplog.text

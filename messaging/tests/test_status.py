@@ -138,3 +138,25 @@ def test_statuses_of_unknown_messages_or_other_clinics_change_nothing(clinic, ot
 
     assert Message.objects.get(pk=sent_message.pk).status == "sending"
     assert BotDelivery.objects.count() == 0
+
+
+def test_one_change_applies_its_messages_and_statuses_together(clinic, sent_message):
+    from messaging.services import messaging_apply_messages_change
+
+    value = value_of(load("webhook_messages_status_delivered.json"))
+    value["statuses"][0]["id"] = WAMID
+    value["messages"] = value_of(load("webhook_messages_every_type.json"))["messages"][:2]
+
+    applied = messaging_apply_messages_change(clinic_id=clinic.pk, value=value, forward=True)
+
+    assert [m.type for m in applied.received] == ["image", "document"]
+    assert [m.pk for m in applied.updated] == [sent_message.pk]
+    assert Message.objects.get(pk=sent_message.pk).status == "delivered"
+    assert sorted(BotDelivery.objects.values_list("event_type", flat=True)) == [
+        "message.received",
+        "message.received",
+        "message.status",
+    ]
+    assert messaging_apply_messages_change(clinic_id=clinic.pk, value=value, forward=True) == type(applied)(
+        received=[], updated=[]
+    )
