@@ -43,3 +43,11 @@ class BotTimeoutError(BotError):
     """No complete answer within the time allowed."""
 
     code = "timeout"
+
+
+class BotDeliveryNotDeadError(Exception):
+    """Only a dead delivery can be redelivered; `state` says where this one stands."""
+
+    def __init__(self, state: str) -> None:
+        super().__init__(f"Only a dead delivery can be redelivered; this one is {state}.")
+        self.state = state

@@ -24,7 +24,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from .exceptions import BotError
+from .exceptions import BotDeliveryNotDeadError, BotError
 from .models import (
     BotDelivery,
     BotDeliveryState,
@@ -247,3 +247,25 @@ def bot_delivery_record_outcome(*, delivery: BotDelivery, outcome: Outcome) -> N
         Conversation.objects.filter(
             Q(bot_deliveries__state__in=open_states), clinic_id=delivery.clinic_id, needs_human=False
         ).update(needs_human=True)
+
+
+@transaction.atomic
+def bot_delivery_redeliver(*, clinic_id: Any, delivery_id: Any) -> BotDelivery:
+    """Put a dead delivery of this clinic back in the queue, due now, with a fresh 24 hours of retries.
+
+    It keeps its `webhook-id` (the bot deduplicates on it) and, being older, heads
+    its conversation's line again. `BotDelivery.DoesNotExist` for another clinic's
+    delivery; `BotDeliveryNotDeadError` unless it is dead.
+    """
+    delivery = BotDelivery.objects.select_for_update().get(pk=delivery_id, clinic_id=clinic_id)
+    if delivery.state != BotDeliveryState.DEAD:
+        raise BotDeliveryNotDeadError(delivery.state)
+    delivery.state = BotDeliveryState.PENDING
+    delivery.attempts = 0
+    delivery.first_attempt_at = None
+    delivery.next_attempt_at = timezone.now()
+    delivery.lease_expires_at = None
+    delivery.save(
+        update_fields=["state", "attempts", "first_attempt_at", "next_attempt_at", "lease_expires_at"]
+    )
+    return delivery

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
 from .models import BotDelivery, BotDeliveryState
 
@@ -32,3 +33,12 @@ def bot_deliveries_due(*, now: datetime) -> QuerySet[BotDelivery]:
         .select_related("conversation", "message")
         .order_by("next_attempt_at", "created_at")
     )
+
+
+def bot_delivery_counts(*, clinic_id: Any) -> dict[str, int]:
+    """The endpoint object's `pending` (not yet acknowledged) and `dead` counts for one clinic."""
+    counts = BotDelivery.objects.filter(clinic_id=clinic_id).aggregate(
+        pending=Count("pk", filter=Q(state__in=OPEN_STATES)),
+        dead=Count("pk", filter=Q(state=BotDeliveryState.DEAD)),
+    )
+    return {"pending": counts["pending"], "dead": counts["dead"]}

@@ -9,14 +9,17 @@ import pytest
 from django.utils import timezone
 
 from messaging.bot_endpoint import bot_endpoint_rotate_secret, bot_endpoint_save_url
+from messaging.exceptions import BotDeliveryNotDeadError
 from messaging.models import BotDelivery, BotEndpoint, Conversation, Message
 from messaging.outbox import (
     Outcome,
     bot_delivery_record_outcome,
+    bot_delivery_redeliver,
     deliver_one,
     delivery_body,
     next_attempt_at,
 )
+from messaging.selectors import bot_deliveries_due, bot_delivery_counts
 from messaging.services import messaging_record_inbound, messaging_record_outbound, messaging_record_status
 from messaging.tests.conftest import PNID, load, value_of
 from messaging.tests.test_signing import spec_verify
@@ -252,3 +255,30 @@ def test_deliveries_after_a_rotation_carry_both_signatures(clinic, delivery, liv
     [request] = server.received
     assert len(request.headers["webhook-signature"].split(" ")) == 2
     assert spec_verify(old, request.headers, request.body) and spec_verify(new, request.headers, request.body)
+
+
+def test_a_dead_delivery_is_redelivered_with_its_id_and_a_fresh_day(clinic, other_clinic, delivery, live_bot):
+    server, secret = live_bot
+    BotDelivery.objects.filter(pk=delivery.pk).update(
+        state="dead",
+        attempts=12,
+        first_attempt_at=timezone.now() - timedelta(hours=25),
+        last_error="HTTP 500",
+    )
+    assert bot_delivery_counts(clinic_id=clinic.pk) == {"pending": 0, "dead": 1}
+    with pytest.raises(BotDelivery.DoesNotExist):
+        bot_delivery_redeliver(clinic_id=other_clinic.pk, delivery_id=delivery.pk)
+
+    bot_delivery_redeliver(clinic_id=clinic.pk, delivery_id=delivery.pk)
+
+    row = BotDelivery.objects.get()
+    assert (row.state, row.attempts, row.first_attempt_at) == ("pending", 0, None)
+    assert [d.pk for d in bot_deliveries_due(now=timezone.now())] == [delivery.pk]
+    assert bot_delivery_counts(clinic_id=clinic.pk) == {"pending": 1, "dead": 0}
+    bot_delivery_record_outcome(delivery=row, outcome=deliver_one(row))
+    assert BotDelivery.objects.get().state == "delivered"
+    assert server.received[0].headers["webhook-id"] == delivery.webhook_id
+    assert spec_verify(secret, server.received[0].headers, server.received[0].body)
+    with pytest.raises(BotDeliveryNotDeadError) as excinfo:
+        bot_delivery_redeliver(clinic_id=clinic.pk, delivery_id=delivery.pk)
+    assert excinfo.value.state == "delivered"
