@@ -45,6 +45,9 @@ _MEDIA_TYPES = frozenset(
     {MessageType.IMAGE, MessageType.AUDIO, MessageType.VIDEO, MessageType.DOCUMENT, MessageType.STICKER}
 )
 _MEDIA_KEYS = ("id", "mime_type", "sha256", "filename")
+_WA_ID_MAX = Conversation._meta.get_field("wa_id").max_length or 0
+_USER_ID_MAX = Conversation._meta.get_field("user_id").max_length or 0
+_WAMID_MAX = Message._meta.get_field("wamid").max_length or 0
 
 # Statuses only move forward: sent < delivered < read. `failed` settles a message
 # Meta had not yet delivered, and nothing moves it afterwards.
@@ -163,7 +166,14 @@ def _contact_for(contacts: list[Any], wa_id: str, user_id: str) -> dict[str, Any
     for contact in found:
         if (wa_id and contact.get("wa_id") == wa_id) or (user_id and contact.get("user_id") == user_id):
             return contact
-    return found[0] if len(found) == 1 else {}
+    if len(found) == 1:
+        # The only contact, unless it names someone else.
+        only = found[0]
+        other_phone = wa_id and only.get("wa_id") and only.get("wa_id") != wa_id
+        other_user = user_id and only.get("user_id") and only.get("user_id") != user_id
+        if not other_phone and not other_user:
+            return only
+    return {}
 
 
 def _find_conversation(clinic_id: Any, phone_number_id: str, wa_id: str, user_id: str) -> Conversation | None:
@@ -266,6 +276,10 @@ def messaging_record_inbound(
             logger.warning("A message for clinic %s names no sender; skipped", clinic_id)
             continue
         parsed = _parse(raw, now)
+        if len(wa_id) > _WA_ID_MAX or len(user_id) > _USER_ID_MAX or len(parsed.wamid) > _WAMID_MAX:
+            # Not Meta's shapes: storing them would fail the whole event, and every retry of it.
+            logger.warning("A message for clinic %s has ids longer than Meta's; skipped", clinic_id)
+            continue
         conversation = _conversation_locked(clinic_id, phone_number_id, wa_id, user_id)
         # Under the conversation's lock: a duplicate being recorded by another worker is committed by now.
         if parsed.wamid and Message.objects.filter(clinic_id=clinic_id, wamid=parsed.wamid).exists():

@@ -256,3 +256,25 @@ def test_it_never_logs_texts_or_names(clinic, caplog):
     assert "Does it come" not in caplog.text and "Sheena" not in caplog.text
     assert Message.objects.count() == 1  # the message naming no sender is skipped, and said so
     assert "names no sender" in caplog.text
+
+
+def test_ids_longer_than_metas_are_skipped_not_failing_the_event(clinic):
+    value = value_of(TEXT)
+    value["messages"][0]["from"] = "1" * 40
+    value["contacts"][0]["wa_id"] = "1" * 40
+    second = value_of(TEXT)["messages"][0]
+    second["id"] = "wamid." + "x" * 300
+    value["messages"].append(second)
+
+    assert record(clinic, value) == []
+    assert Message.objects.count() == 0
+
+
+def test_a_contact_naming_another_patient_gives_no_name(clinic):
+    value = value_of(TEXT)
+    value["messages"][0]["from"] = "50370001111"
+
+    [message] = record(clinic, value)
+
+    conversation = Conversation.objects.get(pk=message.conversation_id)
+    assert (conversation.wa_id, conversation.profile_name) == ("50370001111", None)
