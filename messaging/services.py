@@ -385,17 +385,20 @@ def messaging_record_outbound(
     clinic_id: Any,
     phone_number_id: str,
     wa_id: str,
+    user_id: str = "",
     type: str,
     text: str | None,
     sent_by: str,
     media: dict[str, str] | None = None,
     details: dict[str, Any] | None = None,
 ) -> Message:
-    """Append a message to the patient, `queued` for sending, with the conversation's next sequence."""
+    """Append a message to the patient (by `wa_id`, or by `user_id` when Meta gave no phone), `queued` for sending."""
     if type not in MessageType.values:
         raise ValueError(f"Unknown message type {type!r}.")
+    if not wa_id and not user_id:
+        raise ValueError("A message needs its patient: wa_id or user_id.")
     now = timezone.now()
-    conversation = _conversation_locked(clinic_id, phone_number_id, wa_id, "")
+    conversation = _conversation_locked(clinic_id, phone_number_id, wa_id, user_id)
     message = _append(
         conversation,
         direction=Direction.OUT,
