@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from .models import (
@@ -415,6 +415,23 @@ def messaging_record_outbound(
     return message
 
 
+def _delete_in_batches(rows: QuerySet[Any], batch_size: int) -> int:
+    """Delete the rows a query selects, a batch per short transaction; returns how many went.
+
+    Each batch is deleted through the same query, so a row that stopped matching
+    meanwhile (a conversation that just got a message) is kept.
+    """
+    label = rows.model._meta.label
+    total = 0
+    while batch := list(rows.values_list("pk", flat=True)[:batch_size]):
+        with transaction.atomic():
+            deleted = rows.filter(pk__in=batch).delete()[1].get(label, 0)
+        if not deleted:
+            break
+        total += deleted
+    return total
+
+
 def messaging_delete_expired(*, now: datetime | None = None, batch_size: int = 500) -> tuple[int, int]:
     """Delete messages older than `MESSAGE_RETENTION_DAYS`, then conversations left empty and as old.
 
@@ -422,32 +439,11 @@ def messaging_delete_expired(*, now: datetime | None = None, batch_size: int = 5
     Returns (messages deleted, conversations deleted).
     """
     cutoff = (now or timezone.now()) - timedelta(days=int(settings.MESSAGE_RETENTION_DAYS))
-    messages = 0
-    while True:
-        batch = list(Message.objects.filter(created_at__lt=cutoff).values_list("pk", flat=True)[:batch_size])
-        if not batch:
-            break
-        with transaction.atomic():
-            messages += (
-                Message.objects.filter(pk__in=batch, created_at__lt=cutoff)
-                .delete()[1]
-                .get(Message._meta.label, 0)
-            )
-    conversations = 0
+    messages = _delete_in_batches(Message.objects.filter(created_at__lt=cutoff), batch_size)
     empty_and_old = Conversation.objects.filter(messages__isnull=True, created_at__lt=cutoff).filter(
         Q(last_message_at__lt=cutoff) | Q(last_message_at__isnull=True)
     )
-    while True:
-        batch = list(empty_and_old.values_list("pk", flat=True)[:batch_size])
-        if not batch:
-            break
-        with transaction.atomic():
-            conversations += (
-                Conversation.objects.filter(pk__in=batch, messages__isnull=True)
-                .delete()[1]
-                .get(Conversation._meta.label, 0)
-            )
-    return messages, conversations
+    return messages, _delete_in_batches(empty_and_old, batch_size)
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,35 @@ from typing import Any
 
 import pytest
 
+from messaging.models import Message
+from messaging.services import messaging_record_inbound, messaging_record_outbound
+
 DATA = Path(__file__).parent / "data"
 PNID = "106540352242922"
+
+
+def answered_patient(clinic: Any, *, wamid: str) -> Message:
+    """The patient of webhook_messages_text.json wrote; the bot's answer went to Meta, accepted as `wamid`.
+
+    The inbound message is recorded without forwarding, so no delivery exists yet.
+    """
+    messaging_record_inbound(
+        clinic_id=clinic.pk,
+        phone_number_id=PNID,
+        value=value_of(load("webhook_messages_text.json")),
+        forward=False,
+    )
+    message = messaging_record_outbound(
+        clinic_id=clinic.pk,
+        phone_number_id=PNID,
+        wa_id="16505551234",
+        type="text",
+        text="Sí, en azul.",
+        sent_by="bot",
+    )
+    # What the send (issue 21) records when Meta accepts it.
+    Message.objects.filter(pk=message.pk).update(wamid=wamid, status="sending")
+    return message
 
 
 def load(name: str) -> dict[str, Any]:

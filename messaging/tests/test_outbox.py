@@ -20,8 +20,8 @@ from messaging.outbox import (
     next_attempt_at,
 )
 from messaging.selectors import bot_deliveries_due, bot_delivery_counts
-from messaging.services import messaging_record_inbound, messaging_record_outbound, messaging_record_status
-from messaging.tests.conftest import PNID, load, value_of
+from messaging.services import messaging_record_inbound, messaging_record_status
+from messaging.tests.conftest import PNID, answered_patient, load, value_of
 from messaging.tests.test_signing import spec_verify
 
 pytestmark = pytest.mark.django_db
@@ -77,16 +77,7 @@ def test_the_body_is_the_contracts_json(clinic, delivery):
 
 
 def test_a_status_event_reports_the_status_it_was_written_for(clinic):
-    messaging_record_inbound(clinic_id=clinic.pk, phone_number_id=PNID, value=value_of(TEXT), forward=False)
-    message = messaging_record_outbound(
-        clinic_id=clinic.pk,
-        phone_number_id=PNID,
-        wa_id="16505551234",
-        type="text",
-        text="Hola",
-        sent_by="bot",
-    )
-    Message.objects.filter(pk=message.pk).update(wamid="wamid.out")
+    answered_patient(clinic, wamid="wamid.out")
     for status in ("sent", "read"):
         entry = {
             "id": "wamid.out",

@@ -8,8 +8,8 @@ import pytest
 
 from messaging.models import BotDelivery, Conversation, Message
 from messaging.outbox import webhook_id_for
-from messaging.services import messaging_record_inbound, messaging_record_outbound, messaging_record_status
-from messaging.tests.conftest import PNID, load, value_of
+from messaging.services import messaging_record_status
+from messaging.tests.conftest import PNID, answered_patient, load, value_of
 
 pytestmark = pytest.mark.django_db
 
@@ -25,24 +25,7 @@ def status_entry(name: str, *, wamid: str = WAMID) -> dict:
 
 @pytest.fixture
 def sent_message(clinic) -> Message:
-    messaging_record_inbound(
-        clinic_id=clinic.pk,
-        phone_number_id=PNID,
-        value=value_of(load("webhook_messages_text.json")),
-        forward=True,
-    )
-    message = messaging_record_outbound(
-        clinic_id=clinic.pk,
-        phone_number_id=PNID,
-        wa_id="16505551234",
-        type="text",
-        text="Yes, in blue.",
-        sent_by="bot",
-    )
-    # What the send (issue 21) records when Meta accepts it.
-    Message.objects.filter(pk=message.pk).update(wamid=WAMID, status="sending")
-    BotDelivery.objects.all().delete()
-    return message
+    return answered_patient(clinic, wamid=WAMID)
 
 
 def record(clinic, entry, *, forward=True):
