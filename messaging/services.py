@@ -477,3 +477,16 @@ def messaging_apply_messages_change(*, clinic_id: Any, value: dict[str, Any], fo
             if message is not None:
                 updated.append(message)
     return AppliedChange(received=received, updated=updated)
+
+
+def conversation_clear_needs_human(*, clinic_id: Any, conversation_id: Any) -> Conversation:
+    """A member has seen to the patient: the conversation no longer needs a person.
+
+    Scoped by the caller's clinic: another clinic's conversation is `Conversation.DoesNotExist`.
+    """
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(pk=conversation_id, clinic_id=clinic_id)
+        if conversation.needs_human:
+            conversation.needs_human = False
+            conversation.save(update_fields=["needs_human"])
+    return conversation

@@ -278,3 +278,16 @@ def test_a_contact_naming_another_patient_gives_no_name(clinic):
 
     conversation = Conversation.objects.get(pk=message.conversation_id)
     assert (conversation.wa_id, conversation.profile_name) == ("50370001111", None)
+
+
+def test_a_member_clears_needs_human_of_their_own_clinic_only(clinic, other_clinic):
+    from messaging.services import conversation_clear_needs_human
+
+    [message] = record(clinic, value_of(TEXT), forward=False)
+    with pytest.raises(Conversation.DoesNotExist):
+        conversation_clear_needs_human(clinic_id=other_clinic.pk, conversation_id=message.conversation_id)
+    assert Conversation.objects.get().needs_human is True
+
+    conversation_clear_needs_human(clinic_id=clinic.pk, conversation_id=message.conversation_id)
+
+    assert Conversation.objects.get().needs_human is False
