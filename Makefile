@@ -13,7 +13,7 @@ test: ## every test on SQLite (DATABASE_URL=postgres://... for PostgreSQL)
 lint: ## ruff lint and format check, the import contract
 	$(PY) -m ruff check . && $(PY) -m ruff format --check . && .venv/bin/lint-imports
 
-imports: ## the import contract: common <- whatsapp <- clinics, dev tools apart
+imports: ## the import contract: common <- whatsapp <- messaging <- clinics, dev tools apart
 	.venv/bin/lint-imports
 
 typecheck: ## mypy with the Django and DRF plugins

@@ -75,9 +75,10 @@ INSTALLED_APPS = [
     "django_tasks",
     "django_tasks_db",
     "axes",
-    # Imports run one way, bottom to top: common <- whatsapp <- clinics (see .importlinter).
+    # Imports run one way, bottom to top: common <- whatsapp <- messaging <- clinics (see .importlinter).
     "common",
     "whatsapp",
+    "messaging",
     "clinics",
 ]
 
@@ -204,6 +205,12 @@ TASK_RETRY_BASE_SECONDS = env.float("TASK_RETRY_BASE_SECONDS", default=30.0)
 # A worker that died mid-delivery leaves it "processing"; after this long
 # `manage.py whatsapp_requeue_deliveries` queues it again.
 WHATSAPP_DELIVERY_LEASE_SECONDS = env.int("WHATSAPP_DELIVERY_LEASE_SECONDS", default=600)
+
+# The clinic's bot (messaging): only https:// to a public address unless this is on
+# (development and tests, where the bot runs on this machine).
+BOT_URL_ALLOW_PRIVATE = env.bool("BOT_URL_ALLOW_PRIVATE", default=False)
+# Conversations' messages older than this many days are deleted by the daily clean-up.
+MESSAGE_RETENTION_DAYS = env.int("MESSAGE_RETENTION_DAYS", default=365)
 
 # Warning e-mails (token expiry, a broken connection): the console in development.
 _email = env.email("EMAIL_URL", default="consolemail://")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("clinics_project", "clinics", "whatsapp", "common", "devtools", "bench")
+PACKAGES = ("clinics_project", "clinics", "messaging", "whatsapp", "common", "devtools", "bench")
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
@@ -43,6 +43,16 @@ def test_the_project_keeps_its_contracts(tree):
             "whatsapp is not allowed to import clinics",
         ),
         ("common/fields.py", "import whatsapp.models", "common is not allowed to import whatsapp"),
+        (
+            "messaging/models.py",
+            "from clinics.models import Clinic",
+            "messaging is not allowed to import clinics",
+        ),
+        (
+            "whatsapp/meta.py",
+            "import messaging.models",
+            "whatsapp is not allowed to import messaging",
+        ),
         (
             "clinics/services.py",
             "from devtools import fake_graph",
