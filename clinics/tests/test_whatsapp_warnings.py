@@ -15,7 +15,6 @@ from clinics.notifications import clinic_alert_send, clinic_alerts_requeue_unsen
 from whatsapp.deliveries import whatsapp_delivery_process, whatsapp_delivery_store
 from whatsapp.health import whatsapp_health_check
 from whatsapp.models import WhatsAppAlert
-from whatsapp.tests import helpers
 from whatsapp.tests.helpers import (
     account_deleted,
     account_of,
@@ -27,8 +26,6 @@ from whatsapp.tests.helpers import (
 )
 
 pytestmark = pytest.mark.django_db
-graph = helpers.graph
-admin_api = helpers.admin_api
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 EXPIRES = T0 + timedelta(days=20)
