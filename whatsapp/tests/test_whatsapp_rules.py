@@ -1,11 +1,11 @@
 """Rules that used to live in two or three places, each now in one: tested through every door that uses it.
 
-- which actions a status allows (WhatsAppAccount.may_*), enforced by the services, read by the page;
-- a new WABA forgets the old webhook subscription (whatsapp.services._assign_credentials), on
+- which actions a status allows (WhatsAppAccount.may_*), read by the page and checked by the services;
+- a new WABA forgets the old webhook subscription (whatsapp.services.credentials.assign_credentials), on
   credentials and on register alike, even when the register then fails at Meta;
 - "not sent" (NOT_SENT) keeps a secret, None clears it, a masked value keeps it;
-- an access token is required when none is stored (whatsapp.services._require_access_token);
-- account_update events are described in the reader's language (whatsapp.services).
+- an access token is required when none is stored (whatsapp.services.credentials.require_access_token);
+- account_update events are described in the reader's language (whatsapp.services.events).
 """
 
 from __future__ import annotations
