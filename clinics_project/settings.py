@@ -147,6 +147,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         DATABASES["default"]["CONN_MAX_AGE"] = 0
     elif DB_CONNECTION_CHECK != "query":  # "query": Django's own SELECT 1 before each request's first query
         raise ImproperlyConfigured("DB_CONNECTION_CHECK must be socket, query or pool.")
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Development: the server and the task worker share one file. WAL lets reads run beside
+    # the writer; IMMEDIATE takes the write lock when a transaction begins, so a writer waits
+    # its turn (up to `timeout` seconds) instead of failing midway with "database is locked".
+    options = DATABASES["default"].setdefault("OPTIONS", {})
+    options.setdefault("transaction_mode", "IMMEDIATE")
+    options.setdefault("timeout", 20)
+    options.setdefault("init_command", "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}

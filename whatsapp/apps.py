@@ -9,7 +9,4 @@ class WhatsAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import (
-            checks,  # noqa: F401  (registers the system checks)
-            health,  # noqa: F401  (connects the new-token health check)
-        )
+        from . import checks  # noqa: F401  (registers the system checks)

@@ -31,7 +31,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -214,13 +214,6 @@ def whatsapp_signature_failure_record(*, clinic_id: Any) -> None:
     except IntegrityError:
         # Another request created this hour's row first.
         WebhookSignatureFailure.objects.filter(clinic_id=clinic_id, hour=hour).update(count=F("count") + 1)
-
-
-def signature_failures_since(*, clinic_id: Any, since: datetime) -> int:
-    hours = WebhookSignatureFailure.objects.filter(
-        clinic_id=clinic_id, hour__gte=since.replace(minute=0, second=0, microsecond=0)
-    )
-    return sum(hours.values_list("count", flat=True))
 
 
 # --- the worker's side -----------------------------------------------------------------------

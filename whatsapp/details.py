@@ -67,6 +67,7 @@ SENTENCES: dict[str, Promise] = {
         "72 hours; one more would make Meta block it for 72 hours. Try again after %(when)s UTC."
     ),
     # what is not possible now, and our own limits
+    "conflict.busy": _("Another change to this connection is in progress; try again in a moment."),
     "conflict.no_token": _("No access token is stored for this clinic. Save the WhatsApp credentials first."),
     "conflict.active": _("This clinic already has an active number. Deregister it first."),
     "conflict.register_first": _("Register the number first."),

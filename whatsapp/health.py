@@ -27,7 +27,6 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import Max, Q
-from django.dispatch import receiver
 from django.utils import formats, timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
@@ -36,12 +35,18 @@ from django_tasks import task
 from common import deadline
 
 from .alerts import whatsapp_alert_record
-from .deliveries import signature_failures_since
 from .details import Detail
 from .exceptions import AttemptsExhaustedError, MetaError, MetaRefusedError, MetaTimeoutError
 from .meta import ANSWER_RESERVE_SECONDS, MetaClient, PhoneNumberInfo, SubscribedApp, TokenInfo
-from .models import AlertKind, HealthVerdict, WebhookDelivery, WhatsAppAccount, WhatsAppHealth, WhatsAppStatus
-from .signals import access_token_saved
+from .models import (
+    AlertKind,
+    HealthVerdict,
+    WebhookDelivery,
+    WebhookSignatureFailure,
+    WhatsAppAccount,
+    WhatsAppHealth,
+    WhatsAppStatus,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -389,6 +394,14 @@ def verdict_of(checks: list[dict[str, Any]]) -> HealthVerdict:
 # --- running and storing -------------------------------------------------------------------------
 
 
+def signature_failures_since(*, clinic_id: Any, since: datetime) -> int:
+    """POSTs to the clinic's webhook whose signature did not match, since `since` (by the hour)."""
+    hours = WebhookSignatureFailure.objects.filter(
+        clinic_id=clinic_id, hour__gte=since.replace(minute=0, second=0, microsecond=0)
+    )
+    return sum(hours.values_list("count", flat=True))
+
+
 def whatsapp_health_of(*, account: WhatsAppAccount) -> WhatsAppHealth:
     """The stored result (an unsaved `unknown` one before the first check)."""
     try:
@@ -550,7 +563,7 @@ def whatsapp_health_schedule(*, day: date) -> int:
     return queued
 
 
-@receiver(access_token_saved)
-def _check_new_token(sender: type, account: WhatsAppAccount, **kwargs: Any) -> None:
-    """A new token is checked at once (in the background): a 24-hour one is flagged on the page."""
+def whatsapp_health_queue_check(*, account: WhatsAppAccount) -> None:
+    """Check the account in the background, soon (the credential services call it for a new token:
+    a 24-hour one is flagged on the page). Queued in the caller's transaction."""
     check_whatsapp_health.enqueue(account_id=str(account.pk))

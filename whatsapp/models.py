@@ -38,7 +38,7 @@ class WhatsAppStatus(models.TextChoices):
 
 
 class WhatsAppAccount(models.Model):
-    """One clinic's WhatsApp Business connection. Only whatsapp.services changes `status`."""
+    """One clinic's WhatsApp Business connection. Only whatsapp.services.state changes `status`."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     clinic = models.OneToOneField(
@@ -68,6 +68,10 @@ class WhatsAppAccount(models.Model):
     subscribed_at = models.DateTimeField(_("subscribed at"), null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+    # The action lease (whatsapp.services.state): while it runs, no other action on
+    # this connection starts; it expires by itself, so a killed process strands nothing.
+    action_lease_until = models.DateTimeField(_("action in progress until"), null=True, blank=True)
+    action_lease_owner = models.CharField(_("action in progress"), max_length=32, blank=True)
 
     objects = EncryptedFieldsQuerySet.as_manager()
 
@@ -136,7 +140,10 @@ class WhatsAppAccount(models.Model):
 
     @property
     def may_deregister(self) -> bool:
-        """From any state: there is something to take off the Cloud API, or a number to forget."""
+        """From any state: there is something to take off the Cloud API, or a number to forget.
+
+        Without either, deregister has nothing to do and answers at once.
+        """
         return self.status != WhatsAppStatus.DISCONNECTED or bool(self.number)
 
     @property

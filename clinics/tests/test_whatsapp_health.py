@@ -13,7 +13,6 @@ from django.test import Client
 from clinics.models import Clinic
 from whatsapp.health import CHECK_KEYS, whatsapp_health_check
 from whatsapp.models import WhatsAppHealth
-from whatsapp.tests import helpers
 from whatsapp.tests.helpers import (
     PNID,
     WABA,
@@ -25,8 +24,6 @@ from whatsapp.tests.helpers import (
 )
 
 pytestmark = pytest.mark.django_db
-graph = helpers.graph
-admin_api = helpers.admin_api
 
 HEALTH_URL = "/api/clinics/whatsapp/health/"
 NOW = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)

@@ -18,7 +18,6 @@ from clinics.notifications import ALERT_EMAILS, SEND_LEASE, clinic_alert_send, c
 from whatsapp.deliveries import whatsapp_delivery_process, whatsapp_delivery_store
 from whatsapp.health import whatsapp_health_check
 from whatsapp.models import WhatsAppAlert
-from whatsapp.tests import helpers
 from whatsapp.tests.helpers import (
     account_deleted,
     account_of,
@@ -32,8 +31,6 @@ from whatsapp.tests.helpers import (
 )
 
 pytestmark = pytest.mark.django_db
-graph = helpers.graph
-admin_api = helpers.admin_api
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 EXPIRES = T0 + timedelta(days=20)

@@ -5,7 +5,7 @@ its timeouts, retries and error mapping run in every test. Payloads are copied
 from the shapes in ../shared/docs/meta-cloud-api.md (real captures and Meta's
 own samples), with this clinic's ids put in.
 
-Fixtures defined here are imported by the test modules that use them.
+The fixtures that use these helpers (`graph`, `admin_api`) are in conftest.py.
 """
 
 from __future__ import annotations
@@ -20,14 +20,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
 import requests
 import responses
 from django.conf import settings
 from django.utils import timezone
 
 from clinics.models import Clinic
-from whatsapp import meta as meta_module
 from whatsapp.models import WhatsAppAccount
 
 # --- identities ----------------------------------------------------------------------------------
@@ -571,19 +569,6 @@ class FakeGraph:
             for call in self.mock.calls
             if call.request.method == method and urlsplit(call.request.url)._replace(query="").geturl() == url
         ]
-
-
-@pytest.fixture
-def graph(monkeypatch: pytest.MonkeyPatch):
-    """Meta's Graph API, faked with `responses`: an unregistered call fails like a network error."""
-    monkeypatch.setattr(meta_module, "_sleep", lambda _seconds: None)  # skip the GET retry pauses
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield FakeGraph(mock)
-
-
-@pytest.fixture
-def admin_api(api_client, clinic_admin):
-    return api_client(clinic_admin)
 
 
 def many_quality_updates(

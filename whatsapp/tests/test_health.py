@@ -35,7 +35,6 @@ from whatsapp.tests.helpers import (
 )
 
 pytestmark = pytest.mark.django_db
-graph = helpers.graph
 
 NOW = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 

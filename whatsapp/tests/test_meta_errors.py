@@ -6,7 +6,6 @@ import pytest
 from django.utils import translation
 
 from whatsapp.meta_errors import META_ERROR_SENTENCES
-from whatsapp.tests import helpers
 from whatsapp.tests.helpers import (
     DEREGISTER_URL,
     ERRORS,
@@ -25,9 +24,6 @@ from whatsapp.tests.helpers import (
 
 pytestmark = pytest.mark.django_db
 
-# Shared fixtures (pytest finds them as module attributes).
-admin_api = helpers.admin_api
-graph = helpers.graph
 
 FORM = {"phone": PHONE, "otpMethod": "sms", "wabaId": WABA}
 

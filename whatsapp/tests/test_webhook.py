@@ -11,7 +11,6 @@ from django_tasks_db.models import DBTaskResult
 
 from whatsapp.models import WebhookDelivery, WebhookSignatureFailure
 from whatsapp.services import whatsapp_store_credentials
-from whatsapp.tests import helpers
 from whatsapp.tests.helpers import (
     APP_SECRET,
     DIGITS,
@@ -43,8 +42,6 @@ from whatsapp.tests.helpers import (
 
 pytestmark = pytest.mark.django_db
 
-# Shared fixtures (pytest finds them as module attributes).
-graph = helpers.graph
 
 DEPLOYMENT_SECRET = "d3pl0ym3nt5ecret00112233445566778899"
 

@@ -8,7 +8,6 @@ import pytest
 import time_machine
 
 from whatsapp.models import MetaAttempt
-from whatsapp.tests import helpers
 from whatsapp.tests.helpers import (
     DEREGISTER_URL,
     PHONE,
@@ -27,9 +26,6 @@ from whatsapp.tests.helpers import (
 
 pytestmark = pytest.mark.django_db
 
-# Shared fixtures (pytest finds them as module attributes).
-admin_api = helpers.admin_api
-graph = helpers.graph
 
 NOW = datetime(2026, 10, 5, 15, 0, tzinfo=UTC)
 WINDOW = timedelta(hours=72)

@@ -28,10 +28,6 @@ from whatsapp.tests.helpers import (
 
 pytestmark = pytest.mark.django_db
 
-# Shared fixtures (pytest finds them as module attributes).
-admin_api = helpers.admin_api
-graph = helpers.graph
-
 
 def body(**overrides):
     data = {

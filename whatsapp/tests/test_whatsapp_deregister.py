@@ -8,7 +8,6 @@ from django.utils import translation
 from clinics.models import Clinic
 from whatsapp.meta_errors import META_ERROR_SENTENCES
 from whatsapp.models import MetaAttempt
-from whatsapp.tests import helpers
 from whatsapp.tests.helpers import (
     DEREGISTER_URL,
     PNID,
@@ -23,10 +22,6 @@ from whatsapp.tests.helpers import (
 )
 
 pytestmark = pytest.mark.django_db
-
-# Shared fixtures (pytest finds them as module attributes).
-admin_api = helpers.admin_api
-graph = helpers.graph
 
 
 def bot_on(clinic) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 
 from whatsapp.models import MetaAttempt, WrongCodeAttempt
-from whatsapp.tests import helpers
 from whatsapp.tests.helpers import (
     APP_SECRET,
     CONFIGURE_URL,
@@ -34,9 +33,6 @@ from whatsapp.tests.helpers import (
 
 pytestmark = pytest.mark.django_db
 
-# Shared fixtures (pytest finds them as module attributes).
-admin_api = helpers.admin_api
-graph = helpers.graph
 
 CONFIGURE = {"phoneNumberId": PNID, "businessAccountId": WABA, "accessToken": TOKEN, "appSecret": APP_SECRET}
 REGISTER = {"phone": PHONE, "otpMethod": "sms", "wabaId": WABA, "accessToken": TOKEN}

@@ -1,11 +1,11 @@
 """Rules that used to live in two or three places, each now in one: tested through every door that uses it.
 
-- which actions a status allows (WhatsAppAccount.may_*), enforced by the services, read by the page;
-- a new WABA forgets the old webhook subscription (whatsapp.services._assign_credentials), on
+- which actions a status allows (WhatsAppAccount.may_*), read by the page and checked by the services;
+- a new WABA forgets the old webhook subscription (whatsapp.services.credentials.assign_credentials), on
   credentials and on register alike, even when the register then fails at Meta;
 - "not sent" (NOT_SENT) keeps a secret, None clears it, a masked value keeps it;
-- an access token is required when none is stored (whatsapp.services._require_access_token);
-- account_update events are described in the reader's language (whatsapp.services).
+- an access token is required when none is stored (whatsapp.services.credentials.require_access_token);
+- account_update events are described in the reader's language (whatsapp.services.events).
 """
 
 from __future__ import annotations
@@ -17,17 +17,21 @@ from django.test import Client
 from django.utils import timezone, translation
 
 from common.notsent import NOT_SENT
-from whatsapp.exceptions import StatusConflictError
+from whatsapp.exceptions import StatusConflictError, WhatsAppError
 from whatsapp.models import WhatsAppAccount, WhatsAppStatus
 from whatsapp.services import (
     AccountEvent,
     whatsapp_apply_account_event,
+    whatsapp_deregister,
+    whatsapp_register_number,
     whatsapp_resend_code,
+    whatsapp_set_pin,
     whatsapp_store_credentials,
+    whatsapp_verify_code,
 )
-from whatsapp.tests import helpers
 from whatsapp.tests.helpers import (
     OTHER_WABA,
+    PHONE,
     PNID,
     REGISTER_URL,
     TOKEN,
@@ -40,8 +44,6 @@ from whatsapp.tests.helpers import (
 
 pytestmark = pytest.mark.django_db
 
-admin_api = helpers.admin_api
-graph = helpers.graph
 
 # --- which actions each status allows ------------------------------------------------------
 
@@ -107,6 +109,75 @@ def test_the_page_shows_only_the_allowed_actions(clinic_admin, clinic):
     html = client.get("/settings/").content.decode()
     assert 'id="verify"' not in html
     assert 'id="register"' in html
+
+
+def _refused(call) -> bool:
+    """Whether the service refused the action for the state (409), not Meta (unreachable here)."""
+    try:
+        call()
+    except StatusConflictError:
+        return True
+    except WhatsAppError:
+        return False
+    return False
+
+
+@pytest.mark.parametrize("status", list(WhatsAppStatus))
+def test_the_services_accept_exactly_the_actions_the_page_offers(clinic_admin, clinic, graph, status):
+    account = arrange(
+        clinic,
+        status=status,
+        phone_number_id=PNID,
+        business_account_id=WABA,
+        access_token=TOKEN,
+        number=PHONE,
+    )
+    page = Client(HTTP_ACCEPT_LANGUAGE="en")
+    page.force_login(clinic_admin)
+    html = page.get("/settings/").content.decode()
+    offered = {
+        "verify": ('id="verify"' in html, account.may_verify),
+        "pin": ('id="pin"' in html, account.may_set_pin),
+        "deregister": ('id="deregister"' in html, account.may_deregister),
+    }
+    assert all(shown is allowed for shown, allowed in offered.values()), offered
+
+    calls = {
+        "register": (
+            account.may_register,
+            lambda: whatsapp_register_number(
+                account=account_of(clinic),
+                number=PHONE,
+                otp_method="sms",
+                business_account_id=WABA,
+                verified_name="x",
+            ),
+        ),
+        "verify": (
+            account.may_verify,
+            lambda: whatsapp_verify_code(account=account_of(clinic), code="123456"),
+        ),
+        "pin": (account.may_set_pin, lambda: whatsapp_set_pin(account=account_of(clinic), pin="246810")),
+    }
+    for name, (allowed, call) in calls.items():
+        assert _refused(call) is not allowed, name
+
+
+@pytest.mark.parametrize("status", list(WhatsAppStatus))
+@pytest.mark.parametrize("number", ["", PHONE])
+def test_the_deregister_service_acts_exactly_when_the_page_offers_it(clinic, graph, status, number):
+    account = arrange(clinic, status=status, number=number, access_token=TOKEN, detail="As it was.")
+    offered = account.may_deregister
+
+    whatsapp_deregister(account=account)
+
+    stored = account_of(clinic)
+    if offered:
+        assert (stored.status, stored.number, stored.detail) == ("disconnected", "", "")
+    else:
+        # Nothing on the Cloud API and no number to forget: nothing to do, nothing changed.
+        assert (stored.status, stored.number, stored.detail) == (status, number, "As it was.")
+    assert graph.calls == []  # no phone number id: nothing to take off at Meta
 
 
 # --- a new WABA forgets the old subscription, on every path --------------------------------

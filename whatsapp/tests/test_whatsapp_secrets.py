@@ -10,7 +10,6 @@ import pytest
 import requests
 import time_machine
 
-from whatsapp.tests import helpers
 from whatsapp.tests.helpers import (
     CONFIGURE_URL,
     DEREGISTER_URL,
@@ -30,9 +29,6 @@ from whatsapp.tests.helpers import (
 
 pytestmark = pytest.mark.django_db
 
-# Shared fixtures (pytest finds them as module attributes).
-admin_api = helpers.admin_api
-graph = helpers.graph
 
 SECRET_PART = TOKEN[8:]  # the masked form shows the first 8 characters only
 NOW = datetime(2026, 10, 5, 15, 0, tzinfo=UTC)

@@ -11,7 +11,6 @@ from django.core.cache import cache
 from django.utils import translation
 
 from whatsapp.meta_errors import META_ERROR_SENTENCES
-from whatsapp.tests import helpers
 from whatsapp.tests.helpers import (
     PHONE,
     PNID,
@@ -26,9 +25,6 @@ from whatsapp.tests.helpers import (
 
 pytestmark = pytest.mark.django_db
 
-# Shared fixtures (pytest finds them as module attributes).
-admin_api = helpers.admin_api
-graph = helpers.graph
 
 NOW = datetime(2026, 10, 5, 15, 0, tzinfo=UTC)
 

@@ -10,7 +10,6 @@ from django.utils import translation
 
 from whatsapp.meta_errors import META_ERROR_SENTENCES
 from whatsapp.models import MetaAttempt, WrongCodeAttempt
-from whatsapp.tests import helpers
 from whatsapp.tests.helpers import (
     OTHER_PNID,
     PHONE,
@@ -30,9 +29,6 @@ from whatsapp.tests.helpers import (
 
 pytestmark = pytest.mark.django_db
 
-# Shared fixtures (pytest finds them as module attributes).
-admin_api = helpers.admin_api
-graph = helpers.graph
 
 NOW = datetime(2026, 10, 5, 15, 0, tzinfo=UTC)
 

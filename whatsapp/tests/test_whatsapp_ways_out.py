@@ -36,8 +36,6 @@ from whatsapp.tests.helpers import (
 
 pytestmark = pytest.mark.django_db
 
-admin_api = helpers.admin_api
-graph = helpers.graph
 
 PIN_URL = "/api/clinics/whatsapp/pin/"
 CONFIGURE = {"phoneNumberId": PNID, "businessAccountId": WABA, "accessToken": TOKEN}

@@ -1,0 +1,245 @@
+"""The account's one writer: the action lease, `set_status` and the save.
+
+Two actions on one clinic never run at once, and no transaction or row lock is
+held while Meta is asked. An action takes a short lease recorded on the
+account (`action_lease_until` and an owner token) with a conditional UPDATE,
+a statement of its own; a second action meanwhile gets 409 with the current
+status. The lease is released in `finally` by an UPDATE on the owner token,
+and it expires by itself after the request deadline plus one Meta call's
+timeouts, so a process killed mid-action never strands a clinic.
+
+Webhook events respect the lease without taking it (`between_actions`): one
+that arrives while an action runs is refused with the same 409, and its
+delivery is retried later (whatsapp.deliveries), after the action recorded its
+result. No background task writes the account otherwise (the health check
+writes its own row).
+
+Under the lease each save is a short transaction of its own: what Meta has
+done is recorded the moment its answer arrives, so a failure after it never
+loses it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from ..details import NO_DETAIL, Detail
+from ..exceptions import MetaError, NumberOwnedElsewhereError, StatusConflictError, WhatsAppError
+from ..meta import MetaClient
+from ..models import WhatsAppAccount, WhatsAppStatus, new_verify_token
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Beyond the longest an action can take in a request (its deadline, then one
+# Meta call's connect and read timeouts), so a live action never loses its lease.
+LEASE_MARGIN = timedelta(seconds=15)
+LEASE_FIELDS = frozenset({"action_lease_until", "action_lease_owner"})
+
+
+def whatsapp_account_create(*, clinic_id: Any) -> WhatsAppAccount:
+    """A clinic's connection, with a random verify token so the webhook can be set up at once."""
+    account = WhatsAppAccount(clinic_id=clinic_id, verify_token=new_verify_token())
+    account.save()
+    return account
+
+
+def whatsapp_account_get_or_create(*, clinic_id: Any) -> WhatsAppAccount:
+    """The clinic's connection; one made before it existed (a clinic outside the services) gets it now."""
+    account, _created = WhatsAppAccount.objects.get_or_create(
+        clinic_id=clinic_id, defaults={"verify_token": new_verify_token()}
+    )
+    return account
+
+
+# --- the action lease ----------------------------------------------------------------------
+
+
+def lease_length() -> timedelta:
+    """How long an action may hold the account before the lease expires by itself."""
+    seconds = (
+        float(settings.REQUEST_DEADLINE_SECONDS)
+        + float(settings.META_CONNECT_TIMEOUT)
+        + 2 * float(settings.META_READ_TIMEOUT)
+    )
+    return timedelta(seconds=seconds) + LEASE_MARGIN
+
+
+def _take_lease(account: WhatsAppAccount) -> str | None:
+    """The owner token of a lease just taken, or None while another action holds one."""
+    owner = secrets.token_hex(16)
+    now = timezone.now()
+    taken = (
+        WhatsAppAccount.objects.filter(pk=account.pk)
+        .filter(Q(action_lease_until__isnull=True) | Q(action_lease_until__lte=now))
+        .update(action_lease_until=now + lease_length(), action_lease_owner=owner)
+    )
+    return owner if taken else None
+
+
+def _release_lease(account: WhatsAppAccount, owner: str) -> None:
+    # On the owner token: a lease that expired and was taken by another action stays theirs.
+    WhatsAppAccount.objects.filter(pk=account.pk, action_lease_owner=owner).update(
+        action_lease_until=None, action_lease_owner=""
+    )
+
+
+@contextmanager
+def leased(account: WhatsAppAccount) -> Iterator[WhatsAppAccount | None]:
+    """The account re-read under a new lease, or None (nothing taken) while another action runs."""
+    owner = _take_lease(account)
+    if owner is None:
+        yield None
+        return
+    held: WhatsAppAccount | None = None
+    try:
+        held = WhatsAppAccount.objects.get(pk=account.pk)
+        yield held
+    finally:
+        _release_lease(account, owner)
+        if held is not None:
+            # The caller keeps the object: a later save of it must not bring the lease back.
+            held.action_lease_until, held.action_lease_owner = None, ""
+
+
+@contextmanager
+def acting_on(account: WhatsAppAccount) -> Iterator[WhatsAppAccount]:
+    """The account re-read under this action's lease; while another action runs, 409."""
+    with leased(account) as held:
+        if held is None:
+            current = WhatsAppAccount.objects.filter(pk=account.pk).values_list("status", flat=True).first()
+            raise StatusConflictError(status=current or account.status, reason=Detail.of("conflict.busy"))
+        yield held
+
+
+@contextmanager
+def between_actions(account: WhatsAppAccount) -> Iterator[WhatsAppAccount]:
+    """The account re-read and row-locked for a short write that asks Meta nothing (a webhook
+    event); while an action holds the lease, 409.
+
+    No lease is taken: an action starting meanwhile waits for this short
+    transaction to end (the row lock, or SQLite's write lock), never gets a 409
+    because of it.
+    """
+    with transaction.atomic():
+        locked = WhatsAppAccount.objects.select_for_update().get(pk=account.pk)
+        until = locked.action_lease_until
+        if until is not None and until > timezone.now():
+            raise StatusConflictError(status=locked.status, reason=Detail.of("conflict.busy"))
+        yield locked
+
+
+# --- status and saving ---------------------------------------------------------------------
+
+
+def set_status(
+    account: WhatsAppAccount,
+    status: str,
+    *,
+    detail: Detail = NO_DETAIL,
+    meta_code: int | None = None,
+) -> None:
+    """The one place a status changes; callers save."""
+    if status != account.status:
+        logger.info(
+            "whatsapp status clinic=%s %s -> %s meta_code=%s",
+            account.clinic_id,
+            account.status,
+            status,
+            meta_code,
+        )
+    if status == WhatsAppStatus.ACTIVE and account.status != WhatsAppStatus.ACTIVE:
+        account.connected_at = timezone.now()
+    account.status = status
+    account.detail_parts = detail.as_json()
+    account.meta_code = meta_code
+
+
+def _all_fields() -> list[str]:
+    return [
+        field.name
+        for field in WhatsAppAccount._meta.concrete_fields
+        if not field.primary_key and field.name not in LEASE_FIELDS and field.name != "created_at"
+    ]
+
+
+def save(account: WhatsAppAccount, fields: list[str] | None = None) -> None:
+    """Save `fields` (default: all but the lease) in a short transaction of its own, at once.
+
+    A number another clinic took in the meantime is a 409, never a 500.
+    """
+    update_fields = [*fields, "updated_at"] if fields is not None else _all_fields()
+    try:
+        with transaction.atomic():
+            account.save(update_fields=update_fields)
+    except IntegrityError:
+        raise NumberOwnedElsewhereError(
+            status=account.status, reason=Detail.of("conflict.number_owned")
+        ) from None
+
+
+def recorded(
+    account: WhatsAppAccount, error: WhatsAppError, fields: list[str] | None = None
+) -> WhatsAppError:
+    """Save what the failure changed, then hand back `error` to raise, carrying the status now.
+
+    The one way a service records a failure and reports it: the save commits
+    before the caller raises, so the record survives the error.
+    """
+    save(account, fields)
+    error.status = account.status
+    return error
+
+
+def ask_meta(call: Callable[[], T], *, on_failure: Callable[[MetaError], WhatsAppError]) -> T:
+    """Make a Graph call; when it fails, `on_failure` records what the failure means and
+    returns the error to raise.
+
+    The one place an action turns Meta's failure into its own: the record is
+    committed (`recorded`) before the error leaves the service.
+    """
+    try:
+        return call()
+    except MetaError as exc:
+        error = on_failure(exc)
+    raise error
+
+
+# --- what every action needs ---------------------------------------------------------------
+
+
+def client_for(account: WhatsAppAccount, access_token: str | None = None) -> MetaClient:
+    """A Graph client with the token sent now, or the stored one (409 without either)."""
+    token = access_token or account.access_token
+    if not token:
+        raise StatusConflictError(status=account.status, reason=Detail.of("conflict.no_token"))
+    return MetaClient(token)
+
+
+def ensure_not_owned_elsewhere(
+    account: WhatsAppAccount, *, phone_number_id: str = "", number: str = ""
+) -> None:
+    """Refuse another clinic's number or phone number id before anything reaches Meta."""
+    others = WhatsAppAccount.objects.exclude(pk=account.pk)
+    if number and others.filter(number=number).exists():
+        raise NumberOwnedElsewhereError(status=account.status, reason=Detail.of("conflict.number_owned"))
+    if (
+        phone_number_id
+        and others.filter(phone_number_id=phone_number_id)
+        .exclude(status=WhatsAppStatus.DISCONNECTED)
+        .exists()
+    ):
+        raise NumberOwnedElsewhereError(
+            status=account.status, reason=Detail.of("conflict.phone_number_id_owned")
+        )
