@@ -84,7 +84,7 @@ def test_connect_verify_poll_deregister(stack):
             "verifyToken": "e2e-verify-token",
         },
     )
-    assert body["message"] == "WhatsApp configuration updated successfully"
+    assert body["message"] == "WhatsApp configuration saved: Meta is still setting up the number."
     assert body["status"] == "verifying", body
     settings = call("GET", "/api/clinics/settings/")
     assert settings["whatsapp_access_token"] == ACCESS_TOKEN[:8] + "...****"
