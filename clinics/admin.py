@@ -10,7 +10,7 @@ as the API and the page.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -29,10 +29,13 @@ from whatsapp.admin import WhatsAppAccountInline, status_badge, verdict_badge
 from whatsapp.exceptions import WhatsAppError
 from whatsapp.models import WhatsAppAccount, WhatsAppHealth, WhatsAppStatus
 
-from . import services, validators
-from .forms import CanonicalEmailField
+from . import choices, services, validators
+from .forms import CanonicalEmailField, PickerField
 from .models import ApiToken, Clinic, User
 from .selectors import whatsapp_account_of
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 CREATE_FIELDS = (*services.SETTINGS_CLINIC_FIELDS, *services.PLATFORM_FIELDS)
 
@@ -43,10 +46,23 @@ class ClinicAdminForm(NormalizedFormMixin, forms.ModelForm):
     normalizers = validators.CLINIC_NORMALIZERS
 
     logo_url = forms.URLField(label=_("logo URL"), required=False, max_length=500, assume_scheme="https")
+    # The settings page's pickers, named in the admin's language (clinics.choices).
+    country = forms.ChoiceField(label=_("country"), required=False)
+    timezone = PickerField(label=_("time zone"))
+    currency = PickerField(label=_("currency"))
 
     class Meta:
         model = Clinic
         fields = CREATE_FIELDS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        clinic = self.instance
+        # The chosen country's zones and currency come first (the stored one's on a fresh page).
+        country = self.data.get("country", clinic.country) if self.is_bound else clinic.country
+        self.fields["country"].choices = choices.country_choices(clinic.country)  # type: ignore[attr-defined]
+        self.fields["timezone"].choices = choices.timezone_choices(str(country), clinic.timezone)  # type: ignore[attr-defined]
+        self.fields["currency"].choices = choices.currency_choices(str(country), clinic.currency)  # type: ignore[attr-defined]
 
 
 @admin.register(Clinic)
@@ -223,7 +239,7 @@ class ClinicUserChangeForm(UserChangeForm):
 class UserAdmin(DjangoUserAdmin):
     form = ClinicUserChangeForm
     add_form = ClinicUserCreationForm
-    list_display = ("email", "clinic", "role", "is_active", "is_staff", "is_superuser")
+    list_display = ("email", "clinic", "clinic_role", "is_active", "is_staff", "is_superuser")
     list_filter = ("role", "is_active", "is_staff", "is_superuser", "clinic")
     list_select_related = ("clinic",)
     search_fields = ("email", "full_name", "clinic__name")
@@ -239,6 +255,14 @@ class UserAdmin(DjangoUserAdmin):
         ),
         (_("Dates"), {"fields": ("last_login", "date_joined")}),
     )
+
+    @admin.display(description=_("role"), ordering="role")
+    def clinic_role(self, obj: User) -> StrOrPromise:
+        """The role in the clinic; without a clinic the stored default role means nothing, so say what they are."""
+        if obj.clinic_id is None:
+            return _("Site administrator") if obj.is_superuser else _("No clinic")
+        return obj.get_role_display()
+
     add_fieldsets = (
         (
             None,
