@@ -15,8 +15,8 @@ from typing import Any
 from django.apps import apps
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
+from django.utils.translation import gettext, gettext_noop, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import gettext_noop, pgettext_lazy
 from django_tasks.base import TaskResultStatus
 from django_tasks_db.admin import DBTaskResultAdmin
 from django_tasks_db.models import DBTaskResult
@@ -58,8 +58,22 @@ def task_result_title(obj: DBTaskResult) -> str:
 
 
 class TaskResultAdmin(DBTaskResultAdmin):
-    # The page's breadcrumb names the row by its title too (templates/admin/task_result_change_form.html).
+    # The pages' breadcrumbs name the row by its title too (templates/admin/task_result_*.html).
     change_form_template = "admin/task_result_change_form.html"
+    object_history_template = "admin/task_result_object_history.html"
+
+    def history_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        obj = self.get_object(request, object_id)
+        if obj is not None:
+            title = task_result_title(obj)
+            extra_context = {
+                **(extra_context or {}),
+                "title": gettext("Change history: %s") % title,
+                "task_title": title,
+            }
+        return super().history_view(request, object_id, extra_context)
 
     def render_change_form(
         self,

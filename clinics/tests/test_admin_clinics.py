@@ -554,3 +554,6 @@ def test_the_task_queue_pages_are_in_spanish(superuser, clinic, database_tasks):
     assert "DBTaskResult object" not in change
     assert f"{result.task_name} · Lista para ejecutarse" in change
     assert "Tareas en segundo plano" in change.split('class="breadcrumbs"', 1)[1][:600]
+    history = client.get(f"/admin/django_tasks_database/dbtaskresult/{result.pk}/history/").content.decode()
+    assert "DBTaskResult object" not in history
+    assert f"{result.task_name} · Lista para ejecutarse" in history
