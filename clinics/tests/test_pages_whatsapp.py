@@ -191,6 +191,7 @@ def test_it_keeps_credentials_when_meta_is_unreachable(clinic_admin, clinic, gra
     assert 'id="recheck"' in html
     assert 'id="register"' not in html
     assert "Saved, but Meta could not be reached to confirm the number." in html
+    assert html.count("/settings/whatsapp/check/") == 1  # one way to ask Meta again, not two
     assert html.count("could not be reached to check them") == 1  # said once, under the status
     assert 'value="110200345501442"' in html
 
@@ -246,6 +247,11 @@ def test_it_checks_the_connection(clinic_admin, clinic, graph):
     html = response.content.decode()
     assert "Connection checked." in html
     assert 'data-poll-url="/api/clinics/whatsapp/status"' in html
+
+
+def test_there_is_nothing_to_check_before_a_number_is_saved(clinic_admin, clinic):
+    html = signed_in(clinic_admin).get(SETTINGS).content.decode()
+    assert "/settings/whatsapp/check/" not in html
 
 
 def test_it_refuses_staff_check(clinic_staff):
