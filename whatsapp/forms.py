@@ -148,7 +148,9 @@ class RegisterForm(NormalizedFormMixin, forms.Form):
         widget=forms.RadioSelect,
     )
     # Blank: the stored account and token (the guided page asks for them once, in step 1).
-    business_account_id = forms.CharField(label=_("WhatsApp Business Account id"), required=False)
+    business_account_id = forms.CharField(
+        label=_("WhatsApp Business Account id"), required=False, help_text=WABA_HELP
+    )
     access_token = forms.CharField(
         label=_("Access token"),
         required=False,

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import subprocess
 
 import pytest
@@ -126,6 +127,37 @@ def check_answers(stdout: str, run: str) -> None:
     assert deregister_again == {"status": "disconnected"}, run
     assert health == {"status": "ok"}, run
     assert "204" in lines, run  # signed out
+
+
+def test_a_busy_port_stops_scripts_run_in_one_sentence(tmp_path):
+    """`PORT=<busy> scripts/run`: one sentence, exit 1, and nothing started (no simulated Meta, no .env)."""
+    clean = {k: v for k, v in os.environ.items() if k not in PRODUCT_VARIABLES}
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        busy = listener.getsockname()[1]
+        meta_port = free_port()
+        env_before = (ROOT / ".env").read_bytes() if (ROOT / ".env").exists() else None
+
+        result = subprocess.run(  # noqa: S603
+            [str(ROOT / "scripts" / "run")],
+            cwd=ROOT,
+            env={**clean, "PORT": str(busy), "META_PORT": str(meta_port)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Port {busy} on 127.0.0.1 is already in use (another server is running there?): "
+        f"stop it, or choose another port, e.g. PORT={busy + 1} scripts/run."
+    )
+    assert "Meta" not in result.stdout and "password" not in result.stdout
+    with socket.socket() as probe:  # the simulated Meta never started
+        assert probe.connect_ex(("127.0.0.1", meta_port)) != 0
+    assert ((ROOT / ".env").read_bytes() if (ROOT / ".env").exists() else None) == env_before
 
 
 def test_a_partial_env_is_completed_not_replaced(tmp_path):
