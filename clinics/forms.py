@@ -57,15 +57,19 @@ class ClinicProfileForm(NormalizedFormMixin, forms.Form):
 
     normalizers = validators.CLINIC_NORMALIZERS
 
-    def __init__(self, *args: Any, country: str = "", current_timezone: str = "", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        country: str = "",
+        current_timezone: str = "",
+        current_currency: str = "",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
-        # Pickers instead of free text; the normalisers still check whatever is posted.
-        zones = choices.timezone_choices(country)
-        listed = {zone for _group, options in zones for zone, _label in options}
-        if current_timezone and current_timezone not in listed:
-            zones.insert(0, (str(_("Current")), [(current_timezone, current_timezone)]))
-        self.fields["timezone"].choices = zones  # type: ignore[attr-defined]
-        self.fields["currency"].choices = choices.currency_choices()  # type: ignore[attr-defined]
+        # Pickers instead of free text, named in the reader's language; the normalisers still
+        # check whatever is posted.
+        self.fields["timezone"].choices = choices.timezone_choices(country, current_timezone)  # type: ignore[attr-defined]
+        self.fields["currency"].choices = choices.currency_choices(country, current_currency)  # type: ignore[attr-defined]
 
 
 class BotForm(forms.Form):

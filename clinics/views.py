@@ -19,12 +19,12 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import translation
 from django.utils.translation import gettext as _
-from django.utils.translation import ngettext
+from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
@@ -45,7 +45,7 @@ from whatsapp.forms import (
 from whatsapp.health_serializers import HEALTH_SHAPE
 from whatsapp.models import HealthVerdict, WhatsAppAccount, WhatsAppStatus
 
-from . import services
+from . import choices, services
 from .forms import BotForm, ClinicProfileForm, EmailAuthenticationForm, RevokeTokensForm
 from .models import Clinic
 from .permissions import ClinicAccessDenied, clinic_for_admin, clinic_for_member
@@ -57,6 +57,16 @@ ATTEMPTS_WORTH_SHOWING = 5
 WHATSAPP_ANCHOR = "whatsapp"
 HEALTH_ANCHOR = "health"
 TOKENS_ANCHOR = "api-tokens"
+# Input a form sent back with errors, kept so that a language switch (or a reload) shows it again.
+UNSAVED_KEY = "settings_unsaved"
+RESTORE_KEY = "settings_restore"
+
+# The simulated Meta's number states (its raw CONNECTED, PENDING...) in plain words.
+SIMULATED_STATES = {
+    "CONNECTED": gettext_lazy("already on the WhatsApp Cloud API"),
+    "PENDING": gettext_lazy("not on the WhatsApp Cloud API yet"),
+    "DISCONNECTED": gettext_lazy("taken off the WhatsApp Cloud API"),
+}
 
 View = Callable[..., HttpResponse]
 
@@ -72,7 +82,11 @@ def clinic_admin_action(view: View) -> View:
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if request.method != "POST":
+            # The page this GET replaces showed a form with errors: show its input again.
+            if UNSAVED_KEY in request.session:
+                request.session[RESTORE_KEY] = request.session.pop(UNSAVED_KEY)
             return back_to_settings()
+        request.session.pop(UNSAVED_KEY, None)
         try:
             clinic = clinic_for_admin(request.user)
         except ClinicAccessDenied as denied:
@@ -87,8 +101,41 @@ def back_to_settings(anchor: str = "") -> HttpResponseRedirect:
     return redirect(reverse("clinics:settings") + (f"#{anchor}" if anchor else ""))
 
 
-def render_settings(request: HttpRequest, clinic: Clinic, **bound: forms.Form) -> HttpResponse:
+def _stash_unsaved(request: HttpRequest, bound: dict[str, forms.Form]) -> None:
+    """Keep what was typed in a form sent back with errors (never a secret) for the next page."""
+    for name, form in bound.items():
+        if name not in FORM_FACTORIES or not form.is_bound:
+            continue
+        keep = [
+            field.name
+            for field in form
+            if not isinstance(field.field.widget, forms.PasswordInput) and field.name in form.data
+        ]
+        data = form.data
+        values = {key: data.getlist(key) if isinstance(data, QueryDict) else [data[key]] for key in keep}
+        request.session[UNSAVED_KEY] = {"form": name, "data": values}
+
+
+def _restored_form(request: HttpRequest, clinic: Clinic) -> dict[str, forms.Form]:
+    """The form kept by _stash_unsaved, bound again (its errors now in the page's language)."""
+    kept = request.session.pop(RESTORE_KEY, None)
+    if not isinstance(kept, dict) or kept.get("form") not in FORM_FACTORIES:
+        return {}
+    data = QueryDict(mutable=True)
+    for key, values in (kept.get("data") or {}).items():
+        data.setlist(key, [str(value) for value in values])
+    form = FORM_FACTORIES[kept["form"]](clinic, data)
+    form.is_valid()
+    messages.warning(request, _("What you typed is shown again below; it is not saved yet."))
+    return {kept["form"]: form}
+
+
+def render_settings(
+    request: HttpRequest, clinic: Clinic, *, restored: bool = False, **bound: forms.Form
+) -> HttpResponse:
     """The whole page; `bound` replaces a default form by a submitted one with its errors."""
+    if not restored:
+        _stash_unsaved(request, bound)
     # Without JavaScript a reload shows what polling would: the service asks Meta at
     # most once per few seconds, and only in states that can still move.
     report = whatsapp_services.whatsapp_refresh_status(account=clinic.whatsapp)
@@ -148,11 +195,15 @@ def render_settings(request: HttpRequest, clinic: Clinic, **bound: forms.Form) -
         if "verify_form" in bound
         else _connection_step(account),
         "credentials_ready": bool(account.access_token and account.business_account_id),
-        "simulated_numbers": simulated_numbers(account.business_account_id) if is_admin else [],
+        "simulated_numbers": _simulated_numbers(account) if is_admin else [],
+        "recheck": _needs_recheck(account),
+        "country_display": choices.country_label(clinic.country) if clinic.country else "",
+        "timezone_display": choices.timezone_display(clinic.timezone),
+        "currency_display": choices.currency_display(clinic.currency),
         "simulated_code": simulated_code(account.phone_number_id) if account.may_verify else None,
         "register_form": register_form,
         "verify_form": bound.get("verify_form") or VerifyForm(),
-        "pin_form": bound.get("pin_form") or PinForm(),
+        "pin_form": bound.get("pin_form") or PinForm(new_pin=not account.needs_existing_pin),
         "show_pin": account.may_set_pin,
         "deregister_form": bound.get("deregister_form") or DeregisterForm(number=account.number),
         # While a code is awaited the verify step (with "send a new code") replaces the register form.
@@ -164,7 +215,7 @@ def render_settings(request: HttpRequest, clinic: Clinic, **bound: forms.Form) -
         "api_tokens": list(api_tokens_of(request.user)),  # type: ignore[arg-type]
         "token_ttl_days": settings.API_TOKEN_TTL_DAYS,
     }
-    status = 400 if bound else 200
+    status = 400 if bound and not restored else 200
     response = render(request, "clinics/settings.html", context, status=status)
     response["Cache-Control"] = "no-store"
     return response
@@ -179,7 +230,26 @@ def settings_page(request: HttpRequest) -> HttpResponse:
     except ClinicAccessDenied as denied:
         return render(request, "clinics/no_clinic.html", {"problem": denied.message}, status=403)
     whatsapp_account_of(clinic)
-    return render_settings(request, clinic)
+    if not request.user.is_clinic_admin:  # type: ignore[union-attr]
+        request.session.pop(RESTORE_KEY, None)
+        return render_settings(request, clinic)
+    return render_settings(request, clinic, restored=True, **_restored_form(request, clinic))
+
+
+def _simulated_numbers(account: WhatsAppAccount) -> list[dict[str, Any]]:
+    return [
+        {**vars(number), "state": SIMULATED_STATES.get(number.status, number.status.lower())}
+        for number in simulated_numbers(account.business_account_id)
+    ]
+
+
+def _needs_recheck(account: WhatsAppAccount) -> bool:
+    """Credentials of a number already on the Cloud API were saved, but Meta could not be asked."""
+    return (
+        account.status == WhatsAppStatus.DISCONNECTED
+        and bool(account.phone_number_id)
+        and "check.unreachable" in account.detail_keys
+    )
 
 
 def _connection_step(account: WhatsAppAccount) -> str:
@@ -192,13 +262,21 @@ def _connection_step(account: WhatsAppAccount) -> str:
         return "code"
     if account.status == WhatsAppStatus.VERIFYING:
         return "waiting"
+    if _needs_recheck(account):
+        # Not the register step: the clinic chose "already on the Cloud API"; Meta has to confirm it.
+        return "credentials"
     if account.access_token and account.business_account_id:
         return "number"
     return "credentials"
 
 
 def _profile_form(clinic: Clinic, **kwargs: Any) -> ClinicProfileForm:
-    return ClinicProfileForm(country=clinic.country, current_timezone=clinic.timezone, **kwargs)
+    return ClinicProfileForm(
+        country=clinic.country,
+        current_timezone=clinic.timezone,
+        current_currency=clinic.currency,
+        **kwargs,
+    )
 
 
 @clinic_admin_action
@@ -262,11 +340,13 @@ def api_tokens_revoke(request: HttpRequest) -> HttpResponse:
 
 
 def _report_outcome(request: HttpRequest, account: WhatsAppAccount, success: str) -> None:
-    """Success, or the sentence the clinic can act on when Meta did not confirm."""
+    """Success, or where to read why Meta did not confirm: the status box says it (once)."""
     if account.status == WhatsAppStatus.FAILED:
-        messages.error(request, account.detail or _("Meta refused the connection."))
+        messages.error(request, _("Meta did not accept the connection; the reason is under the status."))
+    elif _needs_recheck(account):
+        messages.warning(request, _("Saved, but Meta could not be reached to confirm the number."))
     elif account.detail:
-        messages.info(request, f"{success} {account.detail}")
+        messages.info(request, success)
     else:
         messages.success(request, success)
 
@@ -427,6 +507,20 @@ def whatsapp_deregister(request: HttpRequest, clinic: Clinic) -> HttpResponse:
         messages.success(request, _("The number was disconnected and the bot turned off."))
         return back_to_settings(WHATSAPP_ANCHOR)
     return render_settings(request, clinic, deregister_form=form)
+
+
+# How each of the page's forms is made from posted data (for input kept across a language switch).
+FORM_FACTORIES: dict[str, Callable[[Clinic, QueryDict], forms.Form]] = {
+    "profile_form": lambda clinic, data: _profile_form(clinic, data=data),
+    "bot_form": lambda clinic, data: BotForm(data),
+    "credentials_form": lambda clinic, data: CredentialsForm(
+        data, has_token=clinic.whatsapp.has_access_token
+    ),
+    "account_form": lambda clinic, data: AccountForm(data),
+    "register_form": lambda clinic, data: RegisterForm(data),
+    "verify_form": lambda clinic, data: VerifyForm(data),
+    "deregister_form": lambda clinic, data: DeregisterForm(data, number=clinic.whatsapp.number),
+}
 
 
 class SignInView(LoginView):

@@ -2,7 +2,8 @@
 
     python -m devtools.dev_env complete .env        # add what is missing, never change a line
     python -m devtools.dev_env get .env NAME        # the OS environment, else .env, else ""
-    python -m devtools.dev_env port 8765            # 8765 if free on 127.0.0.1, else a free one
+    python -m devtools.dev_env port 8765 [8000]     # 8765 if free on 127.0.0.1 (and not 8000), else a free one
+    python -m devtools.dev_env free 127.0.0.1 8000  # exit 1 with one sentence when nothing can listen there
 
 A `.env` a developer wrote by hand (`META_GRAPH_URL=...` only, say) gets the
 development values it lacks appended, so the first run can never fail for a
@@ -60,15 +61,41 @@ def get(path: Path, name: str) -> str:
     return os.environ.get(name) or _values(path).get(name, "")
 
 
-def port(preferred: int) -> int:
+def _bindable(host: str, candidate: int) -> int | None:
+    """The port a listener could bind on `host` now, or None when another one holds it.
+
+    SO_REUSEADDR, as the fake server and Django's development server set it: a port whose
+    last server stopped a moment ago (its connections in TIME_WAIT) is free for the next one,
+    so a quick restart keeps its port; a port someone listens on is still refused.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, candidate))
+        except OSError:
+            return None
+        return int(sock.getsockname()[1])
+
+
+def port(preferred: int, *, avoid: int | None = None) -> int:
+    """`preferred` if free on 127.0.0.1 and not `avoid` (the web server's port), else a free one."""
     for candidate in (preferred, 0):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", candidate))
-            except OSError:
-                continue
-            return int(sock.getsockname()[1])
+        if candidate and candidate == avoid:
+            continue
+        found = _bindable("127.0.0.1", candidate)
+        if found is not None:
+            return found
     raise RuntimeError("no free port on 127.0.0.1")
+
+
+def port_in_use(host: str, candidate: int) -> str | None:
+    """One sentence saying why the server cannot listen on host:port, or None if it can."""
+    if _bindable(host, candidate) is None:
+        return (
+            f"Port {candidate} on {host} is already in use (another server is running there?): "
+            f"stop it, or choose another port, e.g. PORT={candidate + 1} scripts/run."
+        )
+    return None
 
 
 def main(argv: list[str]) -> int:
@@ -80,8 +107,14 @@ def main(argv: list[str]) -> int:
     if len(argv) == 3 and argv[0] == "get":
         print(get(Path(argv[1]), argv[2]))  # noqa: T201
         return 0
-    if len(argv) == 2 and argv[0] == "port":
-        print(port(int(argv[1])))  # noqa: T201
+    if len(argv) in (2, 3) and argv[0] == "port":
+        print(port(int(argv[1]), avoid=int(argv[2]) if len(argv) == 3 else None))  # noqa: T201
+        return 0
+    if len(argv) == 3 and argv[0] == "free":
+        problem = port_in_use(argv[1], int(argv[2]))
+        if problem:
+            print(problem, file=sys.stderr)  # noqa: T201
+            return 1
         return 0
     print(__doc__, file=sys.stderr)  # noqa: T201
     return 2

@@ -1409,6 +1409,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # SO_REUSEADDR (http.server's default, stated here because scripts/run relies on it): a fake
+    # restarted a moment after the last one stopped gets the same port, its old connections in TIME_WAIT.
+    allow_reuse_address = True
     request_queue_size = 64
 
     def __init__(self, address: tuple[str, int], graph: FakeGraph) -> None:

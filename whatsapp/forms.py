@@ -32,6 +32,17 @@ def optional_secret(value: str) -> str | NotSent:
     return validators.normalize_secret(value) if value else NOT_SENT
 
 
+# One plain sentence for each of Meta's words, then where to find the value.
+WABA_HELP = _(
+    "The account at Meta that holds your clinic's WhatsApp numbers. In Meta Business Settings: "
+    "Accounts > WhatsApp accounts, the account's id."
+)
+TOKEN_HELP = _(
+    "A long password from Meta that lets this service use your WhatsApp account: a permanent "
+    "system user token from Meta Business Settings > System users."
+)
+
+
 def _optional_verify_token(value: str) -> str | NotSent:
     return validators.normalize_verify_token(value) if value else NOT_SENT
 
@@ -39,11 +50,14 @@ def _optional_verify_token(value: str) -> str | NotSent:
 class CredentialsForm(NormalizedFormMixin, forms.Form):
     phone_number_id = forms.CharField(
         label=_("Phone number id"),
-        help_text=_("In WhatsApp Manager: Phone numbers, the number's id (also under WhatsApp > API Setup)."),
+        help_text=_(
+            "Meta's own number for your WhatsApp number (about 15 digits, not the phone number). "
+            "In WhatsApp Manager: Phone numbers, the number's id (also under WhatsApp > API Setup)."
+        ),
     )
     business_account_id = forms.CharField(
         label=_("WhatsApp Business Account id"),
-        help_text=_("In Meta Business Settings: Accounts > WhatsApp accounts, the account's id."),
+        help_text=WABA_HELP,
     )
     access_token = forms.CharField(
         label=_("Access token"),
@@ -57,14 +71,20 @@ class CredentialsForm(NormalizedFormMixin, forms.Form):
         required=False,
         strip=False,
         widget=_secret_input(),
-        help_text=_("Leave blank to keep the current one (shown above)."),
+        help_text=_(
+            "A word Meta repeats once, when the webhook address is pasted there, to prove the address "
+            "is yours. Leave blank to keep the current one (shown above)."
+        ),
     )
     app_secret = forms.CharField(
         label=_("App secret"),
         required=False,
         strip=False,
         widget=_secret_input(),
-        help_text=_("Signs the webhook calls. Leave blank to keep the stored one."),
+        help_text=_(
+            "The key Meta signs each delivery with, so this service knows it really comes from Meta; "
+            "in the Meta app's settings, Basic. Leave blank to keep the stored one."
+        ),
     )
     clear_app_secret = forms.BooleanField(label=_("Remove the stored app secret"), required=False)
 
@@ -81,7 +101,7 @@ class CredentialsForm(NormalizedFormMixin, forms.Form):
         kwargs.setdefault("auto_id", "cred_%s")
         super().__init__(*args, **kwargs)
         if not has_token:
-            self.fields["access_token"].help_text = _("Paste the permanent access token from Meta.")
+            self.fields["access_token"].help_text = TOKEN_HELP
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -98,15 +118,12 @@ class CredentialsForm(NormalizedFormMixin, forms.Form):
 class AccountForm(NormalizedFormMixin, forms.Form):
     """The WhatsApp Business Account and the token, for a number that is new to the Cloud API."""
 
-    business_account_id = forms.CharField(
-        label=_("WhatsApp Business Account id"),
-        help_text=_("In Meta Business Settings: Accounts > WhatsApp accounts, the account's id."),
-    )
+    business_account_id = forms.CharField(label=_("WhatsApp Business Account id"), help_text=WABA_HELP)
     access_token = forms.CharField(
         label=_("Access token"),
         strip=False,
         widget=_secret_input(),
-        help_text=_("A permanent system user token from Meta Business Settings > System users."),
+        help_text=TOKEN_HELP,
     )
     normalizers = {
         "business_account_id": validators.normalize_meta_id,
@@ -131,7 +148,9 @@ class RegisterForm(NormalizedFormMixin, forms.Form):
         widget=forms.RadioSelect,
     )
     # Blank: the stored account and token (the guided page asks for them once, in step 1).
-    business_account_id = forms.CharField(label=_("WhatsApp Business Account id"), required=False)
+    business_account_id = forms.CharField(
+        label=_("WhatsApp Business Account id"), required=False, help_text=WABA_HELP
+    )
     access_token = forms.CharField(
         label=_("Access token"),
         required=False,
@@ -181,9 +200,15 @@ class PinForm(NormalizedFormMixin, forms.Form):
     )
     normalizers = {"pin": validators.normalize_pin}
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, new_pin: bool = False, **kwargs: Any) -> None:
         kwargs.setdefault("auto_id", "pin_%s")
         super().__init__(*args, **kwargs)
+        if new_pin:
+            # Changing the PIN of an active number: the old one is ours, the person chooses the next.
+            self.fields["pin"].label = _("New two-step verification PIN")
+            self.fields["pin"].help_text = _(
+                "6 digits of your choice; Meta asks for them when the number is registered again."
+            )
 
 
 def _digits(value: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils.translation import gettext as _
 from rest_framework import serializers
 
 from common.api.fields import NormalizedCharField
@@ -78,12 +79,30 @@ def _failed_code(account: WhatsAppAccount) -> int | None:
     return account.meta_code if account.status == WhatsAppStatus.FAILED else None
 
 
+def configure_message(account: WhatsAppAccount) -> str:
+    """What endpoint 5 did, in the reader's language: saved, and what Meta said (never "successfully" on a failure)."""
+    if "check.unreachable" in account.detail_keys:
+        # The status is the last known one: Meta was not asked.
+        return _(
+            "WhatsApp configuration saved, but Meta could not be reached to check the number: see detail."
+        )
+    if account.status == WhatsAppStatus.ACTIVE:
+        return _("WhatsApp configuration saved: Meta confirms the number is active.")
+    if account.status == WhatsAppStatus.VERIFYING:
+        return _("WhatsApp configuration saved: Meta is still setting up the number.")
+    if account.status == WhatsAppStatus.PENDING_OTP:
+        return _("WhatsApp configuration saved: the number is waiting for its code.")
+    if account.status == WhatsAppStatus.FAILED:
+        return _("WhatsApp configuration saved, but Meta did not accept the number: see detail.")
+    return _("WhatsApp configuration saved, but the number is not on the WhatsApp Cloud API: see detail.")
+
+
 CONFIGURE_SHAPE = OutputShape(
     "WhatsAppConfigureOutput",
     [
         OutputField(
             "message",
-            lambda account: "WhatsApp configuration updated successfully",
+            configure_message,
             serializers.CharField(read_only=True),
         ),
         OutputField("status", lambda account: account.status, _status_field()),

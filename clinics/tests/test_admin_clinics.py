@@ -481,3 +481,79 @@ def test_the_inline_credentials_are_checked_with_meta_like_the_settings_endpoint
     account = WhatsAppAccount.objects.get(clinic=clinic)
     assert account.status == WhatsAppStatus.ACTIVE
     assert account.subscribed_at is not None
+
+
+# --- the admin in the reader's words --------------------------------------------------------------
+
+
+def spanish_admin(superuser) -> Client:
+    client = Client(HTTP_ACCEPT_LANGUAGE="es")
+    client.force_login(superuser)
+    return client
+
+
+def test_country_time_zone_and_currency_are_the_pages_pickers(superuser, clinic):
+    Clinic.objects.filter(pk=clinic.pk).update(country="El Salvador")
+    html = spanish_admin(superuser).get(f"{CHANGELIST}{clinic.pk}/change/").content.decode()
+
+    country = re.search(r'<select name="country".*?</select>', html, re.DOTALL).group(0)
+    assert '<option value="El Salvador" selected>El Salvador</option>' in country
+    assert '<option value="Germany">Alemania</option>' in country
+    zones = re.search(r'<select name="timezone".*?</select>', html, re.DOTALL).group(0)
+    assert re.search(r'<optgroup label="([^"]+)"', zones).group(1) == "El Salvador"
+    assert ">El Salvador · hora central<" in zones
+    assert "US/Eastern" not in zones
+    currencies = re.search(r'<select name="currency".*?</select>', html, re.DOTALL).group(0)
+    assert '<option value="USD" selected>dólar estadounidense (USD)</option>' in currencies
+    assert 'value="XAU"' not in currencies
+
+
+def test_the_pickers_save_through_the_service(admin_client, clinic):
+    data = clinic_form(clinic, city="Madrid", country="Spain", timezone="Europe/Madrid", currency="EUR")
+
+    response = admin_client.post(f"{CHANGELIST}{clinic.pk}/change/", data)
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    clinic.refresh_from_db()
+    assert (clinic.country, clinic.timezone, clinic.currency) == ("Spain", "Europe/Madrid", "EUR")
+
+
+def test_a_superuser_without_a_clinic_is_not_shown_as_staff(superuser, clinic_staff, clinic_admin):
+    html = spanish_admin(superuser).get("/admin/clinics/user/").content.decode()
+    rows = {
+        email: row
+        for row in re.findall(r"<tr>.*?</tr>", html, re.DOTALL)
+        for email in (superuser.email, clinic_staff.email, clinic_admin.email)
+        if email in row
+    }
+    assert "Administrador del sitio" in rows[superuser.email]
+    assert "Personal" not in rows[superuser.email]
+    assert "Personal" in rows[clinic_staff.email]
+    assert "Administrador del sitio" not in rows[clinic_admin.email]
+
+
+def test_the_task_queue_pages_are_in_spanish(superuser, clinic, database_tasks):
+    from django_tasks_db.models import DBTaskResult
+
+    from whatsapp.deliveries import process_webhook_delivery
+
+    delivery = WebhookDelivery.objects.create(
+        clinic=clinic, dedupe_key="k1", fields="messages", raw_body="{}", outcome="stored"
+    )
+    process_webhook_delivery.enqueue(str(delivery.pk))
+    result = DBTaskResult.objects.get()
+    client = spanish_admin(superuser)
+
+    index = client.get("/admin/").content.decode()
+    assert "Tareas en segundo plano" in index
+    assert "Tasks Database Backend" not in index
+    listing = client.get("/admin/django_tasks_database/dbtaskresult/").content.decode()
+    assert "Lista para ejecutarse" in listing
+    assert ">Ready<" not in listing
+    change = client.get(f"/admin/django_tasks_database/dbtaskresult/{result.pk}/change/").content.decode()
+    assert "DBTaskResult object" not in change
+    assert f"{result.task_name} · Lista para ejecutarse" in change
+    assert "Tareas en segundo plano" in change.split('class="breadcrumbs"', 1)[1][:600]
+    history = client.get(f"/admin/django_tasks_database/dbtaskresult/{result.pk}/history/").content.decode()
+    assert "DBTaskResult object" not in history
+    assert f"{result.task_name} · Lista para ejecutarse" in history

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.test import Client
 
@@ -345,3 +347,120 @@ def test_it_locks_sign_in_after_failures(client, clinic_admin, settings):
     assert int(blocked["Retry-After"]) > 0
     assert "_auth_user_id" not in client.session  # even the right password waits
     assert "Too many failed sign-in attempts. Try again in 15 minutes." in blocked.content.decode()
+
+
+# --- words a receptionist understands -----------------------------------------------------------
+
+
+def select_html(html: str, name: str) -> str:
+    match = re.search(rf'<select name="{name}".*?</select>', html, re.DOTALL)
+    assert match, name
+    return match.group(0)
+
+
+def option_values(select: str) -> list[str]:
+    return re.findall(r'<option value="([^"]*)"', select)
+
+
+def first_group(select: str) -> str:
+    match = re.search(r'<optgroup label="([^"]+)"', select)
+    assert match
+    return match.group(1)
+
+
+def test_the_pickers_name_currencies_and_zones_in_spanish(clinic_admin, clinic):
+    Clinic.objects.filter(pk=clinic.pk).update(country="El Salvador")
+    html = signed_in(clinic_admin, language="es").get(SETTINGS).content.decode()
+
+    zones = select_html(html, "timezone")
+    assert first_group(zones) == "El Salvador"  # the clinic's country first
+    assert '<option value="America/El_Salvador" selected>El Salvador · hora central</option>' in zones
+    assert '<optgroup label="Estados Unidos">' in zones
+    assert ">Los Ángeles · hora del Pacífico<" in zones
+    assert '<optgroup label="America">' not in zones  # no English region names
+    values = option_values(zones)
+    assert len(values) == len(set(values))  # each zone once
+    for alias in ("US/Eastern", "America/Buenos_Aires", "Asia/Calcutta", "Etc/GMT+6", "UTC", "GB"):
+        assert alias not in values, alias
+    assert "America/Argentina/Buenos_Aires" in values and "Asia/Kolkata" in values
+
+    currencies = select_html(html, "currency")
+    assert first_group(currencies) == "El Salvador"
+    assert '<option value="USD" selected>dólar estadounidense (USD)</option>' in currencies
+    assert ">euro (EUR)<" in currencies
+    codes = option_values(currencies)
+    for junk in ("XAU", "XTS", "XXX", "USN", "CLF", "SVC", "DEM", "XDR"):
+        assert junk not in codes, junk
+    assert "US Dollar" not in currencies
+
+
+def test_the_pickers_name_currencies_and_zones_in_english(clinic_admin, clinic):
+    html = signed_in(clinic_admin, language="en").get(SETTINGS).content.decode()
+    assert '<option value="USD" selected>US Dollar (USD)</option>' in select_html(html, "currency")
+    assert ">Los Angeles · Pacific Time<" in select_html(html, "timezone")
+    assert '<optgroup label="United States">' in select_html(html, "timezone")
+
+
+def test_a_stored_zone_outside_the_list_stays_the_first_choice(clinic_admin, clinic):
+    Clinic.objects.filter(pk=clinic.pk).update(timezone="US/Eastern")
+    client = signed_in(clinic_admin, language="es")
+    zones = select_html(client.get(SETTINGS).content.decode(), "timezone")
+    assert first_group(zones) == "Actual"
+    assert '<option value="US/Eastern" selected>US/Eastern</option>' in zones
+
+
+def test_staff_read_the_profile_in_their_words(clinic_staff, clinic):
+    Clinic.objects.filter(pk=clinic.pk).update(country="Spain", currency="EUR", timezone="Europe/Madrid")
+    html = signed_in(clinic_staff, language="es").get(SETTINGS).content.decode()
+    assert "<dd>España</dd>" in html
+    assert "<dd>euro (EUR)</dd>" in html
+    assert "<dd>Madrid · hora de Europa central (Europe/Madrid)</dd>" in html
+
+
+# --- no lost input --------------------------------------------------------------------------------
+
+
+def test_typed_values_survive_a_language_switch_after_a_form_error(clinic_admin, clinic):
+    before = snapshot(clinic)
+    client = signed_in(clinic_admin, language="es")
+    typed = {**VALID_PROFILE, "name": "Clínica Escrita", "phone": "12345"}
+    assert client.post(PROFILE, typed).status_code == 400
+
+    # The language form posts back to the URL on screen, the form's POST-only one.
+    switched = client.post("/i18n/setlang/", {"language": "en", "next": PROFILE}, follow=True)
+
+    assert switched.redirect_chain[-1][0] == "/settings/"
+    html = switched.content.decode()
+    assert 'value="Clínica Escrita"' in html
+    assert 'value="12345"' in html
+    assert "What you typed is shown again below; it is not saved yet." in html
+    assert "international format" in html  # the error, now in English
+    assert snapshot(clinic) == before  # nothing saved
+    # Shown once: a later visit is the stored profile again.
+    assert 'value="Clínica Escrita"' not in client.get(SETTINGS).content.decode()
+
+
+def test_a_secret_typed_before_a_language_switch_is_never_kept(clinic_admin, clinic):
+    client = signed_in(clinic_admin)
+    bad = {"phone_number_id": "12/../34", "business_account_id": "102290129340398"}
+    assert (
+        client.post(
+            "/settings/whatsapp/credentials/", {**bad, "access_token": "EAAsecretNEVERkept0000"}
+        ).status_code
+        == 400
+    )
+
+    assert "EAAsecretNEVERkept0000" not in str(dict(client.session))
+    html = client.post(
+        "/i18n/setlang/", {"language": "es", "next": "/settings/whatsapp/credentials/"}, follow=True
+    )
+    page = html.content.decode()
+    assert 'value="12/../34"' in page
+    assert "EAAsecretNEVERkept0000" not in page
+
+
+def test_forms_that_wait_for_meta_say_so(clinic_admin, clinic):
+    html = signed_in(clinic_admin, language="es").get(SETTINGS).content.decode()
+    assert 'data-busy-text="Hablando con Meta… puede tardar hasta 25 segundos.' in html
+    assert re.search(r'<form method="post" action="/settings/whatsapp/credentials/"[^>]*data-busy', html)
+    assert "<script>" not in html  # our own static file only (strict CSP)

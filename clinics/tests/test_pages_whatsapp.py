@@ -184,7 +184,29 @@ def test_it_keeps_credentials_when_meta_is_unreachable(clinic_admin, clinic, gra
     account = account_of(clinic)
     assert account.access_token == NEW_TOKEN
     assert account.status == WhatsAppStatus.DISCONNECTED
-    assert "could not be reached" in response.content.decode()
+    html = response.content.decode()
+    # The clinic chose "already on the Cloud API": it stays there, with a way to ask Meta again,
+    # and the register step does not appear.
+    assert 'id="credentials-step"' in html
+    assert 'id="recheck"' in html
+    assert 'id="register"' not in html
+    assert "Saved, but Meta could not be reached to confirm the number." in html
+    assert html.count("/settings/whatsapp/check/") == 1  # one way to ask Meta again, not two
+    assert html.count("could not be reached to check them") == 1  # said once, under the status
+    assert 'value="110200345501442"' in html
+
+
+def test_checking_again_once_meta_answers_connects_the_number(clinic_admin, clinic, graph):
+    client = signed_in(clinic_admin)
+    client.post(CREDENTIALS, credentials())
+    graph.add(responses.GET, f"{GRAPH}/{PNID}", json=phone_json())
+    allow_subscribe(graph)
+
+    html = client.post(CHECK, follow=True).content.decode()
+
+    assert account_of(clinic).status == WhatsAppStatus.ACTIVE
+    assert 'id="recheck"' not in html
+    assert 'id="connected"' in html
 
 
 def test_it_refuses_staff_credential_writes(clinic_staff, clinic):
@@ -225,6 +247,11 @@ def test_it_checks_the_connection(clinic_admin, clinic, graph):
     html = response.content.decode()
     assert "Connection checked." in html
     assert 'data-poll-url="/api/clinics/whatsapp/status"' in html
+
+
+def test_there_is_nothing_to_check_before_a_number_is_saved(clinic_admin, clinic):
+    html = signed_in(clinic_admin).get(SETTINGS).content.decode()
+    assert "/settings/whatsapp/check/" not in html
 
 
 def test_it_refuses_staff_check(clinic_staff):
@@ -479,3 +506,103 @@ def test_the_status_endpoint_works_with_the_session(clinic_admin, clinic):
     response = signed_in(clinic_admin).get("/api/clinics/whatsapp/status/")
     assert response.status_code == 200
     assert response.json()["status"] == "disconnected"
+
+
+# --- the page once connected, and for staff ---------------------------------------------------
+
+
+def test_once_connected_the_everyday_things_come_first_and_the_pin_change_last(clinic_admin, clinic):
+    active(clinic)
+    html = signed_in(clinic_admin).get(SETTINGS).content.decode()
+    order = [html.index(marker) for marker in ('id="whatsapp"', 'id="bot"', 'id="health"', 'id="profile"')]
+    assert order == sorted(order)
+    assert html.index('id="deregister"') < html.index('id="pin"')
+    pin = html.split('id="pin"', 1)[1]
+    assert pin.startswith(">") or pin.startswith(" ")
+    assert "<summary>Change the two-step verification PIN</summary>" in pin
+    assert "This service chose one when it registered the number" in pin
+    assert "New two-step verification PIN" in pin
+    assert "previous provider" not in pin.split("</details>", 1)[0]  # not the old PIN's help
+
+
+def test_the_existing_pin_step_still_asks_for_the_previous_providers_pin(clinic_admin, clinic):
+    fill_clinic(clinic)
+    set_whatsapp(clinic, phone_number_id=PNID, status=WhatsAppStatus.FAILED, meta_code=133005)
+    html = signed_in(clinic_admin).get(SETTINGS).content.decode()
+    assert "Enter the number's existing PIN" in html
+    assert "The 6 digits set for this number in WhatsApp Manager or its previous provider." in html
+
+
+def test_each_meta_word_has_a_plain_sentence(clinic_admin, clinic):
+    html = signed_in(clinic_admin, language="es").get(SETTINGS).content.decode()
+    for sentence in (
+        "La API de WhatsApp Cloud es el servicio de Meta",
+        "La cuenta de Meta que contiene los números de WhatsApp de su clínica.",
+        "El número interno que Meta da a su número de WhatsApp",
+        "Una contraseña larga de Meta que permite a este servicio usar",
+        "La dirección donde Meta entrega a este servicio los mensajes de los pacientes (el webhook)",
+        "Una palabra que Meta repite una vez",
+        "La clave con la que Meta firma cada entrega",
+    ):
+        assert sentence in html, sentence
+
+
+@pytest.mark.parametrize(
+    ("status", "meta_code", "sentence"),
+    [
+        (
+            WhatsAppStatus.FAILED,
+            133005,
+            "The connection needs your clinic's administrator: let them know.",
+        ),
+        (WhatsAppStatus.PENDING_OTP, None, "Your clinic's administrator is connecting this number"),
+        (WhatsAppStatus.DISCONNECTED, None, "Your clinic's administrator connects it on this page."),
+    ],
+)
+def test_staff_never_read_an_instruction_they_cannot_follow(
+    clinic_staff, clinic, status, meta_code, sentence
+):
+    fill_clinic(clinic)
+    set_whatsapp(clinic, phone_number_id=PNID, status=status, meta_code=meta_code)
+    WhatsAppAccount.objects.filter(clinic=clinic).update(
+        detail_parts=[
+            {"key": "meta.133005", "params": {}},
+            {"key": "subscribe.refused", "params": {"why": "x"}},
+        ]
+    )
+    html = signed_in(clinic_staff).get(SETTINGS).content.decode()
+    assert sentence in html
+    for instruction in ("Enter that", "Check connection", "Connect a number first", "Register it again"):
+        assert instruction not in html, instruction
+
+
+def test_the_simulated_numbers_are_listed_in_plain_words(clinic_admin, clinic, settings):
+    settings.META_SIMULATED = True
+    settings.META_GRAPH_URL = "http://127.0.0.1:8765/v26.0"
+    fill_clinic(clinic)
+    set_whatsapp(clinic, business_account_id="102290129340398")
+    state = {
+        "numbers": {
+            "1": {
+                "id": "109000000000001",
+                "waba_id": "102290129340398",
+                "display_phone_number": "+503 2200 0001",
+                "status": "CONNECTED",
+            },
+            "2": {
+                "id": "109000000000002",
+                "waba_id": "102290129340398",
+                "display_phone_number": "+503 2200 0002",
+                "status": "PENDING",
+                "is_pin_enabled": True,
+                "pin": "123456",
+            },
+        }
+    }
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as control:
+        control.add(responses.GET, "http://127.0.0.1:8765/_fake/state", json=state)
+        html = signed_in(clinic_admin, language="es").get(SETTINGS).content.decode()
+    listed = html.split('id="simulated-numbers"', 1)[1].split("</div>", 1)[0]
+    assert "ya está en la API de WhatsApp Cloud" in listed
+    assert "aún no está en la API de WhatsApp Cloud" in listed
+    assert "CONNECTED" not in listed and "PENDING" not in listed

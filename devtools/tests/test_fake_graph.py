@@ -289,13 +289,15 @@ def test_it_rejects_bad_control_requests(fake, session):
         ({"kind": "huge"}, MetaUnavailableError, None, 200),
     ],
 )
-def test_it_injects_faults_the_client_maps(fake, session, client, fault, error, code, http_status):
+def test_it_injects_faults_the_client_maps(
+    fake, session, client, fault_client, fault, error, code, http_status
+):
     pnid = client.add_phone_number(WABA, cc="503", phone_number="77654321", verified_name="X")
     control(fake, session, "POST", "faults", {"method": "GET", "path": f"/{pnid}$", **fault})
 
     started = time.monotonic()
     with pytest.raises(error) as caught:
-        client.get_phone_number(pnid)
+        fault_client.get_phone_number(pnid)
     elapsed = time.monotonic() - started
 
     assert elapsed < 3

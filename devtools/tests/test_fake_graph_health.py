@@ -129,8 +129,8 @@ def test_a_version_without_the_messaging_limit_is_asked_again_without_it(fake, s
     ],
     ids=["503", "html", "invalid_json", "reset", "delay", "refused"],
 )
-def test_each_health_call_maps_each_fault(fake, session, client, number, path, call, fault, error):
+def test_each_health_call_maps_each_fault(fake, session, fault_client, number, path, call, fault, error):
     control(fake, session, "POST", "faults", {**fault, "path": path.replace("NUMBER", number["id"])})
 
     with pytest.raises(error):
-        call(client, number["id"])
+        call(fault_client, number["id"])

@@ -1,4 +1,5 @@
-/* Settings page behaviour: copy buttons and the live WhatsApp status.
+/* Settings page behaviour: copy buttons, the live WhatsApp status, and a busy note while a form
+   waits for Meta.
    No inline scripts: a strict Content-Security-Policy (default-src 'self') applies.
    Every text comes from the page (data-* attributes rendered by Django in the user's language). */
 (function () {
@@ -91,8 +92,49 @@
     window.setTimeout(poll, POLL_MS);
   }
 
+  // A form that asks Meta (data-busy) can wait up to the request deadline: its buttons are
+  // disabled and a note says why, so nobody clicks again. Without JavaScript the form still posts.
+  function setUpBusyForms() {
+    var main = document.getElementById("main");
+    var text = main ? main.getAttribute("data-busy-text") : "";
+    var forms = document.querySelectorAll("form[data-busy]");
+    Array.prototype.forEach.call(forms, function (form) {
+      form.addEventListener("submit", function (event) {
+        if (form.getAttribute("aria-busy") === "true") { event.preventDefault(); return; }
+        var submitter = event.submitter;
+        if (submitter && submitter.name) {
+          // A disabled button is not sent: keep the value it carries (e.g. SMS or voice).
+          var carried = document.createElement("input");
+          carried.type = "hidden";
+          carried.name = submitter.name;
+          carried.value = submitter.value;
+          form.appendChild(carried);
+        }
+        form.setAttribute("aria-busy", "true");
+        Array.prototype.forEach.call(form.querySelectorAll("button"), function (button) {
+          button.disabled = true;
+        });
+        var note = document.createElement("p");
+        note.className = "busy-note";
+        note.setAttribute("role", "status");
+        note.textContent = text;
+        form.appendChild(note);
+      });
+    });
+    // Back to a page the browser kept in memory: the buttons work again.
+    window.addEventListener("pageshow", function (event) {
+      if (!event.persisted) { return; }
+      Array.prototype.forEach.call(forms, function (form) {
+        form.removeAttribute("aria-busy");
+        Array.prototype.forEach.call(form.querySelectorAll("button"), function (button) { button.disabled = false; });
+        Array.prototype.forEach.call(form.querySelectorAll(".busy-note"), function (note) { note.remove(); });
+      });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     setUpCopyButtons();
     setUpStatusPolling();
+    setUpBusyForms();
   });
 }());

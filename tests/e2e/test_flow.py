@@ -84,7 +84,8 @@ def test_connect_verify_poll_deregister(stack):
             "verifyToken": "e2e-verify-token",
         },
     )
-    assert body["message"] == "WhatsApp configuration updated successfully"
+    # No Accept-Language: the site's language, Spanish.
+    assert body["message"] == "Configuración de WhatsApp guardada: Meta aún está preparando el número."
     assert body["status"] == "verifying", body
     settings = call("GET", "/api/clinics/settings/")
     assert settings["whatsapp_access_token"] == ACCESS_TOKEN[:8] + "...****"

@@ -228,7 +228,7 @@ def test_it_activates_a_connected_number(admin_api, clinic, graph):
 
     assert response.status_code == 200
     data = response.json()
-    assert data["message"] == "WhatsApp configuration updated successfully"
+    assert data["message"] == "WhatsApp configuration saved: Meta confirms the number is active."
     assert data["status"] == "active"
     assert "meta_code" not in data
     account = account_of(clinic)
@@ -295,7 +295,7 @@ def test_it_reports_an_expired_token_as_failed(admin_api, clinic, graph):
 
     assert response.status_code == 200
     data = response.json()
-    assert data["message"] == "WhatsApp configuration updated successfully"
+    assert data["message"] == "WhatsApp configuration saved, but Meta did not accept the number: see detail."
     assert data["status"] == "failed"
     assert data["detail"] == sentence(190)
     assert data["meta_code"] == 190
@@ -315,6 +315,9 @@ def test_it_keeps_the_credentials_when_meta_is_unreachable(admin_api, clinic, gr
     assert response.status_code == 200
     data = response.json()
     assert data["status"] == "failed"  # unchanged
+    assert data["message"] == (
+        "WhatsApp configuration saved, but Meta could not be reached to check the number: see detail."
+    )
     assert "could not be reached" in data["detail"] or "did not answer in time" in data["detail"]
     assert "meta_code" not in data or data["meta_code"] is None
     account = account_of(clinic)
@@ -326,6 +329,20 @@ def test_it_keeps_the_credentials_when_meta_is_unreachable(admin_api, clinic, gr
         APP_SECRET,
     )
     assert len(graph.calls_to("GET", PNID)) == 3  # GETs are retried twice
+
+
+def test_it_says_what_happened_in_the_readers_language(api_client, clinic_admin, clinic, graph):
+    graph.fault("GET", PNID, "reset")
+    data = (
+        api_client(clinic_admin).put(CONFIGURE_URL, body(), format="json", HTTP_ACCEPT_LANGUAGE="es").json()
+    )
+
+    assert data["message"] == (
+        "Configuración de WhatsApp guardada, pero no se pudo contactar con Meta para comprobar el número: "
+        "vea el detalle."
+    )
+    assert data["status"] == "disconnected"
+    assert account_of(clinic).phone_number_id == PNID
 
 
 def test_it_drops_an_old_meta_code_when_meta_is_unreachable(admin_api, clinic, graph):
