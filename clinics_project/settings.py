@@ -232,19 +232,24 @@ API_TOKEN_TTL_DAYS = env.int("API_TOKEN_TTL_DAYS", default=30)
 
 # The sign-in limiter, one for every door (API token, /accounts/login/, /admin/login/):
 # django-axes, a maintained library made for exactly this, rather than our own counters.
-# Failures only, per account (the canonical e-mail) and per client address, each its
-# own bucket: SIGN_IN_FAILURE_LIMIT failures in either lock it for the cool-off.
+# Failures only, in two buckets: per client address, and per account (the canonical
+# e-mail) and address together. SIGN_IN_FAILURE_LIMIT failures in either lock that
+# bucket for the cool-off. No bucket is the account alone: failures from other
+# addresses never keep its owner out (anyone could lock any account, superusers
+# included). Instead, SIGN_IN_ALERT_FAILURES failures on one account within an hour,
+# from any addresses, send its user and the clinic's admins one e-mail (clinics.signin).
 # The cache handler keeps the counters in the shared cache (Redis in production),
 # so every server counts in the same buckets, and no sign-in writes to the database.
-AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+AXES_HANDLER = "clinics.signin.SignInHandler"
 AXES_FAILURE_LIMIT = env.int("SIGN_IN_FAILURE_LIMIT", default=10)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("SIGN_IN_COOLOFF_MINUTES", default=15))
-AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_LOCKOUT_PARAMETERS = ["ip_address", ["username", "ip_address"]]
+SIGN_IN_ALERT_FAILURES = env.int("SIGN_IN_ALERT_FAILURES", default=50)
 # Every door passes the e-mail as `username` (Django's sign-in forms, authenticate()
 # in the API); axes would otherwise look for USERNAME_FIELD's name, `email`.
 AXES_USERNAME_FORM_FIELD = "username"
 AXES_USERNAME_CALLABLE = "clinics.signin.sign_in_account"
-AXES_CLIENT_IP_CALLABLE = "common.http.client_address_bucket"
+AXES_CLIENT_IP_CALLABLE = "clinics.signin.sign_in_address"
 AXES_LOCKOUT_CALLABLE = "clinics.signin.sign_in_locked_out"
 # A success resets nothing: an attacker with one account of their own could
 # otherwise wipe their address's count by signing in to it between guesses.

@@ -192,7 +192,8 @@ def test_sign_in_is_throttled(clinic_admin):
     last = statuses[-1]
     assert last.status_code == 429
     assert int(last["Retry-After"]) > 0
-    # The right password is throttled too (no oracle), and so is another IP for the same email.
+    # The right password is throttled too at that address (no oracle); another address is
+    # not: failures from elsewhere never lock the account's owner out.
     right = client.post(
         "/api/auth/token/",
         {"email": clinic_admin.email, "password": "correct-horse-battery-9"},
@@ -200,9 +201,11 @@ def test_sign_in_is_throttled(clinic_admin):
     )
     assert right.status_code == 429
     other_ip = APIClient(REMOTE_ADDR="10.9.8.7").post(
-        "/api/auth/token/", {"email": clinic_admin.email.upper(), "password": "wrong"}, format="json"
+        "/api/auth/token/",
+        {"email": clinic_admin.email.upper(), "password": "correct-horse-battery-9"},
+        format="json",
     )
-    assert other_ip.status_code == 429
+    assert other_ip.status_code == 200
 
 
 @pytest.mark.django_db
