@@ -20,6 +20,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonRe
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
+from common.http import json_503_when_the_database_is_down
 from common.prebuilt_query import PrebuiltQuery
 
 from . import deliveries
@@ -39,6 +40,7 @@ def _forbidden(reason: str) -> HttpResponse:
 
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
+@json_503_when_the_database_is_down
 def webhook(request: HttpRequest, clinic_id: UUID) -> HttpResponse:
     try:
         account = _ACCOUNT_OF_CLINIC.get(clinic_id)
