@@ -77,6 +77,34 @@ def test_check_deploy_fails_without_encryption_keys():
     assert "FIELD_ENCRYPTION_KEYS" in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["http://egress-proxy.internal:8080/v26.0", "http://10.0.0.7/v26.0", "http://graph.facebook.com/v26.0"],
+)
+def test_any_host_still_needs_https_with_debug_off(url):
+    # The finding: META_GRAPH_ALLOW_ANY_HOST=true also allowed http://, so access tokens
+    # could cross a network in clear text.
+    result = _check_deploy(_prod_env(META_GRAPH_URL=url, META_GRAPH_ALLOW_ANY_HOST="true"))
+
+    assert result.returncode != 0
+    assert "META_GRAPH_URL must start with https://" in result.stderr
+
+
+@pytest.mark.parametrize("url", ["https://egress-proxy.internal:8443/v26.0", "http://127.0.0.1:8765/v26.0"])
+def test_any_host_over_https_or_to_this_machine_starts(url):
+    result = _check_deploy(_prod_env(META_GRAPH_URL=url, META_GRAPH_ALLOW_ANY_HOST="true"))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("days", ["6", "0"])
+def test_a_webhook_retention_under_metas_seven_days_is_refused(days):
+    result = _check_deploy(_prod_env(WEBHOOK_RETENTION_DAYS=days))
+
+    assert result.returncode != 0
+    assert "WEBHOOK_RETENTION_DAYS must be at least 7" in result.stderr
+
+
 # --- headers -----------------------------------------------------------------------------
 
 SECURE = {
