@@ -17,6 +17,7 @@ import shutil
 import socket
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -330,21 +331,13 @@ def test_x_forwarded_proto_comes_only_from_the_balancer(front):
 
 
 def test_requests_beyond_the_rate_are_answered_429_by_nginx_for_that_address_only(front):
-    conn = http.client.HTTPConnection(
-        "127.0.0.1", front["nginx_port"], timeout=10, source_address=(FLOODER_RATE, 0)
-    )
-    statuses = []
-    try:
-        for _ in range(250):
-            conn.request("GET", "/healthz/")
-            response = conn.getresponse()
-            response.read()
-            statuses.append(response.status)
-    finally:
-        conn.close()
+    # 250 requests, 40 at a time: they arrive far faster than 20 a second however slowly
+    # gunicorn answers on a busy machine (nginx counts a request when it arrives).
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        statuses = list(pool.map(lambda _n: _request(front, FLOODER_RATE, "GET", "/healthz/")[0], range(250)))
     other = _request(front, ADMIN_ADDRESS, "GET", "/healthz/")[0]
 
-    assert statuses[:100] == [200] * 100  # the burst
+    assert statuses.count(200) >= 100  # the burst
     assert 429 in statuses
     assert set(statuses) == {200, 429}
     assert other == 200
@@ -361,7 +354,7 @@ def test_requests_in_progress_are_limited_per_address(front):
     port = front["nginx_port"]
     held = [_held_request(port, FLOODER_IN_PROGRESS) for _ in range(50)]
     try:
-        time.sleep(0.3)
+        time.sleep(1.0)  # nginx has read every head by now
         extra = _held_request(port, FLOODER_IN_PROGRESS)
         extra.settimeout(3)
         try:
