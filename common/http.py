@@ -1,4 +1,4 @@
-"""Who sent a request: the one rule for the client's address, for every door.
+"""Request plumbing for every door: who sent a request, and the answer when the database is down.
 
 Behind proxies the connection comes from the nearest proxy, and the client's
 address travels in `X-Forwarded-For`, a header anyone can also write. Only the
@@ -8,6 +8,10 @@ connection's own address is the client's. This is DRF's rule for its
 `NUM_PROXIES` setting, which settings.py sets to the same number, so DRF's
 throttles and the sign-in limiter (django-axes, through `client_address_bucket`)
 see the same client.
+
+With the database unreachable every door answers the same JSON 503 with
+Retry-After: the API through its exception handler, other views through
+`json_503_when_the_database_is_down`.
 """
 
 from __future__ import annotations
