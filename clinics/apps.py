@@ -12,7 +12,10 @@ class ClinicsConfig(AppConfig):
     def ready(self) -> None:
         from django.contrib import admin
 
-        from . import notifications  # noqa: F401  (e-mails the WhatsApp alerts)
+        from . import (
+            notifications,  # noqa: F401  (e-mails the WhatsApp alerts)
+            signin,  # noqa: F401  (registers the sign-in limiter's cache check)
+        )
         from .api import schema  # noqa: F401  (registers the OpenAPI auth extension)
 
         # Our name on every admin page, in the user's language ("Clinics", not "Django administration").

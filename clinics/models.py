@@ -39,7 +39,7 @@ class Clinic(models.Model):
 
     # A UUID is known before insert: encrypted fields bind ciphertext to the row id.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    # Free text shown to people: no control, text-direction or zero-width characters,
+    # Free text shown to people: no hidden character (common.validators.validate_plain_text),
     # whoever writes it (the doors normalise with clinics.validators; the model
     # checks again for every other writer, such as the commands).
     name = models.CharField(
@@ -62,7 +62,10 @@ class Clinic(models.Model):
         blank=True,
         validators=[validators.validate_plain_text],
     )
-    country = models.CharField(_("country"), max_length=100, blank=True)
+    # Free text too (superusers write it in admin, `create_clinic --country`).
+    country = models.CharField(
+        _("country"), max_length=100, blank=True, validators=[validators.validate_plain_text]
+    )
     timezone = models.CharField(
         _("time zone"),
         max_length=64,
@@ -154,7 +157,9 @@ class User(AbstractBaseUser, PermissionsMixin):
         STAFF = "staff", _("Staff")
 
     email = models.EmailField(_("email"), unique=True)
-    full_name = models.CharField(_("full name"), max_length=150, blank=True)
+    full_name = models.CharField(
+        _("full name"), max_length=150, blank=True, validators=[validators.validate_plain_text]
+    )
     clinic = models.ForeignKey(
         Clinic,
         verbose_name=_("clinic"),

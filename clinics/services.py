@@ -17,6 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from common.validators import validate_plain_text
 from whatsapp.models import WhatsAppAccount
 from whatsapp.services import (
     whatsapp_account_create,
@@ -153,6 +154,11 @@ def clinic_add_user(
 ) -> User:
     if role not in User.Role.values:
         raise ValueError(f"Role must be one of {', '.join(User.Role.values)}.")
+    full_name = full_name.strip()
+    try:
+        validate_plain_text(full_name)  # free text, shown to the clinic's people
+    except ValidationError as refused:
+        raise ValidationError({"full_name": refused}) from None
     return User.objects.create_user(
         email=user_check_new_email(email), password=password, clinic=clinic, role=role, full_name=full_name
     )

@@ -6,6 +6,7 @@ The OS environment wins over an optional `.env` file in the project root.
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,14 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
 
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
@@ -43,12 +52,20 @@ META_SIMULATED = DEBUG and env.bool("META_SIMULATED", default=False)
 # With DEBUG off, a Graph URL that is not Meta's is refused at start-up (an access token
 # must never be sent to a stray host), unless the operator says so (an egress proxy, a staging fake).
 META_GRAPH_ALLOW_ANY_HOST = env.bool("META_GRAPH_ALLOW_ANY_HOST", default=False)
-if not DEBUG and not META_GRAPH_ALLOW_ANY_HOST:
-    _graph_host = urlsplit(META_GRAPH_URL).hostname or ""
-    if _graph_host != "graph.facebook.com":
+if not DEBUG:
+    _graph = urlsplit(META_GRAPH_URL)
+    _graph_host = _graph.hostname or ""
+    if not META_GRAPH_ALLOW_ANY_HOST and _graph_host != "graph.facebook.com":
         raise ImproperlyConfigured(
             f"META_GRAPH_URL points at {_graph_host or 'no host'}, not Meta's graph.facebook.com. "
             "Set META_GRAPH_ALLOW_ANY_HOST=true if that is intended."
+        )
+    # Any host still means https: access tokens must never cross a network in clear text.
+    # Plain http only to this machine itself (a local egress proxy, the e2e tests' fake Meta).
+    if _graph.scheme != "https" and not (_graph_host == "localhost" or is_loopback(_graph_host)):
+        raise ImproperlyConfigured(
+            "META_GRAPH_URL must start with https:// when DEBUG is off (plain http only to "
+            "127.0.0.1, ::1 or localhost): access tokens are sent with every Graph call."
         )
 META_APP_SECRET = env("META_APP_SECRET", default="")
 # (connect, read) seconds for every Graph call: a hung Meta must never hang a worker.
@@ -213,6 +230,14 @@ TASK_RETRY_BASE_SECONDS = env.float("TASK_RETRY_BASE_SECONDS", default=30.0)
 # A worker that died mid-delivery leaves it "processing"; after this long
 # `manage.py whatsapp_requeue_deliveries` queues it again.
 WHATSAPP_DELIVERY_LEASE_SECONDS = env.int("WHATSAPP_DELIVERY_LEASE_SECONDS", default=600)
+# Processed Meta deliveries older than this are deleted by the daily `manage.py clinics_cleanup`.
+# Never under 7 days: Meta resends a delivery for up to 7 days, and the markers that keep
+# a resent event from being applied twice go with the delivery.
+WEBHOOK_RETENTION_DAYS = env.int("WEBHOOK_RETENTION_DAYS", default=30)
+if WEBHOOK_RETENTION_DAYS < 7:
+    raise ImproperlyConfigured(
+        "WEBHOOK_RETENTION_DAYS must be at least 7 (Meta resends deliveries for 7 days)."
+    )
 
 # The clinic's bot (messaging): only https:// to a public address unless this is on
 # (development and tests, where the bot runs on this machine).
@@ -247,19 +272,24 @@ API_TOKEN_TTL_DAYS = env.int("API_TOKEN_TTL_DAYS", default=30)
 
 # The sign-in limiter, one for every door (API token, /accounts/login/, /admin/login/):
 # django-axes, a maintained library made for exactly this, rather than our own counters.
-# Failures only, per account (the canonical e-mail) and per client address, each its
-# own bucket: SIGN_IN_FAILURE_LIMIT failures in either lock it for the cool-off.
+# Failures only, in two buckets: per client address, and per account (the canonical
+# e-mail) and address together. SIGN_IN_FAILURE_LIMIT failures in either lock that
+# bucket for the cool-off. No bucket is the account alone: failures from other
+# addresses never keep its owner out (anyone could lock any account, superusers
+# included). Instead, SIGN_IN_ALERT_FAILURES failures on one account within an hour,
+# from any addresses, send its user and the clinic's admins one e-mail (clinics.signin).
 # The cache handler keeps the counters in the shared cache (Redis in production),
 # so every server counts in the same buckets, and no sign-in writes to the database.
-AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+AXES_HANDLER = "clinics.signin.SignInHandler"
 AXES_FAILURE_LIMIT = env.int("SIGN_IN_FAILURE_LIMIT", default=10)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("SIGN_IN_COOLOFF_MINUTES", default=15))
-AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_LOCKOUT_PARAMETERS = ["ip_address", ["username", "ip_address"]]
+SIGN_IN_ALERT_FAILURES = env.int("SIGN_IN_ALERT_FAILURES", default=50)
 # Every door passes the e-mail as `username` (Django's sign-in forms, authenticate()
 # in the API); axes would otherwise look for USERNAME_FIELD's name, `email`.
 AXES_USERNAME_FORM_FIELD = "username"
 AXES_USERNAME_CALLABLE = "clinics.signin.sign_in_account"
-AXES_CLIENT_IP_CALLABLE = "common.http.client_address_bucket"
+AXES_CLIENT_IP_CALLABLE = "clinics.signin.sign_in_address"
 AXES_LOCKOUT_CALLABLE = "clinics.signin.sign_in_locked_out"
 # A success resets nothing: an attacker with one account of their own could
 # otherwise wipe their address's count by signing in to it between guesses.

@@ -6,7 +6,7 @@ store; it raises Django's ``ValidationError`` with a message a person can act on
 
 from __future__ import annotations
 
-import re
+import unicodedata
 
 import phonenumbers
 from django.core.exceptions import ValidationError
@@ -28,23 +28,44 @@ def format_e164(number: phonenumbers.PhoneNumber) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-# Characters that change what text looks like without being seen: control characters
-# (C0, DEL, C1: terminal escapes), bidirectional embeddings, overrides and isolates
-# (U+202A-U+202E, U+2066-U+2069: "abc" shown as "cba"), zero-width characters
-# (U+200B-U+200D, U+2060, U+FEFF). Free text shown to people (admin lists, e-mails)
-# must read as what it is.
-_HIDDEN_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff\u202a-\u202e\u2066-\u2069]")
+# Free text shown to people (admin lists, e-mails, pages) must read as what it is.
+# Refused, by Unicode category: Cc controls (C0, DEL, C1: terminal escapes), Cf format
+# characters (bidirectional marks, embeddings, overrides and isolates such as U+200E,
+# U+061C, U+202E; zero-width characters; soft hyphen; tags), Co private use, Cs
+# surrogates, Cn unassigned, Zl and Zp line and paragraph separators. And the Hangul
+# fillers, letters by category that show nothing.
+HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"})
+FILLERS = frozenset({"\u115f", "\u1160", "\u3164", "\uffa0"})
+# Visible: a letter, digit, punctuation or symbol (a space or a lone combining mark is not).
+VISIBLE_CATEGORY_INITIALS = frozenset("LNPS")
+
+
+def hidden_character(value: str) -> str | None:
+    """The first character the free-text rule refuses, or None."""
+    for char in value:
+        if char in FILLERS or unicodedata.category(char) in HIDDEN_CATEGORIES:
+            return char
+    return None
 
 
 def validate_plain_text(value: str) -> None:
-    """Refuse a control, bidirectional-control or zero-width character, naming the first one."""
-    found = _HIDDEN_CHARACTER.search(value or "")
+    """The contract's free-text rule: no hidden character (naming the first), at least one visible one.
+
+    An empty value passes: whether a field may be empty is that field's own rule.
+    """
+    text = value or ""
+    found = hidden_character(text)
     if found is not None:
         raise ValidationError(
-            _("Remove the hidden character %(code)s (a control, text-direction or zero-width character)."),
+            _(
+                "Remove the hidden character %(code)s (a control, format, private-use or unassigned "
+                "character, a line or paragraph separator, or a filler)."
+            ),
             code="hidden_character",
-            params={"code": f"U+{ord(found.group()):04X}"},
+            params={"code": f"U+{ord(found):04X}"},
         )
+    if text and not any(unicodedata.category(char)[0] in VISIBLE_CATEGORY_INITIALS for char in text):
+        raise ValidationError(_("Enter at least one visible character."), code="no_visible_character")
 
 
 def normalize_limited_text(value: str | None, *, limit: int, what: str) -> str:

@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler
 
+from common.http import DATABASE_RETRY_AFTER, DATABASE_UNAVAILABLE
 from whatsapp.exceptions import (
     AttemptsExhaustedError,
     MetaRefusedError,
@@ -63,9 +64,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         # The driver's message names the host, never a password: operators need it.
         logger.error("database unavailable: %s: %s", type(exc).__name__, exc)
         return Response(
-            {"detail": _("The service is briefly unavailable. Try again in a moment.")},
+            {"detail": str(DATABASE_UNAVAILABLE)},
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": "30"},
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
         )
     elif isinstance(exc, WhatsAppError):
         headers = {}

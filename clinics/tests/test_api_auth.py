@@ -116,7 +116,9 @@ def test_it_locks_guessing_at_the_tenth_failure(anon_client, clinic_admin):
     assert not ApiToken.objects.exists()
 
 
-def test_it_locks_one_account_across_addresses(anon_client, clinic_admin):
+def test_failures_across_addresses_never_lock_the_account(anon_client, clinic_admin):
+    # Per address, and per account at one address: never the account everywhere (anyone could
+    # then lock anyone out).
     for attempt in range(10):
         response = anon_client.post(
             TOKEN_URL,
@@ -124,7 +126,7 @@ def test_it_locks_one_account_across_addresses(anon_client, clinic_admin):
             format="json",
             REMOTE_ADDR=f"10.0.0.{attempt + 1}",
         )
-        assert response.status_code == (400 if attempt < 9 else 429)
+        assert response.status_code == 400
 
     response = anon_client.post(
         TOKEN_URL,
@@ -133,9 +135,8 @@ def test_it_locks_one_account_across_addresses(anon_client, clinic_admin):
         REMOTE_ADDR="10.0.1.1",
     )
 
-    assert response.status_code == 429
-    assert int(response["Retry-After"]) > 0
-    assert not ApiToken.objects.exists()
+    assert response.status_code == 200
+    assert ApiToken.objects.get().user == clinic_admin
 
 
 # --- logout -------------------------------------------------------------------------------

@@ -1,17 +1,19 @@
 """One sign-in limiter on every door: the API's token endpoint, the sign-in page and admin's login.
 
-Failures only, per account (the canonical e-mail) and per client address
-(`NUM_PROXIES` deep), in the shared cache; 429 with Retry-After.
+Failures only, per client address (`NUM_PROXIES` deep) and per account and address
+together, in the shared cache; 429 with Retry-After. Failures from other addresses
+never keep an account's owner out: many of them on one account send one e-mail.
 """
 
 from __future__ import annotations
 
 import pytest
+from django.core import mail
 from django.test import Client
 from rest_framework.test import APIClient
 
 from clinics import services
-from clinics.models import ApiToken
+from clinics.models import ApiToken, Clinic
 
 pytestmark = pytest.mark.django_db
 
@@ -20,6 +22,7 @@ TOKEN_URL = "/api/auth/token/"
 PAGE_URL = "/accounts/login/"
 ADMIN_URL = "/admin/login/"
 LIMIT = 10  # SIGN_IN_FAILURE_LIMIT's default
+ALERT = 50  # SIGN_IN_ALERT_FAILURES' default
 PROXY = "10.0.0.2"  # the load balancer or nginx: every connection comes from it
 
 
@@ -42,16 +45,20 @@ def _signed_in(client: Client) -> bool:
 # --- admin's login, the door that had no limit --------------------------------------------
 
 
-def test_it_locks_the_admin_login_after_ten_wrong_passwords(superuser):
+def test_it_locks_the_admin_login_after_ten_wrong_passwords_from_one_address(superuser):
     answers = [_page(ADMIN_URL, superuser.email, f"guess-{n}")[0].status_code for n in range(LIMIT)]
 
     right, client = _page(ADMIN_URL, superuser.email, PASSWORD)
+    elsewhere, other_client = _page(ADMIN_URL, superuser.email, PASSWORD, REMOTE_ADDR="198.51.100.30")
 
     assert answers == [200] * (LIMIT - 1) + [429]
     assert right.status_code == 429
     assert int(right["Retry-After"]) == 15 * 60
     assert "Too many failed sign-in attempts. Try again in 15 minutes." in right.content.decode()
     assert not _signed_in(client)
+    # The lock is the guessing address's, not the account's.
+    assert elsewhere.status_code == 302
+    assert _signed_in(other_client)
 
 
 def test_it_still_signs_in_to_admin_below_the_limit(superuser):
@@ -79,19 +86,19 @@ def test_the_lock_page_speaks_spanish(superuser):
 # --- the three doors count in the same buckets --------------------------------------------
 
 
-def test_the_three_doors_share_one_account_bucket(clinic_admin, superuser):
-    # Each attempt from its own address: only the account's bucket fills.
+def test_the_three_doors_count_in_the_same_buckets(clinic_admin, superuser):
+    # One address alternating doors: the tenth failure locks it, whichever door.
     doors = [TOKEN_URL, PAGE_URL, ADMIN_URL]
     for n in range(LIMIT - 1):
-        door, address = doors[n % 3], f"192.0.2.{n + 1}"
+        door = doors[n % 3]
         if door == TOKEN_URL:
-            assert _api(clinic_admin.email, "guess", REMOTE_ADDR=address).status_code == 400
+            assert _api(clinic_admin.email, "guess", REMOTE_ADDR="192.0.2.1").status_code == 400
         else:
-            assert _page(door, clinic_admin.email, "guess", REMOTE_ADDR=address)[0].status_code == 200
-    assert _page(ADMIN_URL, clinic_admin.email, "guess", REMOTE_ADDR="192.0.2.200")[0].status_code == 429
+            assert _page(door, clinic_admin.email, "guess", REMOTE_ADDR="192.0.2.1")[0].status_code == 200
+    assert _page(ADMIN_URL, clinic_admin.email, "guess", REMOTE_ADDR="192.0.2.1")[0].status_code == 429
 
-    api = _api(clinic_admin.email, PASSWORD, REMOTE_ADDR="198.51.100.1")
-    page, client = _page(PAGE_URL, clinic_admin.email, PASSWORD, REMOTE_ADDR="198.51.100.2")
+    api = _api(clinic_admin.email, PASSWORD, REMOTE_ADDR="192.0.2.1")
+    page, client = _page(PAGE_URL, superuser.email, PASSWORD, REMOTE_ADDR="192.0.2.1")
 
     assert api.status_code == 429
     assert api.json() == {"detail": "Too many failed sign-in attempts. Try again in 15 minutes."}
@@ -99,8 +106,125 @@ def test_the_three_doors_share_one_account_bucket(clinic_admin, superuser):
     assert page.status_code == 429
     assert not _signed_in(client)
     assert not ApiToken.objects.exists()
-    # Other accounts at other addresses are untouched.
+    # Every other address is untouched, the guessed account's own included.
+    assert _api(clinic_admin.email, PASSWORD, REMOTE_ADDR="198.51.100.1").status_code == 200
     assert _api(superuser.email, PASSWORD, REMOTE_ADDR="198.51.100.3").status_code == 200
+
+
+# --- failures from other addresses never keep the owner out --------------------------------
+
+
+@pytest.mark.parametrize("door", [TOKEN_URL, PAGE_URL, ADMIN_URL])
+def test_an_attackers_failures_from_many_addresses_never_stop_the_owners_right_password(superuser, door):
+    """The finding: ten wrong passwords from anywhere locked the superuser out of every door."""
+    for n in range(3 * LIMIT):
+        address = f"203.0.113.{n // 3 + 1}"  # three guesses each from ten addresses
+        if n % 3 == 0:
+            assert _api(superuser.email, f"guess-{n}", REMOTE_ADDR=address).status_code == 400
+        else:
+            assert _page(ADMIN_URL, superuser.email, f"guess-{n}", REMOTE_ADDR=address)[0].status_code == 200
+
+    if door == TOKEN_URL:
+        answer = _api(superuser.email, PASSWORD, REMOTE_ADDR="198.51.100.4")
+        assert answer.status_code == 200
+        assert ApiToken.objects.filter(user=superuser).count() == 1
+    else:
+        answer, client = _page(door, superuser.email, PASSWORD, REMOTE_ADDR="198.51.100.4")
+        assert answer.status_code == 302
+        assert _signed_in(client)
+
+
+def test_an_owner_who_mistyped_below_the_limit_still_signs_in_after_an_attack(clinic_admin):
+    for n in range(2 * LIMIT):
+        _api(clinic_admin.email, "guess", REMOTE_ADDR=f"203.0.113.{n + 1}")
+    for _ in range(LIMIT - 1):
+        assert _api(clinic_admin.email, "typo", REMOTE_ADDR="198.51.100.5").status_code == 400
+
+    assert _api(clinic_admin.email, PASSWORD, REMOTE_ADDR="198.51.100.5").status_code == 200
+
+
+def test_an_account_guessed_at_one_address_stays_open_at_another(clinic_admin):
+    for _ in range(LIMIT):
+        _api(clinic_admin.email, "guess", REMOTE_ADDR="203.0.113.7")
+
+    assert _api(clinic_admin.email, PASSWORD, REMOTE_ADDR="203.0.113.7").status_code == 429
+    assert _api(clinic_admin.email, PASSWORD, REMOTE_ADDR="203.0.113.8").status_code == 200
+
+
+def test_an_account_and_its_address_share_no_bucket_with_a_run_on_spelling(clinic):
+    # axes writes a bucket's values one after the other: account "ana@x.xn--11" at 2.3.4.5
+    # and account "ana@x.xn--1" at 12.3.4.5 (punycode top-level domains may end in a digit)
+    # must not be one bucket.
+    services.clinic_add_user(clinic=clinic, email="ana@x.xn--11", password=PASSWORD)
+    for _ in range(LIMIT):
+        _api("ana@x.xn--1", "guess", REMOTE_ADDR="12.3.4.5")
+
+    assert _api("ana@x.xn--11", PASSWORD, REMOTE_ADDR="2.3.4.5").status_code == 200
+
+
+# --- many failures on one account: one e-mail, no lock -------------------------------------
+
+
+def _guess_from_many_addresses(email: str, count: int, *, first: int = 1) -> None:
+    for n in range(first, first + count):
+        # Five guesses per address: each address stays below its own limit.
+        assert _api(email, "not-it-7", REMOTE_ADDR=f"203.0.{n // 5}.{n % 5 + 1}").status_code == 400
+
+
+def test_fifty_failures_in_an_hour_send_the_user_and_the_clinics_admins_one_email(
+    clinic, clinic_admin, clinic_staff, tasks_run_inline
+):
+    Clinic.objects.filter(pk=clinic.pk).update(language="en")
+    other_admin = services.clinic_add_user(
+        clinic=clinic, email="second-admin@example.com", password=PASSWORD, role="admin"
+    )
+
+    _guess_from_many_addresses(clinic_staff.email, ALERT - 1)
+    assert mail.outbox == []
+    _guess_from_many_addresses(clinic_staff.email, 1, first=ALERT)
+    _guess_from_many_addresses(clinic_staff.email, 30, first=ALERT + 1)
+
+    assert len(mail.outbox) == 1
+    sent = mail.outbox[0]
+    assert sorted(sent.to) == sorted([clinic_staff.email, clinic_admin.email, other_admin.email])
+    assert sent.subject == f"Many failed sign-ins to {clinic_staff.email}"
+    assert (
+        f"In the last hour 50 sign-ins to the account {clinic_staff.email} of Clínica San Salvador"
+        in sent.body
+    )
+    assert "The account is not locked" in sent.body
+    assert PASSWORD not in sent.body and "not-it-7" not in sent.body
+    # And nothing was locked: the owner signs in.
+    assert _api(clinic_staff.email, PASSWORD, REMOTE_ADDR="198.51.100.6").status_code == 200
+
+
+def test_the_email_is_in_the_clinics_language(clinic, clinic_admin, tasks_run_inline):
+    _guess_from_many_addresses(clinic_admin.email, ALERT)
+
+    assert len(mail.outbox) == 1
+    assert mail.outbox[0].subject == f"Muchos inicios de sesión fallidos en {clinic_admin.email}"
+
+
+def test_the_email_is_queued_not_sent_in_the_request(clinic_admin, queued_tasks):
+    _guess_from_many_addresses(clinic_admin.email, ALERT + 5)
+
+    assert mail.outbox == []
+    assert [result.task.name for result in queued_tasks] == ["send_sign_in_alert"]
+    assert queued_tasks[0].kwargs == {"email": clinic_admin.email, "failures": ALERT}
+
+
+def test_failures_refused_at_a_locked_address_do_not_count_toward_the_email(clinic_admin, queued_tasks):
+    # One address is stopped at its own limit long before the account's threshold.
+    answers = [_api(clinic_admin.email, "guess", REMOTE_ADDR="203.0.113.9").status_code for _ in range(ALERT)]
+
+    assert answers.count(400) == LIMIT - 1
+    assert list(queued_tasks) == []
+
+
+def test_guesses_at_an_unknown_account_send_nothing(db, tasks_run_inline):
+    _guess_from_many_addresses("nobody@example.com", ALERT)
+
+    assert mail.outbox == []
 
 
 def test_it_counts_failures_only(clinic_admin):
@@ -215,27 +339,27 @@ def victim(clinic):
 
 
 @pytest.mark.parametrize("spelling", list(SPELLINGS.values()), ids=list(SPELLINGS))
-def test_every_spelling_shares_the_victims_bucket(victim, spelling):
+def test_every_spelling_shares_the_victims_bucket_at_an_address(victim, spelling):
     # The finding: with the victim locked, other spellings had buckets of their own.
-    for n in range(LIMIT):
-        _api(VICTIM, "guess", REMOTE_ADDR=f"192.0.2.{n + 1}")
+    for _ in range(LIMIT):
+        _api(VICTIM, "guess", REMOTE_ADDR="192.0.2.1")
 
-    api = _api(spelling, PASSWORD, REMOTE_ADDR="198.51.100.10")
-    page, client = _page(PAGE_URL, spelling, PASSWORD, REMOTE_ADDR="198.51.100.11")
-    admin, admin_client = _page(ADMIN_URL, spelling, PASSWORD, REMOTE_ADDR="198.51.100.12")
+    api = _api(spelling, PASSWORD, REMOTE_ADDR="192.0.2.1")
+    page, client = _page(PAGE_URL, spelling, PASSWORD, REMOTE_ADDR="192.0.2.1")
+    elsewhere = _api(spelling, PASSWORD, REMOTE_ADDR="198.51.100.10")
 
-    assert (api.status_code, page.status_code, admin.status_code) == (429, 429, 429)
-    assert not ApiToken.objects.exists()
-    assert not _signed_in(client) and not _signed_in(admin_client)
+    assert (api.status_code, page.status_code) == (429, 429)
+    assert not _signed_in(client)
+    assert elsewhere.status_code == 200
+    assert ApiToken.objects.get().user == victim
 
 
 @pytest.mark.parametrize("spelling", list(SPELLINGS.values()), ids=list(SPELLINGS))
-def test_every_spelling_fills_the_victims_bucket(victim, spelling):
-    for n in range(LIMIT - 1):
-        assert _api(spelling, "guess", REMOTE_ADDR=f"192.0.2.{n + 1}").status_code == 400
+def test_every_spelling_counts_toward_the_victims_email(victim, spelling, queued_tasks):
+    _guess_from_many_addresses(VICTIM, ALERT - 1)
+    _guess_from_many_addresses(spelling, 1, first=ALERT)
 
-    assert _api(spelling, "guess", REMOTE_ADDR="192.0.2.100").status_code == 429
-    assert _api(VICTIM, PASSWORD, REMOTE_ADDR="198.51.100.10").status_code == 429
+    assert [result.kwargs for result in queued_tasks] == [{"email": VICTIM, "failures": ALERT}]
 
 
 @pytest.mark.parametrize("spelling", list(SPELLINGS.values()), ids=list(SPELLINGS))

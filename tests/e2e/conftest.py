@@ -61,6 +61,8 @@ PRODUCT_VARIABLES = (
     "TASK_RETRY_ATTEMPTS",
     "TASK_RETRY_BASE_SECONDS",
     "WHATSAPP_DELIVERY_LEASE_SECONDS",
+    "WEBHOOK_RETENTION_DAYS",
+    "SIGN_IN_ALERT_FAILURES",
     "EMAIL_URL",
     "DEFAULT_FROM_EMAIL",
     # Set by the browser tests' conftest for Playwright; never for a real server.

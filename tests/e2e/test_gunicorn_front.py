@@ -1,18 +1,23 @@
 """gunicorn as production runs it (the repository's gunicorn.conf.py): its access log holds no secret,
-chunked bodies are refused with 411, and with the database gone the API still answers JSON."""
+chunked bodies are refused with 411, with the database gone the API and the webhook still answer
+JSON, and each instance has a control socket of its own."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
+import json
 import secrets
+import subprocess
+import uuid
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 
 from .conftest import (
+    GUNICORN,
     chunked,
     create_throwaway_database,
     free_port,
@@ -132,13 +137,23 @@ def test_chunked_bodies_are_refused_with_411_and_change_nothing(served):
     assert after.json()["city"] is None
 
 
-def test_with_the_database_unreachable_the_api_answers_json_503(processes):
-    # Nothing listens on this port: every connection attempt is refused, as with a database that is down.
-    env = product_env(DATABASE_URL=f"postgres://postgres@127.0.0.1:{free_port()}/clinics", CONN_MAX_AGE="0")
+def _without_database(processes, name: str, **extra: str) -> str:
+    """gunicorn whose database refuses every connection (nothing listens on its port); its origin."""
+    env = product_env(
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:{free_port()}/clinics", CONN_MAX_AGE="0", **extra
+    )
     port = free_port()
-    server = processes.start("gunicorn-no-db", gunicorn_argv(port), env)
+    server = processes.start(name, gunicorn_argv(port), env)
     origin = f"http://127.0.0.1:{port}"
     server.wait_ready(f"{origin}/healthz/", statuses=(503,))
+    return origin
+
+
+UNAVAILABLE = {"detail": "El servicio no está disponible por un momento. Vuelva a intentarlo enseguida."}
+
+
+def test_with_the_database_unreachable_the_api_answers_json_503(processes):
+    origin = _without_database(processes, "gunicorn-no-db")
 
     read = requests.get(
         f"{origin}/api/clinics/settings/", headers={"Authorization": "Token " + "k" * 43}, timeout=10
@@ -150,6 +165,64 @@ def test_with_the_database_unreachable_the_api_answers_json_503(processes):
     for answer in (read, sign_in):
         assert answer.status_code == 503, answer.text[:500]
         assert answer.headers["Content-Type"] == "application/json"
-        assert answer.json() == {
-            "detail": "El servicio no está disponible por un momento. Vuelva a intentarlo enseguida."
-        }
+        assert answer.json() == UNAVAILABLE
+
+
+def test_with_the_database_unreachable_the_webhook_answers_json_503(processes):
+    # It used to be Django's HTML error page: Meta retries either way, but an operator reading
+    # the proxy's log, and the contract, expect the same JSON as the API.
+    origin = _without_database(processes, "gunicorn-no-db-webhook", META_APP_SECRET=APP_SECRET)
+    webhook = f"{origin}/whatsapp/webhook/{uuid.uuid4()}/"
+    delivery = b'{"object":"whatsapp_business_account","entry":[]}'
+    signature = "sha256=" + hmac.new(APP_SECRET.encode(), delivery, hashlib.sha256).hexdigest()
+
+    handshake = requests.get(
+        webhook, params={"hub.mode": "subscribe", "hub.verify_token": "t", "hub.challenge": "1"}, timeout=10
+    )
+    posted = requests.post(
+        webhook,
+        data=delivery,
+        headers={"Content-Type": "application/json", "X-Hub-Signature-256": signature},
+        timeout=10,
+    )
+
+    for answer in (handshake, posted):
+        assert answer.status_code == 503, answer.text[:500]
+        assert answer.headers["Content-Type"] == "application/json"
+        assert answer.headers["Retry-After"] == "30"
+        assert answer.json() == UNAVAILABLE
+
+
+def _stats(socket_path: str) -> dict:
+    result = subprocess.run(  # noqa: S603
+        [str(GUNICORN).replace("gunicorn", "gunicornc"), "-s", socket_path, "-c", "show stats", "-j"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    )
+    return json.loads(result.stdout)
+
+
+def test_each_instance_has_its_own_control_socket(processes, tmp_path):
+    # The README runs two instances side by side as one user. gunicorn's default socket is
+    # one per user: the second replaced the first's, and the first to stop deleted it.
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    env = product_env(
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:{free_port()}/clinics", XDG_RUNTIME_DIR=str(runtime)
+    )
+    started = {}
+    for name in ("a", "b"):
+        port = free_port()
+        server = processes.start(f"gunicorn-{name}", gunicorn_argv(port), env)
+        server.wait_ready(f"http://127.0.0.1:{port}/healthz/", statuses=(503,))
+        started[name] = (server, str(runtime / f"gunicorn-127.0.0.1-{port}.ctl"))
+
+    (server_a, socket_a), (server_b, socket_b) = started["a"], started["b"]
+    assert _stats(socket_a)["pid"] == server_a.proc.pid
+    assert _stats(socket_b)["pid"] == server_b.proc.pid
+    server_b.stop()
+
+    assert _stats(socket_a)["pid"] == server_a.proc.pid
+    assert sorted(path.name for path in runtime.iterdir()) == [socket_a.rsplit("/", 1)[1]]

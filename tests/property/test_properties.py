@@ -259,21 +259,58 @@ def test_canonical_email_ignores_case_width_and_decomposition(value, how):
     assert canonical_email(other) == canonical_email(value)
 
 
+# The contract's free-text rule, written out again from its own words.
+HIDDEN_CATEGORIES = ["Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"]
+FILLERS = "\u115f\u1160\u3164\uffa0"
+
+
+def _refused_by_the_contract(c: str) -> bool:
+    return unicodedata.category(c) in HIDDEN_CATEGORIES or c in FILLERS
+
+
+def _visible(c: str) -> bool:
+    return unicodedata.category(c)[0] in "LNPS" and not _refused_by_the_contract(c)
+
+
+# Text mixing ordinary characters with every refused category, fillers, spaces and marks.
+free_text = st.text(
+    alphabet=st.one_of(
+        st.characters(),
+        st.characters(categories=HIDDEN_CATEGORIES),
+        st.sampled_from(FILLERS + " \u00a0\u2003\u0301\u0300"),
+    ),
+    max_size=40,
+)
+
+
 @PROFILE
-@given(st.text(max_size=60))
-def test_plain_text_refuses_exactly_the_hidden_characters(value):
-    hidden = [
-        c
-        for c in value
-        if unicodedata.category(c) == "Cc"
-        or "\u202a" <= c <= "\u202e"
-        or "\u2066" <= c <= "\u2069"
-        or c in "\u200b\u200c\u200d\u2060\ufeff"
-    ]
+@given(free_text)
+@example("\u200e")  # bidirectional marks, separators, soft hyphen, tags: the 16 that used to pass
+@example("\u2028")
+@example("\u00ad")
+@example("\U000e0041")
+@example("\u3164\u3164")  # a name made only of fillers
+@example("\u0301")  # a lone combining mark shows nothing by itself
+@example("\u2003 \u00a0")
+def test_plain_text_follows_the_contracts_rule(value):
+    hidden = [c for c in value if _refused_by_the_contract(c)]
     try:
         validate_plain_text(value)
     except ValidationError as refused:
-        assert hidden
-        assert f"U+{ord(hidden[0]):04X}" in refused.messages[0]
+        if hidden:
+            assert f"U+{ord(hidden[0]):04X}" in refused.messages[0]
+        else:
+            assert value and not any(_visible(c) for c in value)
+            assert refused.error_list[0].code == "no_visible_character"
     else:
         assert not hidden
+        assert not value or any(_visible(c) for c in value)
+
+
+@PROFILE
+@given(st.data(), st.sampled_from(HIDDEN_CATEGORIES), st.text(alphabet="abcñ1 ", min_size=1, max_size=10))
+def test_each_refused_category_is_named_inside_ordinary_text(data, category, text):
+    char = data.draw(st.characters(categories=[category]))
+    with pytest.raises(ValidationError) as refused:
+        validate_plain_text(f"Clínica{text}{char}{text}")
+    assert f"U+{ord(char):04X}" in refused.value.messages[0]

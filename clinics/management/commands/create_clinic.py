@@ -29,12 +29,12 @@ class Command(BaseCommand):
             name = validators.normalize_name(options["name"])
             timezone = validators.normalize_timezone(options["timezone"])
             currency = validators.normalize_currency(options["currency"])
+            country = options["country"].strip()
+            validators.validate_plain_text(country)
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages)) from None
         password = read_password(email=email, interactive=sys.stdin.isatty())
         with transaction.atomic():
-            clinic = services.clinic_create(
-                name=name, country=options["country"].strip(), timezone=timezone, currency=currency
-            )
+            clinic = services.clinic_create(name=name, country=country, timezone=timezone, currency=currency)
             services.clinic_add_user(clinic=clinic, email=email, password=password, role=User.Role.ADMIN)
         self.stdout.write(f"id: {clinic.id}\nslug: {clinic.slug}\nadmin: {email}")
