@@ -52,7 +52,7 @@ TASK_STATES = (
 apps.get_app_config("django_tasks_database").verbose_name = _("Background tasks")
 
 
-def task_result_title(obj: DBTaskResult) -> str:
+def task_result_title(obj: DBTaskResult[Any, Any]) -> str:
     """A row as a person reads it: `whatsapp.tasks.run_health_check · Successful`, not `DBTaskResult object`."""
     return f"{obj.task_name} · {TaskResultStatus(obj.status).label}"
 
@@ -82,7 +82,7 @@ class TaskResultAdmin(DBTaskResultAdmin):
         add: bool = False,
         change: bool = False,
         form_url: str = "",
-        obj: DBTaskResult | None = None,
+        obj: DBTaskResult[Any, Any] | None = None,
     ) -> HttpResponse:
         if obj is not None:
             context["subtitle"] = task_result_title(obj)

@@ -13,7 +13,9 @@ from datetime import datetime
 
 from django.db import transaction
 
-from .models import AppliedWebhookEvent, DeliveryState, WebhookDelivery, WebhookSignatureFailure
+from common.outbox import OutboxState
+
+from .models import AppliedWebhookEvent, WebhookDelivery, WebhookSignatureFailure
 
 # Rows deleted per transaction: short transactions, bounded memory, whatever the backlog.
 BATCH = 500
@@ -28,7 +30,7 @@ def whatsapp_deliveries_delete_processed(*, received_before: datetime) -> int:
     deleted = 0
     while True:
         batch = list(
-            WebhookDelivery.objects.filter(state=DeliveryState.DONE, received_at__lt=received_before)
+            WebhookDelivery.objects.filter(state=OutboxState.DONE, received_at__lt=received_before)
             .order_by()
             .values_list("pk", flat=True)[:BATCH]
         )
@@ -37,7 +39,7 @@ def whatsapp_deliveries_delete_processed(*, received_before: datetime) -> int:
         with transaction.atomic():
             AppliedWebhookEvent.objects.filter(delivery_id__in=batch).delete()
             deleted += (
-                WebhookDelivery.objects.filter(pk__in=batch, state=DeliveryState.DONE)
+                WebhookDelivery.objects.filter(pk__in=batch, state=OutboxState.DONE)
                 .delete()[1]
                 .get(WebhookDelivery._meta.label, 0)
             )

@@ -15,6 +15,8 @@ from rest_framework.test import APIClient
 
 from clinics.cleanup import clinics_cleanup
 from clinics.models import ApiToken
+from messaging.models import Conversation, Message
+from messaging.services import messaging_record_inbound
 from whatsapp.deliveries import whatsapp_signature_failure_record
 from whatsapp.models import AppliedWebhookEvent, WebhookDelivery, WebhookSignatureFailure
 
@@ -34,6 +36,24 @@ def _token(user, *, days_ago: int) -> str:
     with time_machine.travel(NOW - timedelta(days=days_ago), tick=False):
         _token, key = ApiToken.issue(user)
     return key
+
+
+def _patient_message(wamid: str, *, wa_id: str, at) -> dict:
+    """One Meta `messages` change value: a patient's text (the shape of meta-cloud-api.md's sample)."""
+    return {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "50322000001", "phone_number_id": "109000000000001"},
+        "contacts": [{"profile": {"name": "Paciente"}, "wa_id": wa_id}],
+        "messages": [
+            {
+                "from": wa_id,
+                "id": wamid,
+                "timestamp": str(int(at.timestamp())),
+                "type": "text",
+                "text": {"body": "Hola"},
+            }
+        ],
+    }
 
 
 def _cleanup() -> str:
@@ -101,6 +121,27 @@ def test_it_deletes_old_signature_failure_counts(clinic):
 
 
 @pytest.mark.django_db
+def test_it_deletes_patients_messages_past_message_retention_days(clinic, settings):
+    settings.MESSAGE_RETENTION_DAYS = 30
+    for days_ago, wamid in ((31, "wamid.OLD"), (29, "wamid.RECENT")):
+        with time_machine.travel(NOW - timedelta(days=days_ago), tick=False):
+            messaging_record_inbound(
+                clinic_id=clinic.pk,
+                phone_number_id="109000000000001",
+                value=_patient_message(
+                    wamid, wa_id=f"50370000{days_ago:03d}", at=NOW - timedelta(days=days_ago)
+                ),
+                forward=False,
+            )
+
+    output = _cleanup()
+
+    assert list(Message.objects.values_list("wamid", flat=True)) == ["wamid.RECENT"]
+    assert list(Conversation.objects.values_list("wa_id", flat=True)) == ["50370000029"]
+    assert "1 messages, 1 conversations" in output
+
+
+@pytest.mark.django_db
 def test_a_second_run_deletes_nothing_more(clinic, clinic_admin):
     _delivery(clinic, days_ago=31, state="done", key="old-done")
     _token(clinic_admin, days_ago=31)
@@ -110,7 +151,8 @@ def test_a_second_run_deletes_nothing_more(clinic, clinic_admin):
     assert first.startswith("1 processed webhook deliveries")
     assert (
         second
-        == "0 processed webhook deliveries, 0 hours of signature failures and 0 expired API tokens deleted\n"
+        == "0 processed webhook deliveries, 0 hours of signature failures, 0 messages, 0 conversations "
+        "and 0 expired API tokens deleted\n"
     )
 
 
