@@ -12,7 +12,6 @@ from whatsapp.health import whatsapp_health_check
 from whatsapp.health_serializers import HEALTH_SHAPE
 from whatsapp.models import WebhookDelivery, WebhookSignatureFailure
 from whatsapp.services import whatsapp_store_credentials
-from whatsapp.tests import helpers
 from whatsapp.tests.helpers import (
     APP_SECRET,
     OTHER_APP_SECRET,
@@ -25,7 +24,6 @@ from whatsapp.tests.helpers import (
 )
 
 pytestmark = pytest.mark.django_db
-graph = helpers.graph
 
 NOW = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 
