@@ -68,6 +68,9 @@ EXPIRY_WARNINGS = (1, 7, 14)
 TEMPORARY_TOKEN_LIFETIME = timedelta(hours=25)
 WEBHOOK_QUIET_LIMIT = timedelta(days=7)
 ON_DEMAND_INTERVAL = timedelta(minutes=1)
+# A queued check that no worker started within this long is taken to be lost: the next save
+# queues another (one waiting check per clinic otherwise).
+QUEUED_CHECK_LIMIT = timedelta(hours=1)
 # Statuses in which a number is registered on the Cloud API (sending may still be limited).
 _REGISTERED = frozenset({"CONNECTED", "FLAGGED", "RESTRICTED", "RATE_LIMITED", "BANNED"})
 _NAME_OK = frozenset({"APPROVED", "AVAILABLE_WITHOUT_REVIEW"})
@@ -407,7 +410,8 @@ def whatsapp_health_check(*, account: WhatsAppAccount, read_retries: int = 2) ->
     account = WhatsAppAccount.objects.get(pk=account.pk)
     now = timezone.now()
     WhatsAppHealth.objects.get_or_create(account=account)
-    WhatsAppHealth.objects.filter(pk=account.pk).update(run_started_at=now)
+    # Started: a save from now on queues a new check (this run may already be reading old data).
+    WhatsAppHealth.objects.filter(pk=account.pk).update(run_started_at=now, check_queued_at=None)
     if account.access_token:
         answers = _ask_meta(account, read_retries=read_retries)
         checks = _token_checks(answers, account, now) + _number_checks(answers, account)
@@ -532,7 +536,8 @@ def whatsapp_health_schedule(*, day: date) -> int:
 
     Each account is claimed with a conditional UPDATE of `scheduled_on` in the
     transaction that queues its task, so schedulers running at once on several
-    machines queue one check per account between them.
+    machines queue one check per account between them; a check already waiting
+    for a worker (queued by a save) serves as the day's.
     """
     accounts = WhatsAppAccount.objects.filter(status__in=CONNECTED_STATUSES).exclude(phone_number_id="")
     queued = 0
@@ -544,13 +549,37 @@ def whatsapp_health_schedule(*, day: date) -> int:
                 .filter(Q(scheduled_on__isnull=True) | Q(scheduled_on__lt=day))
                 .update(scheduled_on=day)
             )
-            if claimed:
-                check_whatsapp_health.enqueue(account_id=str(account_id))
+            if claimed and _queue_check(account_id):
                 queued += 1
     return queued
 
 
+def _queue_check(account_id: Any) -> bool:
+    """Queue the account's check unless one is already waiting for a worker; True when queued.
+
+    A conditional UPDATE of `check_queued_at` in the caller's transaction (with the task
+    row): of any number of saves at once, one queues the check, the others find it waiting.
+    """
+    now = timezone.now()
+    WhatsAppHealth.objects.get_or_create(account_id=account_id)
+    with transaction.atomic():
+        claimed = (
+            WhatsAppHealth.objects.filter(pk=account_id)
+            .filter(Q(check_queued_at__isnull=True) | Q(check_queued_at__lt=now - QUEUED_CHECK_LIMIT))
+            .update(check_queued_at=now)
+        )
+        if claimed:
+            check_whatsapp_health.enqueue(account_id=str(account_id))
+    return bool(claimed)
+
+
+def whatsapp_health_queue_check(*, account: WhatsAppAccount) -> None:
+    """Check the account in the background, soon (a new token: a 24-hour one is flagged on the
+    page). Queued in the caller's transaction; merged with a check already waiting."""
+    _queue_check(account.pk)
+
+
 @receiver(access_token_saved)
 def _check_new_token(sender: type, account: WhatsAppAccount, **kwargs: Any) -> None:
-    """A new token is checked at once (in the background): a 24-hour one is flagged on the page."""
-    check_whatsapp_health.enqueue(account_id=str(account.pk))
+    """A new token is checked at once (in the background)."""
+    whatsapp_health_queue_check(account=account)

@@ -322,6 +322,9 @@ class WhatsAppHealth(models.Model):
     # The day the scheduler last queued a check: a conditional UPDATE of it lets
     # several schedulers run at once and still queue one check per clinic per day.
     scheduled_on = models.DateField(null=True, blank=True)
+    # Set while a queued check waits for a worker (cleared when it starts): a conditional
+    # UPDATE of it merges the checks that saves and the scheduler queue, one waiting per clinic.
+    check_queued_at = models.DateTimeField(_("check queued at"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("WhatsApp health")
