@@ -222,6 +222,9 @@ EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=15)
 # own 3 MB limit (Meta's largest payload) before Django's limit applies.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=256 * 1024)
 WHATSAPP_WEBHOOK_MAX_BYTES = 3 * 1024 * 1024
+# Per clinic: authentic deliveries beyond these answer 429 (Meta retries later; whatsapp/ingress.py).
+WHATSAPP_WEBHOOK_DELIVERIES_PER_MINUTE = env.int("WHATSAPP_WEBHOOK_DELIVERIES_PER_MINUTE", default=600)
+WHATSAPP_WEBHOOK_BYTES_PER_HOUR = env.int("WHATSAPP_WEBHOOK_BYTES_PER_HOUR", default=50 * 1024 * 1024)
 
 # How many proxies in front append to X-Forwarded-For (nginx alone: 1). Only that many
 # entries are believed; 0 means the connection's own address (common/http.py).

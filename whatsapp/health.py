@@ -25,6 +25,7 @@ from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Max, Q
 from django.dispatch import receiver
@@ -39,6 +40,7 @@ from .alerts import whatsapp_alert_record
 from .deliveries import signature_failures_since
 from .details import Detail
 from .exceptions import AttemptsExhaustedError, MetaError, MetaRefusedError, MetaTimeoutError
+from .ingress import volume_refusals_24h
 from .meta import ANSWER_RESERVE_SECONDS, MetaClient, PhoneNumberInfo, SubscribedApp, TokenInfo
 from .models import AlertKind, HealthVerdict, WebhookDelivery, WhatsAppAccount, WhatsAppHealth, WhatsAppStatus
 from .signals import access_token_saved
@@ -517,6 +519,32 @@ def whatsapp_health_run_now(*, account: WhatsAppAccount) -> WhatsAppHealth:
             status=account.status, reason=Detail.of("limit.health_recent", seconds=wait), retry_after=wait
         )
     return whatsapp_health_check(account=account, read_retries=0)
+
+
+def whatsapp_health_notes(*, account: WhatsAppAccount) -> list[str]:
+    """What the health panel says beside the last check, read now, in the active language:
+    deliveries refused for the clinic's volume in the last 24 hours."""
+    notes = []
+    refused, last_at = volume_refusals_24h(clinic_id=account.clinic_id, now=timezone.now())
+    if refused:
+        notes.append(
+            ngettext(
+                "%(count)s delivery from Meta was refused in the last 24 hours, the last at %(when)s "
+                "(UTC): more than %(per_minute)s deliveries a minute or %(megabytes)s MB an hour "
+                "came for this clinic. Meta sends refused deliveries again later.",
+                "%(count)s deliveries from Meta were refused in the last 24 hours, the last at %(when)s "
+                "(UTC): more than %(per_minute)s deliveries a minute or %(megabytes)s MB an hour "
+                "came for this clinic. Meta sends refused deliveries again later.",
+                refused,
+            )
+            % {
+                "count": refused,
+                "when": formats.date_format(last_at, "DATETIME_FORMAT") if last_at else "?",
+                "per_minute": settings.WHATSAPP_WEBHOOK_DELIVERIES_PER_MINUTE,
+                "megabytes": settings.WHATSAPP_WEBHOOK_BYTES_PER_HOUR // (1024 * 1024),
+            }
+        )
+    return notes
 
 
 # --- in the background --------------------------------------------------------------------------

@@ -283,6 +283,24 @@ class WebhookSignatureFailure(models.Model):
         return f"{self.count} signature failures at {self.hour:%Y-%m-%d %H:00}"
 
 
+class WebhookVolumeRefusal(models.Model):
+    """Authentic deliveries refused for volume (whatsapp.ingress), per clinic and hour, for the
+    health panel: written at most once a minute per clinic, however many were refused."""
+
+    clinic = models.ForeignKey(CLINIC_MODEL, on_delete=models.CASCADE, related_name="+")
+    hour = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+    last_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["clinic", "hour"], name="wa_volume_refusal_clinic_hour")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.count} deliveries refused for volume at {self.hour:%Y-%m-%d %H:00}"
+
+
 class HealthVerdict(models.TextChoices):
     READY = "ready", _("Ready")
     ATTENTION = "attention", _("Needs attention")

@@ -100,7 +100,12 @@ def test_it_renders_the_contracts_health_object(connected, graph):
         "quality_rating": "GREEN",
         "messaging_limit": "TIER_1K",
     }
-    assert body["webhook"] == {"last_event_at": "2026-11-30T10:00:00Z", "signature_failures_24h": 0}
+    assert body["webhook"] == {
+        "last_event_at": "2026-11-30T10:00:00Z",
+        "signature_failures_24h": 0,
+        "volume_refusals_24h": 0,
+        "last_volume_refusal_at": None,
+    }
 
 
 def test_it_is_unknown_before_the_first_check(clinic):
