@@ -204,6 +204,12 @@ TASK_RETRY_BASE_SECONDS = env.float("TASK_RETRY_BASE_SECONDS", default=30.0)
 # A worker that died mid-delivery leaves it "processing"; after this long
 # `manage.py whatsapp_requeue_deliveries` queues it again.
 WHATSAPP_DELIVERY_LEASE_SECONDS = env.int("WHATSAPP_DELIVERY_LEASE_SECONDS", default=600)
+# `manage.py run_worker` writes its heartbeat every WORKER_HEARTBEAT_SECONDS; a worker silent
+# for WORKER_STALE_SECONDS is dead (its running task is taken again; /healthz/?worker=1 says 503);
+# after a database error it starts again within at most WORKER_MAX_BACKOFF_SECONDS (common/workers.py).
+WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=5.0)
+WORKER_STALE_SECONDS = env.int("WORKER_STALE_SECONDS", default=30)
+WORKER_MAX_BACKOFF_SECONDS = env.float("WORKER_MAX_BACKOFF_SECONDS", default=30.0)
 
 # Warning e-mails (token expiry, a broken connection): the console in development.
 _email = env.email("EMAIL_URL", default="consolemail://")

@@ -35,6 +35,7 @@ from django.utils.translation import ngettext
 from django_tasks import task
 
 from common import deadline
+from common.workers import work_waiting_without_worker
 
 from .alerts import whatsapp_alert_record
 from .deliveries import signature_failures_since
@@ -523,8 +524,18 @@ def whatsapp_health_run_now(*, account: WhatsAppAccount) -> WhatsAppHealth:
 
 def whatsapp_health_notes(*, account: WhatsAppAccount) -> list[str]:
     """What the health panel says beside the last check, read now, in the active language:
-    deliveries refused for the clinic's volume in the last 24 hours."""
+    work waiting while no background worker runs, and deliveries refused for the clinic's volume
+    in the last 24 hours."""
     notes = []
+    if (waiting_since := work_waiting_without_worker()) is not None:
+        notes.append(
+            _(
+                "Messages are waiting: the background worker is not running (work has waited since "
+                "%(when)s, UTC). Events from Meta and e-mails are applied once it runs again; tell "
+                "whoever runs this service."
+            )
+            % {"when": formats.date_format(waiting_since, "DATETIME_FORMAT")}
+        )
     refused, last_at = volume_refusals_24h(clinic_id=account.clinic_id, now=timezone.now())
     if refused:
         notes.append(
