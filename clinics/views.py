@@ -175,6 +175,7 @@ def render_settings(
         "health_body": health_body,
         "health_verdict_label": HealthVerdict(health_body["verdict"]).label,
         "health_problems": [check for check in health_body["checks"] if check["detail"]],
+        "health_notes": whatsapp_health.whatsapp_health_notes(account=account),
         "clinic": clinic,
         "account": account,
         "report": report,

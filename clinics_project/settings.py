@@ -245,6 +245,13 @@ BOT_URL_ALLOW_PRIVATE = env.bool("BOT_URL_ALLOW_PRIVATE", default=False)
 # Conversations' messages older than this many days are deleted by the daily clean-up.
 MESSAGE_RETENTION_DAYS = env.int("MESSAGE_RETENTION_DAYS", default=365)
 
+# `manage.py run_worker` writes its heartbeat every WORKER_HEARTBEAT_SECONDS; a worker silent
+# for WORKER_STALE_SECONDS is dead (its running task is taken again; /healthz/?worker=1 says 503);
+# after a database error it starts again within at most WORKER_MAX_BACKOFF_SECONDS (common/workers.py).
+WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=5.0)
+WORKER_STALE_SECONDS = env.int("WORKER_STALE_SECONDS", default=30)
+WORKER_MAX_BACKOFF_SECONDS = env.float("WORKER_MAX_BACKOFF_SECONDS", default=30.0)
+
 # Warning e-mails (token expiry, a broken connection): the console in development.
 _email = env.email("EMAIL_URL", default="consolemail://")
 EMAIL_BACKEND = _email["EMAIL_BACKEND"]
@@ -262,6 +269,9 @@ EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=15)
 # own 3 MB limit (Meta's largest payload) before Django's limit applies.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=256 * 1024)
 WHATSAPP_WEBHOOK_MAX_BYTES = 3 * 1024 * 1024
+# Per clinic: authentic deliveries beyond these answer 429 (Meta retries later; whatsapp/ingress.py).
+WHATSAPP_WEBHOOK_DELIVERIES_PER_MINUTE = env.int("WHATSAPP_WEBHOOK_DELIVERIES_PER_MINUTE", default=600)
+WHATSAPP_WEBHOOK_BYTES_PER_HOUR = env.int("WHATSAPP_WEBHOOK_BYTES_PER_HOUR", default=50 * 1024 * 1024)
 
 # How many proxies in front append to X-Forwarded-For (nginx alone: 1). Only that many
 # entries are believed; 0 means the connection's own address (common/http.py).

@@ -9,17 +9,21 @@ no delete) are its own.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.apps import apps
+from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 from django.utils.translation import gettext, gettext_noop, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 from django_tasks.base import TaskResultStatus
 from django_tasks_db.admin import DBTaskResultAdmin
 from django_tasks_db.models import DBTaskResult
+
+from .models import WorkerHeartbeat
 
 # django-tasks-db marks its field names for translation; naming them here keeps them in our
 # catalog (makemessages reads only our code), where the admin finds their Spanish.
@@ -103,3 +107,21 @@ class TaskResultAdmin(DBTaskResultAdmin):
 
 admin.site.unregister(DBTaskResult)
 admin.site.register(DBTaskResult, TaskResultAdmin)
+
+
+@admin.register(WorkerHeartbeat)
+class WorkerHeartbeatAdmin(admin.ModelAdmin[WorkerHeartbeat]):
+    """The background workers and when each was last seen: read-only (the workers write it)."""
+
+    list_display = ("worker_id", "host", "pid", "started_at", "last_seen_at", "alive", "waiting_for")
+    readonly_fields = ("worker_id", "host", "pid", "started_at", "last_seen_at", "waiting_for")
+
+    @admin.display(description=_("alive"), boolean=True)
+    def alive(self, obj: WorkerHeartbeat) -> bool:
+        return obj.last_seen_at >= timezone.now() - timedelta(seconds=settings.WORKER_STALE_SECONDS)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: WorkerHeartbeat | None = None) -> bool:
+        return False

@@ -36,7 +36,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 from django_tasks import task
 
@@ -50,6 +50,7 @@ from .models import (
     WebhookDelivery,
     WebhookSignatureFailure,
     WhatsAppAccount,
+    WhatsAppStatus,
 )
 
 logger = logging.getLogger(__name__)
@@ -154,21 +155,37 @@ def account_events(payload: Any) -> Iterator[RoutedEvent]:
         )
 
 
+# Accounts that hold their number: it was verified (a code, a registration) and is, or was until
+# Meta took it away, connected. A claim still waiting for its code, or a disconnected account that
+# kept its ids, holds nothing and hears nothing about the number or its WABA.
+HOLDING_STATUSES = (WhatsAppStatus.ACTIVE, WhatsAppStatus.VERIFYING, WhatsAppStatus.FAILED)
+
+
 def _targets(delivery: WebhookDelivery, event: RoutedEvent) -> list[WhatsAppAccount]:
-    """Accounts the event is about: by phone number id, WABA id, or display digits."""
-    query = Q()
+    """The accounts the event is about: those that hold the number it names, or whose number is in
+    the WABA it names (the contract's "Events go where their number is").
+
+    * a phone number id (`metadata.phone_number_id`): the one account holding that number;
+    * display digits (name and quality updates, which carry no id): the account holding that
+      number in the event's WABA (`entry[].id`, or `waba_info.waba_id`);
+    * a WABA only (`account_update`): the accounts holding a number, in that WABA.
+
+    Saving another clinic's WABA id (or number) without verifying a number in it reaches nothing.
+    """
+    holding = WhatsAppAccount.objects.filter(status__in=HOLDING_STATUSES).exclude(phone_number_id="")
     if event.phone_number_id:
-        query |= Q(phone_number_id=event.phone_number_id)
-    if event.display_digits:
-        query |= Q(number="+" + event.display_digits)
+        scope = holding.filter(phone_number_id=event.phone_number_id)
+    elif event.display_digits:
+        scope = holding.filter(number="+" + event.display_digits)
+        if event.waba_ids:
+            scope = scope.filter(business_account_id__in=event.waba_ids)
     elif event.waba_ids:
-        query |= Q(business_account_id__in=event.waba_ids)
-    if not query:
+        scope = holding.filter(business_account_id__in=event.waba_ids)
+    else:
         return []
-    scope = WhatsAppAccount.objects.all()
     if delivery.signed_with_clinic_secret:
         scope = scope.filter(clinic_id=delivery.clinic_id)
-    return list(scope.filter(query)[:MAX_TARGETS])
+    return list(scope.order_by("pk")[:MAX_TARGETS])
 
 
 # --- the request's side ----------------------------------------------------------------------

@@ -25,6 +25,7 @@ from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Max, Q
 from django.utils import formats, timezone
@@ -33,10 +34,12 @@ from django.utils.translation import ngettext
 from django_tasks import task
 
 from common import deadline
+from common.workers import work_waiting_without_worker
 
 from .alerts import whatsapp_alert_record
 from .details import Detail
 from .exceptions import AttemptsExhaustedError, MetaError, MetaRefusedError, MetaTimeoutError
+from .ingress import volume_refusals_24h
 from .meta import ANSWER_RESERVE_SECONDS, MetaClient, PhoneNumberInfo, SubscribedApp, TokenInfo
 from .models import (
     AlertKind,
@@ -73,6 +76,9 @@ EXPIRY_WARNINGS = (1, 7, 14)
 TEMPORARY_TOKEN_LIFETIME = timedelta(hours=25)
 WEBHOOK_QUIET_LIMIT = timedelta(days=7)
 ON_DEMAND_INTERVAL = timedelta(minutes=1)
+# A queued check that no worker started within this long is taken to be lost: the next save
+# queues another (one waiting check per clinic otherwise).
+QUEUED_CHECK_LIMIT = timedelta(hours=1)
 # Statuses in which a number is registered on the Cloud API (sending may still be limited).
 _REGISTERED = frozenset({"CONNECTED", "FLAGGED", "RESTRICTED", "RATE_LIMITED", "BANNED"})
 _NAME_OK = frozenset({"APPROVED", "AVAILABLE_WITHOUT_REVIEW"})
@@ -420,7 +426,8 @@ def whatsapp_health_check(*, account: WhatsAppAccount, read_retries: int = 2) ->
     account = WhatsAppAccount.objects.get(pk=account.pk)
     now = timezone.now()
     WhatsAppHealth.objects.get_or_create(account=account)
-    WhatsAppHealth.objects.filter(pk=account.pk).update(run_started_at=now)
+    # Started: a save from now on queues a new check (this run may already be reading old data).
+    WhatsAppHealth.objects.filter(pk=account.pk).update(run_started_at=now, check_queued_at=None)
     if account.access_token:
         answers = _ask_meta(account, read_retries=read_retries)
         checks = _token_checks(answers, account, now) + _number_checks(answers, account)
@@ -528,6 +535,42 @@ def whatsapp_health_run_now(*, account: WhatsAppAccount) -> WhatsAppHealth:
     return whatsapp_health_check(account=account, read_retries=0)
 
 
+def whatsapp_health_notes(*, account: WhatsAppAccount) -> list[str]:
+    """What the health panel says beside the last check, read now, in the active language:
+    work waiting while no background worker runs, and deliveries refused for the clinic's volume
+    in the last 24 hours."""
+    notes = []
+    if (waiting_since := work_waiting_without_worker()) is not None:
+        notes.append(
+            _(
+                "Messages are waiting: the background worker is not running (work has waited since "
+                "%(when)s, UTC). Events from Meta and e-mails are applied once it runs again; tell "
+                "whoever runs this service."
+            )
+            % {"when": formats.date_format(waiting_since, "DATETIME_FORMAT")}
+        )
+    refused, last_at = volume_refusals_24h(clinic_id=account.clinic_id, now=timezone.now())
+    if refused:
+        notes.append(
+            ngettext(
+                "%(count)s delivery from Meta was refused in the last 24 hours, the last at %(when)s "
+                "(UTC): more than %(per_minute)s deliveries a minute or %(megabytes)s MB an hour "
+                "came for this clinic. Meta sends refused deliveries again later.",
+                "%(count)s deliveries from Meta were refused in the last 24 hours, the last at %(when)s "
+                "(UTC): more than %(per_minute)s deliveries a minute or %(megabytes)s MB an hour "
+                "came for this clinic. Meta sends refused deliveries again later.",
+                refused,
+            )
+            % {
+                "count": refused,
+                "when": formats.date_format(last_at, "DATETIME_FORMAT") if last_at else "?",
+                "per_minute": settings.WHATSAPP_WEBHOOK_DELIVERIES_PER_MINUTE,
+                "megabytes": settings.WHATSAPP_WEBHOOK_BYTES_PER_HOUR // (1024 * 1024),
+            }
+        )
+    return notes
+
+
 # --- in the background --------------------------------------------------------------------------
 
 
@@ -545,7 +588,8 @@ def whatsapp_health_schedule(*, day: date) -> int:
 
     Each account is claimed with a conditional UPDATE of `scheduled_on` in the
     transaction that queues its task, so schedulers running at once on several
-    machines queue one check per account between them.
+    machines queue one check per account between them; a check already waiting
+    for a worker (queued by a save) serves as the day's.
     """
     accounts = WhatsAppAccount.objects.filter(status__in=CONNECTED_STATUSES).exclude(phone_number_id="")
     queued = 0
@@ -557,13 +601,31 @@ def whatsapp_health_schedule(*, day: date) -> int:
                 .filter(Q(scheduled_on__isnull=True) | Q(scheduled_on__lt=day))
                 .update(scheduled_on=day)
             )
-            if claimed:
-                check_whatsapp_health.enqueue(account_id=str(account_id))
+            if claimed and _queue_check(account_id):
                 queued += 1
     return queued
 
 
+def _queue_check(account_id: Any) -> bool:
+    """Queue the account's check unless one is already waiting for a worker; True when queued.
+
+    A conditional UPDATE of `check_queued_at` in the caller's transaction (with the task
+    row): of any number of saves at once, one queues the check, the others find it waiting.
+    """
+    now = timezone.now()
+    WhatsAppHealth.objects.get_or_create(account_id=account_id)
+    with transaction.atomic():
+        claimed = (
+            WhatsAppHealth.objects.filter(pk=account_id)
+            .filter(Q(check_queued_at__isnull=True) | Q(check_queued_at__lt=now - QUEUED_CHECK_LIMIT))
+            .update(check_queued_at=now)
+        )
+        if claimed:
+            check_whatsapp_health.enqueue(account_id=str(account_id))
+    return bool(claimed)
+
+
 def whatsapp_health_queue_check(*, account: WhatsAppAccount) -> None:
-    """Check the account in the background, soon (the credential services call it for a new token:
-    a 24-hour one is flagged on the page). Queued in the caller's transaction."""
-    check_whatsapp_health.enqueue(account_id=str(account.pk))
+    """Check the account in the background, soon (a new token: a 24-hour one is flagged on the
+    page). Queued in the caller's transaction; merged with a check already waiting."""
+    _queue_check(account.pk)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils import timezone
 from rest_framework import serializers
 
 from common.api.shapes import OutputField, OutputShape, utc_iso
 
 from .health import CHECK_KEYS, check_sentences
+from .ingress import volume_refusals_24h
 from .models import HealthVerdict, WhatsAppHealth
 
 
@@ -50,6 +52,21 @@ class HealthNumberSerializer(serializers.Serializer):
 class HealthWebhookSerializer(serializers.Serializer):
     last_event_at = serializers.DateTimeField(allow_null=True, read_only=True)
     signature_failures_24h = serializers.IntegerField(read_only=True)
+    volume_refusals_24h = serializers.IntegerField(
+        read_only=True, help_text="Authentic deliveries refused (429) for the clinic's volume in 24 hours."
+    )
+    last_volume_refusal_at = serializers.DateTimeField(allow_null=True, read_only=True)
+
+
+def _webhook(health: WhatsAppHealth) -> dict[str, Any]:
+    # Refusals are read now, not at the last check: a flood shows at once.
+    refused, last_refused_at = volume_refusals_24h(clinic_id=health.account.clinic_id, now=timezone.now())
+    return {
+        "last_event_at": utc_iso(health.last_event_at),
+        "signature_failures_24h": health.signature_failures_24h,
+        "volume_refusals_24h": refused,
+        "last_volume_refusal_at": utc_iso(last_refused_at),
+    }
 
 
 HEALTH_SHAPE = OutputShape(
@@ -87,10 +104,7 @@ HEALTH_SHAPE = OutputShape(
         ),
         OutputField(
             "webhook",
-            lambda health: {
-                "last_event_at": utc_iso(health.last_event_at),
-                "signature_failures_24h": health.signature_failures_24h,
-            },
+            _webhook,
             HealthWebhookSerializer(read_only=True),
         ),
     ],

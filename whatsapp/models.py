@@ -290,6 +290,24 @@ class WebhookSignatureFailure(models.Model):
         return f"{self.count} signature failures at {self.hour:%Y-%m-%d %H:00}"
 
 
+class WebhookVolumeRefusal(models.Model):
+    """Authentic deliveries refused for volume (whatsapp.ingress), per clinic and hour, for the
+    health panel: written at most once a minute per clinic, however many were refused."""
+
+    clinic = models.ForeignKey(CLINIC_MODEL, on_delete=models.CASCADE, related_name="+")
+    hour = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+    last_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["clinic", "hour"], name="wa_volume_refusal_clinic_hour")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.count} deliveries refused for volume at {self.hour:%Y-%m-%d %H:00}"
+
+
 class HealthVerdict(models.TextChoices):
     READY = "ready", _("Ready")
     ATTENTION = "attention", _("Needs attention")
@@ -329,6 +347,9 @@ class WhatsAppHealth(models.Model):
     # The day the scheduler last queued a check: a conditional UPDATE of it lets
     # several schedulers run at once and still queue one check per clinic per day.
     scheduled_on = models.DateField(null=True, blank=True)
+    # Set while a queued check waits for a worker (cleared when it starts): a conditional
+    # UPDATE of it merges the checks that saves and the scheduler queue, one waiting per clinic.
+    check_queued_at = models.DateTimeField(_("check queued at"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("WhatsApp health")

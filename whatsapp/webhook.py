@@ -23,7 +23,7 @@ from django.views.decorators.http import require_http_methods
 from common.http import json_503_when_the_database_is_down
 from common.prebuilt_query import PrebuiltQuery
 
-from . import deliveries
+from . import deliveries, ingress
 from .models import WhatsAppAccount
 
 logger = logging.getLogger(__name__)
@@ -106,6 +106,12 @@ def _delivery(request: HttpRequest, account: WhatsAppAccount) -> HttpResponse:
             # is not Meta's (Meta signs every delivery): anyone's garbage is not counted.
             deliveries.whatsapp_signature_failure_record(clinic_id=account.clinic_id)
         return _forbidden("Signature does not match.")
+    # Per-clinic ingress limits, spent only by authentic deliveries (whatsapp.ingress).
+    retry_after = ingress.whatsapp_ingress_admit(clinic_id=account.clinic_id, size=len(body))
+    if retry_after is not None:
+        refused = HttpResponse("Too many deliveries for this clinic.", status=429, content_type="text/plain")
+        refused["Retry-After"] = str(retry_after)
+        return refused
     # Stored and queued in one transaction; a worker applies the events.
     delivery = deliveries.whatsapp_delivery_store(
         account=account, body=body, signed_with_clinic_secret=bool(own_secret)

@@ -63,6 +63,11 @@ PRODUCT_VARIABLES = (
     "WHATSAPP_DELIVERY_LEASE_SECONDS",
     "WEBHOOK_RETENTION_DAYS",
     "SIGN_IN_ALERT_FAILURES",
+    "WHATSAPP_WEBHOOK_DELIVERIES_PER_MINUTE",
+    "WHATSAPP_WEBHOOK_BYTES_PER_HOUR",
+    "WORKER_HEARTBEAT_SECONDS",
+    "WORKER_STALE_SECONDS",
+    "WORKER_MAX_BACKOFF_SECONDS",
     "EMAIL_URL",
     "DEFAULT_FROM_EMAIL",
     # Set by the browser tests' conftest for Playwright; never for a real server.
@@ -279,9 +284,10 @@ class Processes:
         server.wait_ready(f"{origin}/healthz/")
         return server, origin
 
-    def worker(self, env: dict[str, str], name: str = "worker") -> ServerProcess:
-        """`manage.py db_worker`: the task worker, polling often so that tests wait little."""
-        argv = [PYTHON, MANAGE, "db_worker", "--no-reload", "--no-startup-delay", "--interval", "0.2"]
+    def worker(self, env: dict[str, str], name: str = "worker", command: str = "run_worker") -> ServerProcess:
+        """The task worker as production runs it (`manage.py run_worker`, or `db_worker` when
+        asked), polling often so that tests wait little."""
+        argv = [PYTHON, MANAGE, command, "--no-reload", "--no-startup-delay", "--interval", "0.2"]
         return self.start(name, argv, env)
 
     def stop_all(self) -> None:

@@ -99,7 +99,12 @@ def test_it_renders_the_contracts_health_object(connected, graph):
         "quality_rating": "GREEN",
         "messaging_limit": "TIER_1K",
     }
-    assert body["webhook"] == {"last_event_at": "2026-11-30T10:00:00Z", "signature_failures_24h": 0}
+    assert body["webhook"] == {
+        "last_event_at": "2026-11-30T10:00:00Z",
+        "signature_failures_24h": 0,
+        "volume_refusals_24h": 0,
+        "last_volume_refusal_at": None,
+    }
 
 
 def test_it_is_unknown_before_the_first_check(clinic):
@@ -323,7 +328,8 @@ def test_two_schedulers_queue_one_check_per_clinic(clinic, other_clinic, queued_
     queued = sorted(r.kwargs["account_id"] for r in queued_tasks if r.task.name == "check_whatsapp_health")
     assert queued == sorted([str(account_of(clinic).pk), str(account_of(other_clinic).pk)])
     # The next day, each clinic is checked again.
-    assert whatsapp_health_schedule(day=day + timedelta(days=1)) == 2
+    with time_machine.travel(timezone.now() + timedelta(days=1)):
+        assert whatsapp_health_schedule(day=day + timedelta(days=1)) == 2
 
 
 def test_the_scheduler_skips_clinics_without_a_number(clinic, queued_tasks):
@@ -337,6 +343,30 @@ def test_a_new_token_queues_a_check(clinic, queued_tasks):
 
     assert [r.task.name for r in queued_tasks] == ["check_whatsapp_health"]
     assert queued_tasks[0].kwargs == {"account_id": str(account_of(clinic).pk)}
+
+
+def test_twenty_token_saves_queue_one_check(clinic, graph, queued_tasks):
+    account = account_of(clinic)
+    for n in range(20):
+        whatsapp_store_credentials(account=account, access_token=f"{helpers.NEW_TOKEN}{n}")
+
+    assert [r.task.name for r in queued_tasks] == ["check_whatsapp_health"]
+    assert WhatsAppHealth.objects.get(pk=account.pk).check_queued_at is not None
+
+    # The check starts: it clears the mark, and the next save queues a new one.
+    healthy_meta(graph)
+    whatsapp_health_check(account=account)
+    assert WhatsAppHealth.objects.get(pk=account.pk).check_queued_at is None
+    whatsapp_store_credentials(account=account, access_token=helpers.NEW_TOKEN)
+    assert [r.task.name for r in queued_tasks] == ["check_whatsapp_health"] * 2
+
+
+def test_the_scheduler_adds_no_check_to_one_already_waiting(clinic, queued_tasks):
+    arrange_active(clinic)
+    whatsapp_store_credentials(account=account_of(clinic), access_token=helpers.NEW_TOKEN)
+
+    assert whatsapp_health_schedule(day=timezone.localdate()) == 0
+    assert [r.task.name for r in queued_tasks] == ["check_whatsapp_health"]
 
 
 # --- warnings ------------------------------------------------------------------------------------
