@@ -123,9 +123,16 @@ class Outbox(Generic[R]):
 
         None when there is nothing to take (the row is done, given up, or another worker
         holds it, and no other row is due). A continuation (`hand_over`) takes its own
-        row and goes on with the attempt it continues; anything else counts a new attempt.
+        row, still processing, and goes on with the attempt it continues; a row that went
+        back to the queue meanwhile (its worker died and a sweep queued it again) is taken
+        as a new attempt. Anything else counts a new attempt.
         """
-        if self.tenant is not None and not continuation:
+        if continuation:
+            row = self._take(pk, continuation=True)
+            if row is not None:
+                return row
+            return self._take(pk, continuation=False)
+        if self.tenant is not None:
             # A few tries: another worker may take the row chosen between the choice and the claim.
             for _try in range(3):
                 chosen = self._next_in_turn()
@@ -135,7 +142,7 @@ class Outbox(Generic[R]):
                 if row is not None:
                     self._turn["last"] = getattr(row, self._tenant_attname())
                     return row
-        return self._take(pk, continuation=continuation)
+        return self._take(pk, continuation=False)
 
     def _tenant_attname(self) -> str:
         """The tenant's column (`clinic_id` for `clinic`): rows are compared by it, never loaded."""
@@ -169,9 +176,10 @@ class Outbox(Generic[R]):
     def _take(self, pk: Any, *, continuation: bool) -> R | None:
         """The conditional UPDATE that claims one row (see `claim`)."""
         now = timezone.now()
-        takeable = Q(state__in=WAITING) | Q(state=OutboxState.PROCESSING, lease_expires_at__lt=now)
         if continuation:
-            takeable |= Q(state=OutboxState.PROCESSING)
+            takeable = Q(state=OutboxState.PROCESSING)
+        else:
+            takeable = Q(state__in=WAITING) | Q(state=OutboxState.PROCESSING, lease_expires_at__lt=now)
         changes: dict[str, Any] = {
             "state": OutboxState.PROCESSING,
             "lease_expires_at": now + self.lease(),
