@@ -11,13 +11,19 @@ from whatsapp.services import whatsapp_account_get_or_create
 from .models import ApiToken, Clinic, User
 
 
+def api_token_for_key(key: str) -> ApiToken:
+    """The token of this API key, with its user, the user's clinic and the clinic's WhatsApp connection.
+
+    One query. The connection's secrets stay ciphertext until read (EncryptedTextField
+    decrypts on first access). Raises ApiToken.DoesNotExist when no token has this key.
+    """
+    return ApiToken.objects.select_related("user__clinic__whatsapp").get(digest=ApiToken.hash_key(key))
+
+
 def clinic_for_user(user: User | AnonymousUser) -> Clinic | None:
     """The clinic the user belongs to, or None.
 
-    Token authentication loads it with the token and the user; a session's user
-    loads it here, in one query. Its WhatsApp state is not loaded: only what reads
-    it asks for it (`whatsapp_account_of`), so a request that never touches the
-    connection never loads its secrets.
+    Token authentication loads it with the token; a session's user loads it here.
     """
     if not isinstance(user, User) or user.clinic_id is None:
         return None
