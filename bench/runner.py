@@ -688,6 +688,10 @@ def execute(args: argparse.Namespace, clinics: int) -> Run:
     db.create()
     try:
         configure_django(env)
+        from django.core.cache import cache
+
+        # A cache named by `--env CACHE_URL` may hold an earlier run's rows (the seed's token is the same).
+        cache.clear()
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0, interactive=False)

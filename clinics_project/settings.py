@@ -145,6 +145,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+# API tokens are read through the cache (clinics.token_cache) only when every process shares
+# it: a local-memory cache is one per process, where a write made by another process (the
+# worker, another gunicorn worker) could not end a stale copy.
+API_TOKEN_CACHE = CACHES["default"]["BACKEND"] not in (
+    "django.core.cache.backends.locmem.LocMemCache",
+    "django.core.cache.backends.dummy.DummyCache",
+)
 
 AUTH_USER_MODEL = "clinics.User"
 # django-axes first: a locked-out attempt is refused before any password is hashed.
