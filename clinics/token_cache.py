@@ -73,7 +73,8 @@ def forget(digests: Iterable[str]) -> None:
     if not markers:
         return
     cache.set_many(markers, ENDED_SECONDS)
-    transaction.on_commit(lambda: cache.set_many(markers, ENDED_SECONDS))
+    if transaction.get_connection().in_atomic_block:
+        transaction.on_commit(lambda: cache.set_many(markers, ENDED_SECONDS))
 
 
 def forget_use(digest: str) -> None:

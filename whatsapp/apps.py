@@ -13,3 +13,6 @@ class WhatsAppConfig(AppConfig):
             checks,  # noqa: F401  (registers the system checks)
             health,  # noqa: F401  (connects the new-token health check)
         )
+        from .cache import end_copies_on_save
+
+        end_copies_on_save()

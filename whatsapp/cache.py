@@ -7,12 +7,21 @@ to end its copies of one clinic's connection (`whatsapp_account_copies_end_with`
 and every write of a `WhatsAppAccount` row (a `save()`, a queryset `update()` or
 `delete()`) calls `whatsapp_account_changed` with the clinic's id, inside the
 writing transaction. A signal on save would miss `update()`, hence an explicit call.
+
+Until the services call it from their one save (`whatsapp.services._save` and the
+account's creation), `end_copies_on_save` bridges the gap: every `save()` and
+`delete()` of an account ends the copies too. A queryset `update()` sends no
+signal, so its writer must call `whatsapp_account_changed` itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+
+from django.db.models.signals import post_delete, post_save
+
+from .models import WhatsAppAccount
 
 _enders: list[Callable[[Any], None]] = []
 
@@ -27,3 +36,13 @@ def whatsapp_account_changed(*, clinic_id: Any) -> None:
     """The clinic's connection was (or is being) written: every cached copy of it ends."""
     for end in _enders:
         end(clinic_id)
+
+
+def _account_written(sender: type[WhatsAppAccount], instance: WhatsAppAccount, **kwargs: Any) -> None:
+    whatsapp_account_changed(clinic_id=instance.clinic_id)
+
+
+def end_copies_on_save() -> None:
+    """Every `save()` and `delete()` of an account ends its copies (the bridge described above)."""
+    post_save.connect(_account_written, sender=WhatsAppAccount, dispatch_uid="whatsapp.cache.saved")
+    post_delete.connect(_account_written, sender=WhatsAppAccount, dispatch_uid="whatsapp.cache.deleted")

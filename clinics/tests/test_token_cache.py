@@ -182,15 +182,22 @@ def test_a_connection_write_ends_the_copies_of_every_member(server_a, clinic, cl
     staff = _server(services.api_token_issue(user=clinic_staff))
     staff.get(SETTINGS_URL)
     staff.get(SETTINGS_URL)
-    account = WhatsAppAccount.objects.get(clinic=clinic)
-    account.status = WhatsAppStatus.FAILED
-    account.save()
-    assert server_a.get(STATUS_URL).json()["status"] == "disconnected"  # the copy, until the writer says so
+    # A queryset update() sends no signal: the copies stand until its writer says so.
+    WhatsAppAccount.objects.filter(clinic=clinic).update(status=WhatsAppStatus.FAILED)
+    assert server_a.get(STATUS_URL).json()["status"] == "disconnected"
 
     whatsapp_account_changed(clinic_id=clinic.pk)
 
     assert server_a.get(STATUS_URL).json()["status"] == "failed"
     assert staff.get(SETTINGS_URL).json()["whatsapp_status"] == "failed"
+
+
+def test_a_saved_connection_ends_the_copies(server_a, clinic):
+    account = WhatsAppAccount.objects.get(clinic=clinic)
+    account.status = WhatsAppStatus.FAILED
+    account.save()
+
+    assert server_a.get(STATUS_URL).json()["status"] == "failed"
 
 
 def test_without_a_shared_cache_every_request_reads_the_database(settings, shared_cache, key, clinic_admin):
