@@ -322,7 +322,7 @@ def whatsapp_check(request: HttpRequest, clinic: Clinic) -> HttpResponse:
 
 @clinic_admin_action
 def whatsapp_health_check(request: HttpRequest, clinic: Clinic) -> HttpResponse:
-    """ "Check now": the same service and once-a-minute limit as endpoint 13's POST."""
+    """ "Check now": the same service and once-a-minute limit as the API's `POST /api/clinics/whatsapp/health/`."""
     try:
         health = whatsapp_health.whatsapp_health_run_now(account=whatsapp_account_of(clinic))
     except WhatsAppError as exc:
