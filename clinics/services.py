@@ -198,9 +198,10 @@ def clinic_tokens_forget(clinic_id: Any) -> None:
 
 
 # A token's last use is written at most once per this long. A write on every
-# request would double the database work of the commonest request (the token
-# read is its only query) and queue one client's parallel requests on the row's
-# lock; "last used" a minute off serves someone deciding what to revoke as well.
+# request would add a write to the commonest request (which otherwise reads only
+# its token, from the cache or in one query) and queue one client's parallel
+# requests on the row's lock; "last used" a minute off serves someone deciding
+# what to revoke as well.
 TOKEN_USE_RESOLUTION = timedelta(minutes=1)
 
 
