@@ -571,12 +571,13 @@ class Run:
     threads: int
     started_at: str
     product_env: dict[str, str] = field(default_factory=dict)
-    # --baseline: another checkout of ours (its commit), run beside ours against the same floor slices.
-    baseline: str = ""
-    baseline_wire: dict[str, dict[str, float]] = field(default_factory=dict)
-    baseline_results: dict[str, WrkResult] = field(default_factory=dict)
-    baseline_slice_ratios: dict[str, list[float]] = field(default_factory=dict)
-    baseline_ratios: dict[str, float] = field(default_factory=dict)
+    # --baseline (repeatable): other checkouts of ours, each run beside ours against the same floor
+    # slices. Keyed by the checkout's name ("baseline-1", ...); `baselines` says which commit each is.
+    baselines: dict[str, str] = field(default_factory=dict)
+    baseline_wire: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    baseline_results: dict[str, dict[str, WrkResult]] = field(default_factory=dict)
+    baseline_slice_ratios: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    baseline_ratios: dict[str, dict[str, float]] = field(default_factory=dict)
     seed_seconds: float = 0.0
     queries: dict[str, Any] = field(default_factory=dict)
     wire: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -687,6 +688,10 @@ def execute(args: argparse.Namespace, clinics: int) -> Run:
     db.create()
     try:
         configure_django(env)
+        from django.core.cache import cache
+
+        # A cache named by `--env CACHE_URL` may hold an earlier run's rows (the seed's token is the same).
+        cache.clear()
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0, interactive=False)
@@ -705,16 +710,18 @@ def execute(args: argparse.Namespace, clinics: int) -> Run:
             App("ours", "clinics_project.wsgi", ROOT, env, "DATABASE_URL", ("healthz", *ENDPOINTS)),
             App("floor", "bench.floor.wsgi", ROOT, floor_env, "FLOOR_DATABASE_URL", ("floor",)),
         ]
-        baseline_dir = Path(args.baseline).resolve() if args.baseline else None
-        if baseline_dir is not None:
-            run.baseline = _describe_checkout(baseline_dir)
+        baseline_dirs = {
+            f"baseline-{number}": Path(each).resolve() for number, each in enumerate(args.baseline, start=1)
+        }
+        for name, baseline_dir in baseline_dirs.items():
+            run.baselines[name] = _describe_checkout(baseline_dir)
             _check_baseline_schema(baseline_dir, shared_env)
             apps.append(
-                App("baseline", "clinics_project.wsgi", baseline_dir, shared_env, "DATABASE_URL", ENDPOINTS)
+                App(name, "clinics_project.wsgi", baseline_dir, shared_env, "DATABASE_URL", ENDPOINTS)
             )
         wire = count_at_database(target, apps, workdir)
         run.wire = {**wire["ours"], **wire["floor"]}
-        run.baseline_wire = wire.get("baseline", {})
+        run.baseline_wire = {name: wire.get(name, {}) for name in baseline_dirs}
         for name, keys in wire.items():
             for key, seen in keys.items():
                 log(
@@ -734,11 +741,11 @@ def execute(args: argparse.Namespace, clinics: int) -> Run:
         wait_http(f"{origin}/healthz/", gunicorn)
         wait_http(f"{floor_origin}/floor/", floor)
         servers = [gunicorn, floor]
-        baseline_origin = ""
-        if baseline_dir is not None:
+        baseline_origins: dict[str, str] = {}
+        for name, baseline_dir in baseline_dirs.items():
             baseline_port = free_port()
             baseline = start(
-                "baseline",
+                name,
                 gunicorn_argv("clinics_project.wsgi", baseline_port),
                 shared_env,
                 workdir,
@@ -746,8 +753,8 @@ def execute(args: argparse.Namespace, clinics: int) -> Run:
             )
             procs.append(baseline)
             servers.append(baseline)
-            baseline_origin = f"http://127.0.0.1:{baseline_port}"
-            wait_http(f"{baseline_origin}/healthz/", baseline)
+            baseline_origins[name] = f"http://127.0.0.1:{baseline_port}"
+            wait_http(f"{baseline_origins[name]}/healthz/", baseline)
 
         headers = {"Authorization": f"Token {target.token}"}
         scripts = {
@@ -801,40 +808,38 @@ def execute(args: argparse.Namespace, clinics: int) -> Run:
         for key in ENDPOINTS:
             log(
                 f"wrk {key}: {rounds} x {slice_s}s interleaved with the floor and healthz"
-                + (" (and the baseline)" if baseline_origin else "")
+                + (f" (and {len(baseline_origins)} baseline(s))" if baseline_origins else "")
             )
             parts: list[WrkResult] = []
-            baseline_parts: list[WrkResult] = []
+            baseline_parts: dict[str, list[WrkResult]] = {name: [] for name in baseline_origins}
             to_floor: list[float] = []
             to_healthz: list[float] = []
-            baseline_to_floor: list[float] = []
+            baseline_to_floor: dict[str, list[float]] = {name: [] for name in baseline_origins}
             floor_before, healthz_before = wrk("floor", slice_s), wrk("healthz", slice_s)
             reference["floor"].append(floor_before)
             reference["healthz"].append(healthz_before)
             for round_number in range(rounds):
-                # Ours and the baseline take turns going first, so neither always follows the floor.
-                order = ["ours", "baseline"] if baseline_origin else ["ours"]
-                if round_number % 2:
-                    order.reverse()
+                # Ours and the baselines take turns going first, so none always follows the floor.
+                order = ["ours", *baseline_origins]
+                shift = round_number % len(order)
+                order = order[shift:] + order[:shift]
                 got: dict[str, WrkResult] = {}
                 for which in order:
                     if key == "status_get":
                         refresh_target(target)
                     # Each slice starts past every body the previous slices could have sent.
-                    done = parts + baseline_parts + list(got.values())
+                    done = parts + [p for each in baseline_parts.values() for p in each] + list(got.values())
                     sent = sum(p.requests for p in done) + len(done) * (args.connections + 1)
-                    got[which] = wrk(
-                        key, slice_s, offset=sent, at=baseline_origin if which == "baseline" else ""
-                    )
+                    got[which] = wrk(key, slice_s, offset=sent, at=baseline_origins.get(which, ""))
                 floor_after, healthz_after = wrk("floor", slice_s), wrk("healthz", slice_s)
                 reference["floor"].append(floor_after)
                 reference["healthz"].append(healthz_after)
                 parts.append(got["ours"])
                 to_floor.append(_ratios(got["ours"], floor_before, floor_after))
                 to_healthz.append(_ratios(got["ours"], healthz_before, healthz_after))
-                if "baseline" in got:
-                    baseline_parts.append(got["baseline"])
-                    baseline_to_floor.append(_ratios(got["baseline"], floor_before, floor_after))
+                for name in baseline_origins:
+                    baseline_parts[name].append(got[name])
+                    baseline_to_floor[name].append(_ratios(got[name], floor_before, floor_after))
                 floor_before, healthz_before = floor_after, healthz_after
             run.results[key] = combine(key, parts)
             run.slice_ratios[key], run.slice_ratios_healthz[key] = to_floor, to_healthz
@@ -847,14 +852,14 @@ def execute(args: argparse.Namespace, clinics: int) -> Run:
                 f"healthz ratio {run.ratios_healthz[key]:.2f}"
             )
             checked = [result]
-            if baseline_parts:
-                run.baseline_results[key] = combine(key, baseline_parts)
-                run.baseline_slice_ratios[key] = baseline_to_floor
-                run.baseline_ratios[key] = statistics.median(baseline_to_floor)
-                checked.append(run.baseline_results[key])
+            for name, done_parts in baseline_parts.items():
+                run.baseline_results.setdefault(name, {})[key] = combine(key, done_parts)
+                run.baseline_slice_ratios.setdefault(name, {})[key] = baseline_to_floor[name]
+                run.baseline_ratios.setdefault(name, {})[key] = statistics.median(baseline_to_floor[name])
+                checked.append(run.baseline_results[name][key])
                 log(
-                    f"  baseline: floor ratio {run.baseline_ratios[key]:.2f} "
-                    f"({', '.join(f'{r:.2f}' for r in baseline_to_floor)})"
+                    f"  {name}: floor ratio {run.baseline_ratios[name][key]:.2f} "
+                    f"({', '.join(f'{r:.2f}' for r in baseline_to_floor[name])})"
                 )
             for checked_result in checked:
                 if not checked_result.ok:
@@ -949,10 +954,10 @@ def _run_section(run: dict[str, Any]) -> list[str]:
             f"{'1.00' if key == 'floor' else '' if ratio is None else f'{ratio:.2f}'}{_fmt_slices(run['slice_ratios'].get(key))} | "
             f"{'' if goal is None else f'≥ {goal}'} | {'' if to_healthz is None else f'{to_healthz:.2f}'} | {wire_text} | {verdict} |"
         )
-    if run.get("baseline_ratios"):
+    for name, described in run.get("baselines", {}).items():
         lines += [
             "",
-            f"### Before and after in this run: the baseline is `{run['baseline']}`",
+            f"### Before and after in this run: {name} is `{described}`",
             "",
             "Its slices ran beside ours in every round (taking turns going first), divided by the same floor slices.",
             "",
@@ -960,14 +965,14 @@ def _run_section(run: dict[str, Any]) -> list[str]:
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for key in ENDPOINTS:
-            then, now = run["baseline_ratios"].get(key), run["ratios"].get(key)
-            result = run["baseline_results"].get(key)
+            then, now = run["baseline_ratios"].get(name, {}).get(key), run["ratios"].get(key)
+            result = run["baseline_results"].get(name, {}).get(key)
             if then is None or now is None or result is None:
                 continue
-            seen = run["baseline_wire"].get(key)
+            seen = run["baseline_wire"].get(name, {}).get(key)
             lines.append(
                 f"| {LABELS[key]} | {result['rps']:.0f} | {result['p50_ms']:.2f} / {result['p99_ms']:.2f} | "
-                f"{then:.2f}{_fmt_slices(run['baseline_slice_ratios'].get(key))} | {now:.2f} | "
+                f"{then:.2f}{_fmt_slices(run['baseline_slice_ratios'][name].get(key))} | {now:.2f} | "
                 f"{(now - then) / then * 100:+.0f} % | "
                 + (f"{seen['statements']:.2f} / {seen['parses']:.2f}" if seen else "-")
                 + " |"
@@ -981,11 +986,15 @@ def _run_section(run: dict[str, Any]) -> list[str]:
     ]
     posted = run["results"].get("webhook_post")
     if run["webhook_unique"] and posted:
-        baseline_posted = run.get("baseline_results", {}).get("webhook_post")
-        counted = posted["requests"] + (baseline_posted["requests"] if baseline_posted else 0)
+        baseline_posted = [
+            each["webhook_post"]
+            for each in run.get("baseline_results", {}).values()
+            if "webhook_post" in each
+        ]
+        counted = posted["requests"] + sum(each["requests"] for each in baseline_posted)
         lines.append(
             f"Webhook: {run['webhook_unique']:,} distinct pre-signed bodies (one message id each) cycled by wrk; "
-            f"{counted:,} POSTs counted by wrk{' (ours and the baseline)' if baseline_posted else ''}, "
+            f"{counted:,} POSTs counted by wrk{' (ours and the baselines)' if baseline_posted else ''}, "
             f"{run['webhook_stored']:,} deliveries stored "
             + (
                 "(more than counted: the requests in flight when a wrk slice stops are served but not counted), "
@@ -1013,6 +1022,20 @@ def _run_section(run: dict[str, Any]) -> list[str]:
     if run["failures"]:
         lines += ["", "### Failures", ""] + [f"```\n{f}\n```" for f in run["failures"]]
     return lines
+
+
+def _without_baselines(given: list[str]) -> list[str]:
+    """The command line without its `--baseline DIR` / `--baseline=DIR` items."""
+    kept: list[str] = []
+    skip = False
+    for item in given:
+        if skip:
+            skip = False
+        elif item == "--baseline":
+            skip = True
+        elif not item.startswith("--baseline="):
+            kept.append(item)
+    return kept
 
 
 def write_report(runs: list[dict[str, Any]], smoke: bool) -> Path:
@@ -1054,10 +1077,13 @@ def write_report(runs: list[dict[str, Any]], smoke: bool) -> Path:
                 change = f"{delta * 100:+.1f} %" + (" **>10 %**" if abs(delta) > SCALE_TOLERANCE else "")
             cells = []
             for run, value in zip(runs, values, strict=True):
-                then = run.get("baseline_ratios", {}).get(key)
+                thens = [
+                    f"{name} {ratios[key]:.2f}"
+                    for name, ratios in run.get("baseline_ratios", {}).items()
+                    if key in ratios
+                ]
                 cells.append(
-                    ("-" if value is None else f"{value:.2f}")
-                    + ("" if then is None else f" (baseline {then:.2f})")
+                    ("-" if value is None else f"{value:.2f}") + (f" ({', '.join(thens)})" if thens else "")
                 )
             lines.append(f"| {LABELS[key]} | ≥ {TARGETS[key]} | " + " | ".join(cells) + f" | {change} |")
         lines += [""]
@@ -1095,9 +1121,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--baseline",
+        action="append",
+        default=[],
         metavar="DIR",
         help="another checkout of this project (git worktree add DIR <commit>) run beside ours, "
-        "interleaved against the same floor slices: before and after in one run",
+        "interleaved against the same floor slices: before and after in one run (repeatable)",
     )
     parser.add_argument("--json-out", help=argparse.SUPPRESS)  # one count's run, for the parent process
     args = parser.parse_args(argv)
@@ -1127,9 +1155,9 @@ def main(argv: list[str] | None = None) -> int:
         for count in counts:
             out = Path(tmp) / f"{count}.json"
             given = list(argv if argv is not None else sys.argv[1:])
-            child_args = [*given, "--clinics", str(count), "--json-out", str(out)]
-            if args.baseline:  # the child runs from the project root: hand it an absolute path
-                child_args += ["--baseline", str(Path(args.baseline).resolve())]
+            child_args = [*_without_baselines(given), "--clinics", str(count), "--json-out", str(out)]
+            for each in args.baseline:  # the child runs from the project root: hand it absolute paths
+                child_args += ["--baseline", str(Path(each).resolve())]
             child = subprocess.Popen([PYTHON, "-m", "bench", *child_args], cwd=ROOT)
             try:
                 child.wait()

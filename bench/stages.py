@@ -5,7 +5,7 @@ whole request through Django's test client, the token lookup through the ORM, th
 same SQL sent by a plain cursor (what the database and the driver cost), and the
 floor's `SELECT 1`. Each figure is the median of several batches of calls on a
 throwaway PostgreSQL database seeded like the benchmark's; our settings as in
-production (prepared statements, the socket connection check).
+production, with the cache `CACHE_URL` names (Django's local memory without it).
 """
 
 from __future__ import annotations
@@ -33,28 +33,34 @@ def _per_call_us(call: Callable[[], Any], calls: int = 300, batches: int = 7) ->
 
 
 def measure() -> list[tuple[str, float]]:
+    from django.core.cache import cache
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
+    from rest_framework.permissions import AllowAny, IsAuthenticated
+    from rest_framework.response import Response
+    from rest_framework.test import APIRequestFactory
+    from rest_framework.views import APIView
 
-    from clinics.authentication import OWNER_ONLY, WITH_CONNECTION
+    from clinics.authentication import ApiTokenAuthentication
     from clinics.models import ApiToken
-    from clinics.token_query import api_token_by_digest
+    from clinics.selectors import api_token_for_key
+    from whatsapp.models import WhatsAppAccount
 
     target = runner.seed(10)
     digest = ApiToken.hash_key(target.token)
     client = Client()
     authorization = f"Token {target.token}"
+    joined = ApiToken.objects.select_related("user__clinic__whatsapp")
 
-    def lookup(loads: str) -> Callable[[], Any]:
-        return lambda: ApiToken.objects.select_related(loads).get(digest=digest)
-
-    def statement(loads: str) -> Callable[[], Any]:
-        return lambda: api_token_by_digest(digest, path=loads)
+    def lookup() -> Any:
+        return joined.get(digest=digest)
 
     with CaptureQueriesContext(connection) as captured:
-        lookup(WITH_CONNECTION)()
+        token = lookup()
     joined_sql = captured.captured_queries[-1]["sql"]
+    clinic_id = token.user.clinic_id
+    cache.set("bench:stages:token", token, 600)
 
     def by_cursor(sql: str) -> Callable[[], Any]:
         def run() -> Any:
@@ -63,13 +69,6 @@ def measure() -> list[tuple[str, float]]:
                 return cursor.fetchall()
 
         return run
-
-    from rest_framework.permissions import AllowAny, IsAuthenticated
-    from rest_framework.response import Response
-    from rest_framework.test import APIRequestFactory
-    from rest_framework.views import APIView
-
-    from clinics.authentication import ApiTokenAuthentication
 
     class Bare(APIView):
         """DRF alone: no authentication, no permission, a constant body (no URL resolving, no middleware)."""
@@ -81,12 +80,10 @@ def measure() -> list[tuple[str, float]]:
             return Response({"status": "ok"})
 
     class WithToken(Bare):
-        """The same, behind our token authentication (token + user + clinic + WhatsApp state, one statement)."""
+        """The same, behind our token authentication."""
 
         permission_classes = [IsAuthenticated]
-
-        def get_authenticators(self) -> list[Any]:
-            return [ApiTokenAuthentication(loads=WITH_CONNECTION)]
+        authentication_classes = [ApiTokenAuthentication]
 
     factory = APIRequestFactory()
     bare, with_token = Bare.as_view(), WithToken.as_view()
@@ -117,15 +114,18 @@ def measure() -> list[tuple[str, float]]:
         ),
         ("DRF view, constant body, no authentication (request factory)", _per_call_us(drf(bare))),
         ("the same behind our token authentication", _per_call_us(drf(with_token, authorization))),
-        ("token lookup, ORM: token + user + clinic + WhatsApp state", _per_call_us(lookup(WITH_CONNECTION))),
-        ("token lookup, ORM: token + user + clinic", _per_call_us(lookup(OWNER_ONLY))),
         (
-            "token lookup, statement built once (ours): token + user + clinic + WhatsApp state",
-            _per_call_us(statement(WITH_CONNECTION)),
+            "our token lookup (clinics.selectors.api_token_for_key)",
+            _per_call_us(lambda: api_token_for_key(target.token)),
+        ),
+        ("ORM: token + user + clinic + WhatsApp connection, select_related().get()", _per_call_us(lookup)),
+        (
+            "ORM: the connection alone, get()",
+            _per_call_us(lambda: WhatsAppAccount.objects.get(clinic_id=clinic_id)),
         ),
         (
-            "token lookup, statement built once (ours): token + user + clinic",
-            _per_call_us(statement(OWNER_ONLY)),
+            "cache.get() of the token with its user, clinic and connection",
+            _per_call_us(lambda: cache.get("bench:stages:token")),
         ),
         ("the same joined SQL, plain cursor (database + driver)", _per_call_us(by_cursor(joined_sql))),
         ("SELECT 1, plain cursor (the floor's query)", _per_call_us(by_cursor("SELECT 1"))),
@@ -149,6 +149,7 @@ def main() -> int:
                 "META_GRAPH_URL": "http://127.0.0.1:9/v26.0",
                 "META_GRAPH_ALLOW_ANY_HOST": "true",
                 "LOG_LEVEL": "WARNING",
+                **({"CACHE_URL": os.environ["CACHE_URL"]} if os.environ.get("CACHE_URL") else {}),
             }
         )
         from django.core.management import call_command

@@ -270,6 +270,15 @@ class UserAdmin(DjangoUserAdmin):
             return _("Site administrator") if obj.is_superuser else _("No clinic")
         return obj.get_role_display()
 
+    # A deleted user's tokens go with it (CASCADE): end them first, with their cached copies.
+    def delete_model(self, request: HttpRequest, obj: User) -> None:
+        services.api_tokens_end(ApiToken.objects.filter(user=obj))
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        services.api_tokens_end(ApiToken.objects.filter(user__in=queryset))
+        super().delete_queryset(request, queryset)
+
     add_fieldsets = (
         (
             None,
@@ -309,3 +318,10 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    # Revoking through the service ends the token's cached copies too.
+    def delete_model(self, request: HttpRequest, obj: ApiToken) -> None:
+        services.api_token_revoke(token=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        services.api_tokens_end(queryset)

@@ -8,31 +8,18 @@ from rest_framework.request import Request
 
 from . import services
 from .models import ApiToken, User
-from .token_query import api_token_by_digest
-
-# What the token's one query joins: its user and the user's clinic; or those and the clinic's WhatsApp state.
-OWNER_ONLY = "user__clinic"
-WITH_CONNECTION = "user__clinic__whatsapp"
+from .selectors import api_token_for_key
 
 
 class ApiTokenAuthentication(BaseAuthentication):
     """`Authorization: Token <key>` or `Authorization: Bearer <key>`, until API_TOKEN_TTL_DAYS after issue.
 
-    One query loads what authentication and permissions need: the token, its user
-    and the user's clinic. The clinic's WhatsApp state (and its encrypted secrets)
-    is loaded only by the endpoints that read it: they pass `loads=WITH_CONNECTION`
-    (clinics.api.views.ConnectionReaderMixin), which joins its row into that same
-    query. Measured (bench/reports/2026-12-01-issue13.md), one joined query costs less
-    than the token's query plus a second one. Its secrets come as ciphertext and are
-    decrypted only when the endpoint reads one: a status poll decrypts nothing. On
-    PostgreSQL that query is a statement built once per process (clinics.token_query),
-    not compiled by the ORM on every request.
+    The token comes with its user, the user's clinic and the clinic's WhatsApp
+    connection (`clinics.selectors.api_token_for_key`), which is all that
+    permissions and the endpoints read about the caller.
     """
 
     keywords = (b"token", b"bearer")
-
-    def __init__(self, loads: str = OWNER_ONLY) -> None:
-        self.loads = loads
 
     def authenticate(self, request: Request) -> tuple[User, ApiToken] | None:
         parts = get_authorization_header(request).split()
@@ -47,8 +34,7 @@ class ApiTokenAuthentication(BaseAuthentication):
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed(_("Invalid token.")) from None
         try:
-            # The one query of every token-authenticated request: token, user and clinic (and what `loads` adds).
-            token = api_token_by_digest(ApiToken.hash_key(key), path=self.loads)
+            token = api_token_for_key(key)
         except ApiToken.DoesNotExist:
             raise exceptions.AuthenticationFailed(
                 _("Invalid token. Sign in again to get a new one.")

@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 from django.utils.translation import gettext_lazy as _
 
-from . import validators
+from . import token_cache, validators
 
 SLUG_SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
 SLUG_SUFFIX_LENGTH = 6
@@ -209,6 +209,7 @@ class User(AbstractBaseUser, PermissionsMixin):
         # Every password change (the page, admin's password form, `changepassword`,
         # set_password anywhere) and every deactivation ends in this save, whoever
         # wrote it, so this is the one place where a user's API tokens end with them.
+        # Every other change of a saved user ends the cached copies of its tokens.
         # (Django already ends the other browser sessions: a session keeps a hash of
         # the password.) A hash upgrade at sign-in is no change: Django clears
         # `_password` before that save.
@@ -216,8 +217,12 @@ class User(AbstractBaseUser, PermissionsMixin):
         # set_password() keeps the raw password in `_password` until the save (not in django-stubs).
         password_changed = getattr(self, "_password", None) is not None
         super().save(*args, **kwargs)
-        if existing and (password_changed or not self.is_active):
-            ApiToken.objects.filter(user=self).delete()
+        if existing:
+            # Cached copies of the user's tokens hold the user as it was (role, clinic, activity).
+            tokens = ApiToken.objects.filter(user=self)
+            token_cache.forget(tokens.values_list("digest", flat=True))
+            if password_changed or not self.is_active:
+                tokens.delete()
 
     @property
     def is_clinic_admin(self) -> bool:

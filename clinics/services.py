@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -26,6 +26,7 @@ from whatsapp.services import (
     whatsapp_store_credentials,
 )
 
+from . import token_cache
 from .models import ApiToken, Clinic, User, canonical_email
 from .selectors import whatsapp_account_of
 
@@ -92,6 +93,7 @@ def _apply_clinic_fields(clinic: Clinic, data: Mapping[str, Any], allowed: tuple
         raise
     clinic.updated_at = timezone.now()
     Clinic.objects.filter(pk=clinic.pk).update(**sent, updated_at=clinic.updated_at)
+    clinic_tokens_forget(clinic.pk)
     return clinic
 
 
@@ -171,7 +173,7 @@ def api_token_issue(*, user: User) -> str:
 
 
 def api_token_revoke(*, token: ApiToken) -> None:
-    token.delete()
+    api_tokens_end(ApiToken.objects.filter(pk=token.pk))
 
 
 def api_tokens_revoke(*, user: User, token_id: int | None = None) -> int:
@@ -182,14 +184,30 @@ def api_tokens_revoke(*, user: User, token_id: int | None = None) -> int:
     tokens = ApiToken.objects.filter(user=user)
     if token_id is not None:
         tokens = tokens.filter(pk=token_id)
-    deleted, _by_model = tokens.delete()
+    return api_tokens_end(tokens)
+
+
+def api_tokens_end(tokens: QuerySet[ApiToken]) -> int:
+    """Delete these tokens and every cached copy of them: the next request with one is refused."""
+    with transaction.atomic():
+        token_cache.forget(tokens.values_list("digest", flat=True))
+        deleted, _by_model = tokens.delete()
     return deleted
 
 
+def clinic_tokens_forget(clinic_id: Any) -> None:
+    """End the cached copies of the tokens of the clinic's members: their clinic (or its connection) changed."""
+    if token_cache.enabled():
+        token_cache.forget(
+            ApiToken.objects.filter(user__clinic_id=clinic_id).values_list("digest", flat=True)
+        )
+
+
 # A token's last use is written at most once per this long. A write on every
-# request would double the database work of the commonest request (the token
-# read is its only query) and queue one client's parallel requests on the row's
-# lock; "last used" a minute off serves someone deciding what to revoke as well.
+# request would add a write to the commonest request (which otherwise reads only
+# its token, from the cache or in one query) and queue one client's parallel
+# requests on the row's lock; "last used" a minute off serves someone deciding
+# what to revoke as well.
 TOKEN_USE_RESOLUTION = timedelta(minutes=1)
 
 
@@ -203,3 +221,5 @@ def api_token_record_use(*, token: ApiToken, now: datetime) -> None:
         last_used_at=now
     )
     token.last_used_at = now
+    # Whoever wrote it, the cached copy's last use is old: the next request reads the token again.
+    token_cache.forget_use(token.digest)

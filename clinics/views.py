@@ -91,7 +91,6 @@ def clinic_admin_action(view: View) -> View:
             clinic = clinic_for_admin(request.user)
         except ClinicAccessDenied as denied:
             raise PermissionDenied(denied.message) from None
-        whatsapp_account_of(clinic)  # every action and the page it renders read the connection
         return view(request, clinic, *args, **kwargs)
 
     return wrapper
@@ -138,8 +137,8 @@ def render_settings(
         _stash_unsaved(request, bound)
     # Without JavaScript a reload shows what polling would: the service asks Meta at
     # most once per few seconds, and only in states that can still move.
-    report = whatsapp_services.whatsapp_refresh_status(account=clinic.whatsapp)
-    account = WhatsAppAccount.objects.get(pk=clinic.whatsapp.pk)
+    report = whatsapp_services.whatsapp_refresh_status(account=whatsapp_account_of(clinic))
+    account = WhatsAppAccount.objects.get(pk=whatsapp_account_of(clinic).pk)
     is_admin = request.user.is_clinic_admin  # type: ignore[union-attr]
     in_flux = account.status in (WhatsAppStatus.PENDING_OTP, WhatsAppStatus.VERIFYING)
     attempts_left = None
@@ -230,7 +229,6 @@ def settings_page(request: HttpRequest) -> HttpResponse:
         clinic = clinic_for_member(request.user)
     except ClinicAccessDenied as denied:
         return render(request, "clinics/no_clinic.html", {"problem": denied.message}, status=403)
-    whatsapp_account_of(clinic)
     if not request.user.is_clinic_admin:  # type: ignore[union-attr]
         request.session.pop(RESTORE_KEY, None)
         return render_settings(request, clinic)
@@ -354,10 +352,12 @@ def _report_outcome(request: HttpRequest, account: WhatsAppAccount, success: str
 
 @clinic_admin_action
 def whatsapp_credentials_update(request: HttpRequest, clinic: Clinic) -> HttpResponse:
-    form = CredentialsForm(request.POST, has_token=clinic.whatsapp.has_access_token)
+    form = CredentialsForm(request.POST, has_token=whatsapp_account_of(clinic).has_access_token)
     if form.is_valid():
         try:
-            account = whatsapp_services.whatsapp_configure(account=clinic.whatsapp, **form.credentials())
+            account = whatsapp_services.whatsapp_configure(
+                account=whatsapp_account_of(clinic), **form.credentials()
+            )
         except ValidationError as exc:
             add_service_errors(form, exc)
         except WhatsAppError as exc:
@@ -376,7 +376,9 @@ def whatsapp_account_update(request: HttpRequest, clinic: Clinic) -> HttpRespons
     if form.is_valid():
         try:
             # No number yet, so nothing to ask Meta: the register step uses these.
-            whatsapp_services.whatsapp_store_credentials(account=clinic.whatsapp, **form.cleaned_data)
+            whatsapp_services.whatsapp_store_credentials(
+                account=whatsapp_account_of(clinic), **form.cleaned_data
+            )
         except ValidationError as exc:
             add_service_errors(form, exc)
         except WhatsAppError as exc:
@@ -391,7 +393,7 @@ def whatsapp_account_update(request: HttpRequest, clinic: Clinic) -> HttpRespons
 @clinic_admin_action
 def whatsapp_check(request: HttpRequest, clinic: Clinic) -> HttpResponse:
     try:
-        account = whatsapp_services.whatsapp_check_connection(account=clinic.whatsapp)
+        account = whatsapp_services.whatsapp_check_connection(account=whatsapp_account_of(clinic))
     except WhatsAppError as exc:
         messages.error(request, exc.detail)
     else:
@@ -401,9 +403,9 @@ def whatsapp_check(request: HttpRequest, clinic: Clinic) -> HttpResponse:
 
 @clinic_admin_action
 def whatsapp_health_check(request: HttpRequest, clinic: Clinic) -> HttpResponse:
-    """ "Check now": the same service and once-a-minute limit as endpoint 13's POST."""
+    """ "Check now": the same service and once-a-minute limit as the API's `POST /api/clinics/whatsapp/health/`."""
     try:
-        health = whatsapp_health.whatsapp_health_run_now(account=clinic.whatsapp)
+        health = whatsapp_health.whatsapp_health_run_now(account=whatsapp_account_of(clinic))
     except WhatsAppError as exc:
         messages.error(request, exc.detail)
     else:
@@ -417,7 +419,7 @@ def whatsapp_register(request: HttpRequest, clinic: Clinic) -> HttpResponse:
     if form.is_valid():
         try:
             whatsapp_services.whatsapp_register_number(
-                account=clinic.whatsapp,
+                account=whatsapp_account_of(clinic),
                 verified_name=clinic.name,
                 language=translation.get_language() or "es",
                 **form.cleaned_data,
@@ -441,7 +443,7 @@ def whatsapp_resend(request: HttpRequest, clinic: Clinic) -> HttpResponse:
         return back_to_settings(WHATSAPP_ANCHOR)
     try:
         whatsapp_services.whatsapp_resend_code(
-            account=clinic.whatsapp,
+            account=whatsapp_account_of(clinic),
             otp_method=form.cleaned_data["otp_method"],
             verified_name=clinic.name,
             language=translation.get_language() or "es",
@@ -461,7 +463,7 @@ def whatsapp_verify(request: HttpRequest, clinic: Clinic) -> HttpResponse:
     if form.is_valid():
         try:
             account = whatsapp_services.whatsapp_verify_code(
-                account=clinic.whatsapp, code=form.cleaned_data["code"]
+                account=whatsapp_account_of(clinic), code=form.cleaned_data["code"]
             )
         except ValidationError as exc:
             add_service_errors(form, exc)
@@ -483,7 +485,7 @@ def whatsapp_pin(request: HttpRequest, clinic: Clinic) -> HttpResponse:
     if form.is_valid():
         try:
             account = whatsapp_services.whatsapp_set_pin(
-                account=clinic.whatsapp, pin=form.cleaned_data["pin"]
+                account=whatsapp_account_of(clinic), pin=form.cleaned_data["pin"]
             )
         except WhatsAppError as exc:
             messages.error(request, exc.detail)
@@ -498,7 +500,7 @@ def whatsapp_pin(request: HttpRequest, clinic: Clinic) -> HttpResponse:
 
 @clinic_admin_action
 def whatsapp_deregister(request: HttpRequest, clinic: Clinic) -> HttpResponse:
-    form = DeregisterForm(request.POST, number=clinic.whatsapp.number)
+    form = DeregisterForm(request.POST, number=whatsapp_account_of(clinic).number)
     if form.is_valid():
         try:
             services.clinic_whatsapp_deregister(clinic=clinic)

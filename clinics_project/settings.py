@@ -145,8 +145,7 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # PostgreSQL tuning measured in bench/reports/2026-12-01-issue13.md; the README's
-    # "Database connections" section says what each option needs.
+    # The README's "Database connections" section says what each option needs.
     options = DATABASES["default"].setdefault("OPTIONS", {})
     if env.bool("DB_PREPARED_STATEMENTS", default=True):
         # Server-side binding lets psycopg prepare a statement once it ran DB_PREPARE_THRESHOLD
@@ -154,16 +153,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # PgBouncer in transaction mode this needs PgBouncer >= 1.21 with max_prepared_statements.
         options["server_side_binding"] = True
         options["prepare_threshold"] = env.int("DB_PREPARE_THRESHOLD", default=5)
-    DB_CONNECTION_CHECK = env.str("DB_CONNECTION_CHECK", default="socket")
-    if DB_CONNECTION_CHECK == "socket":
-        # Django's backend, subclassed: the per-request check polls the socket instead of SELECT 1.
-        DATABASES["default"]["ENGINE"] = "common.postgresql"
-    elif DB_CONNECTION_CHECK == "pool":
+    DB_CONNECTION_CHECK = env.str("DB_CONNECTION_CHECK", default="query")
+    if DB_CONNECTION_CHECK == "pool":
         # Django's connection pool (psycopg-pool), which checks each connection it lends with a round trip.
         options["pool"] = True
         DATABASES["default"]["CONN_MAX_AGE"] = 0
     elif DB_CONNECTION_CHECK != "query":  # "query": Django's own SELECT 1 before each request's first query
-        raise ImproperlyConfigured("DB_CONNECTION_CHECK must be socket, query or pool.")
+        raise ImproperlyConfigured("DB_CONNECTION_CHECK must be query or pool.")
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Development: the server and the task worker share one file. WAL lets reads run beside
     # the writer; IMMEDIATE takes the write lock when a transaction begins, so a writer waits
@@ -175,6 +171,13 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+# API tokens are read through the cache (clinics.token_cache) only when every process shares
+# it: a local-memory cache is one per process, where a write made by another process (the
+# worker, another gunicorn worker) could not end a stale copy.
+API_TOKEN_CACHE = CACHES["default"]["BACKEND"] not in (
+    "django.core.cache.backends.locmem.LocMemCache",
+    "django.core.cache.backends.dummy.DummyCache",
+)
 
 AUTH_USER_MODEL = "clinics.User"
 # django-axes first: a locked-out attempt is refused before any password is hashed.

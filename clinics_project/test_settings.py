@@ -20,6 +20,8 @@ from .settings import env
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+# Tests run in one process, which its local-memory cache serves whole: the token cache is on.
+API_TOKEN_CACHE = True
 # Tests run in one process, where the sign-in limiter's local-memory counters are right.
 SILENCED_SYSTEM_CHECKS = ["axes.W001"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"

@@ -16,8 +16,8 @@ from rest_framework import serializers
 
 from clinics import validators
 from clinics.models import Clinic, canonical_email
+from clinics.selectors import whatsapp_account_of
 from common.api.fields import NormalizedCharField, StrictBooleanField
-from common.api.serializers import PrebuiltFieldsSerializer
 from common.api.shapes import OutputField, OutputShape, utc_iso
 from whatsapp import validators as whatsapp_validators
 from whatsapp.models import WhatsAppStatus
@@ -33,7 +33,7 @@ def _clinic_text(name: str, *, max_length: int, optional: bool = False) -> Norma
     )
 
 
-class ClinicProfileInputSerializer(PrebuiltFieldsSerializer):
+class ClinicProfileInputSerializer(serializers.Serializer):
     """Fields of PUT/PATCH /api/clinics/me/; every one optional, unknown keys ignored."""
 
     name = _clinic_text("name", max_length=validators.NAME_MAX_LENGTH)
@@ -116,7 +116,7 @@ def _text(name: str) -> OutputField:
 def _whatsapp_id(name: str) -> OutputField:
     return OutputField(
         f"whatsapp_{name}",
-        lambda clinic: _text_or_null(getattr(clinic.whatsapp, name)),
+        lambda clinic: _text_or_null(getattr(whatsapp_account_of(clinic), name)),
         serializers.CharField(read_only=True, allow_null=True),
     )
 
@@ -166,7 +166,7 @@ SETTINGS_SHAPE = OutputShape(
         _whatsapp_id("business_account_id"),
         OutputField(
             "whatsapp_access_token",
-            lambda clinic: clinic.whatsapp.masked_access_token,
+            lambda clinic: whatsapp_account_of(clinic).masked_access_token,
             serializers.CharField(
                 read_only=True,
                 allow_null=True,
@@ -177,12 +177,12 @@ SETTINGS_SHAPE = OutputShape(
         ),
         OutputField(
             "whatsapp_verify_token",
-            lambda clinic: _text_or_null(clinic.whatsapp.verify_token),
+            lambda clinic: _text_or_null(whatsapp_account_of(clinic).verify_token),
             serializers.CharField(read_only=True, allow_null=True),
         ),
         OutputField(
             "whatsapp_status",
-            lambda clinic: clinic.whatsapp.status,
+            lambda clinic: whatsapp_account_of(clinic).status,
             serializers.ChoiceField(choices=WhatsAppStatus.choices, read_only=True),
         ),
         OutputField(

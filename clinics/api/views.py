@@ -14,14 +14,12 @@ from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import permissions, status, viewsets
-from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from clinics import services
-from clinics.authentication import WITH_CONNECTION, ApiTokenAuthentication
 from clinics.models import ApiToken, Clinic
 from clinics.permissions import IsClinicAdmin, IsClinicMember
 from clinics.selectors import whatsapp_account_of
@@ -60,20 +58,7 @@ VALIDATION_ERROR = OpenApiResponse(
 )
 
 
-class ConnectionReaderMixin:
-    """For the endpoints whose answer shows the clinic's WhatsApp connection: a token's query joins it."""
-
-    def get_authenticators(self) -> list[BaseAuthentication]:
-        authenticators: list[BaseAuthentication] = super().get_authenticators()  # type: ignore[misc]
-        return [
-            ApiTokenAuthentication(loads=WITH_CONNECTION)
-            if isinstance(each, ApiTokenAuthentication)
-            else each
-            for each in authenticators
-        ]
-
-
-class ClinicScopedMixin(ConnectionReaderMixin, NoStoreMixin):
+class ClinicScopedMixin(NoStoreMixin):
     """`self.clinic` is always the caller's clinic (set by IsClinicMember), never from the URL or body.
 
     Reads need a member; writes need the clinic's admin.
@@ -92,7 +77,7 @@ class ClinicScopedMixin(ConnectionReaderMixin, NoStoreMixin):
 
     @property
     def whatsapp(self) -> WhatsAppAccount:
-        """The caller's clinic's WhatsApp state: joined into the token's query, or one query for a session."""
+        """The caller's clinic's WhatsApp connection: loaded with the token, or one query for a session."""
         return whatsapp_account_of(self.clinic)
 
 
@@ -101,7 +86,6 @@ class ClinicSettingsView(ClinicScopedMixin, APIView):
 
     @extend_schema(responses=SETTINGS_SHAPE.serializer, summary="Read the clinic's settings")
     def get(self, request: Request) -> Response:
-        whatsapp_account_of(self.clinic)  # the body shows the connection
         return Response(SETTINGS_SHAPE.render(self.clinic))
 
     @extend_schema(
@@ -115,7 +99,6 @@ class ClinicSettingsView(ClinicScopedMixin, APIView):
         data = dict(serializer.validated_data)
         credentials = data.pop("whatsapp", None)
         clinic = services.clinic_update_settings(clinic=self.clinic, data=data, credentials=credentials)
-        whatsapp_account_of(clinic)  # the body shows the connection
         return Response(SETTINGS_SHAPE.render(clinic))
 
     @extend_schema(
@@ -130,7 +113,6 @@ class ClinicSettingsView(ClinicScopedMixin, APIView):
 class ClinicProfileView(ClinicScopedMixin, APIView):
     @extend_schema(responses=PROFILE_SHAPE.serializer, summary="Read the clinic's profile")
     def get(self, request: Request) -> Response:
-        whatsapp_account_of(self.clinic)  # the body shows the number's Meta ids
         return Response(PROFILE_SHAPE.render(self.clinic))
 
     @extend_schema(
@@ -142,7 +124,6 @@ class ClinicProfileView(ClinicScopedMixin, APIView):
         serializer = ClinicProfileInputSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         clinic = services.clinic_update_profile(clinic=self.clinic, data=serializer.validated_data)
-        whatsapp_account_of(clinic)  # the body shows the number's Meta ids
         return Response(PROFILE_SHAPE.render(clinic))
 
     @extend_schema(
@@ -210,7 +191,7 @@ _WHATSAPP_ERRORS = {
 }
 
 
-class WhatsAppViewSet(ConnectionReaderMixin, NoStoreMixin, viewsets.ViewSet):
+class WhatsAppViewSet(NoStoreMixin, viewsets.ViewSet):
     """Endpoints 5-9 and 13: one ViewSet, explicit actions, every rule in the services."""
 
     permission_classes = [permissions.IsAuthenticated, IsClinicAdmin]
@@ -227,7 +208,7 @@ class WhatsAppViewSet(ConnectionReaderMixin, NoStoreMixin, viewsets.ViewSet):
 
     @property
     def whatsapp(self) -> WhatsAppAccount:
-        """The caller's clinic's WhatsApp state: joined into the token's query, or one query for a session."""
+        """The caller's clinic's WhatsApp connection: loaded with the token, or one query for a session."""
         return whatsapp_account_of(self.clinic)
 
     @property

@@ -33,6 +33,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from ..cache import whatsapp_account_changed
 from ..details import NO_DETAIL, Detail
 from ..exceptions import MetaError, NumberOwnedElsewhereError, StatusConflictError, WhatsAppError
 from ..meta import MetaClient
@@ -52,14 +53,17 @@ def whatsapp_account_create(*, clinic_id: Any) -> WhatsAppAccount:
     """A clinic's connection, with a random verify token so the webhook can be set up at once."""
     account = WhatsAppAccount(clinic_id=clinic_id, verify_token=new_verify_token())
     account.save()
+    whatsapp_account_changed(clinic_id=clinic_id)
     return account
 
 
 def whatsapp_account_get_or_create(*, clinic_id: Any) -> WhatsAppAccount:
     """The clinic's connection; one made before it existed (a clinic outside the services) gets it now."""
-    account, _created = WhatsAppAccount.objects.get_or_create(
+    account, created = WhatsAppAccount.objects.get_or_create(
         clinic_id=clinic_id, defaults={"verify_token": new_verify_token()}
     )
+    if created:
+        whatsapp_account_changed(clinic_id=clinic_id)
     return account
 
 
@@ -183,6 +187,8 @@ def save(account: WhatsAppAccount, fields: list[str] | None = None) -> None:
     try:
         with transaction.atomic():
             account.save(update_fields=update_fields)
+            # Copies of the connection kept above whatsapp (beside cached API tokens) end with the write.
+            whatsapp_account_changed(clinic_id=account.clinic_id)
     except IntegrityError:
         raise NumberOwnedElsewhereError(
             status=account.status, reason=Detail.of("conflict.number_owned")
