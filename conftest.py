@@ -4,6 +4,7 @@ another clinic's admin, an inactive clinic's admin, a user with no clinic, a sup
 from __future__ import annotations
 
 import pytest
+from axes.handlers.proxy import AxesProxyHandler
 from django.core.cache import cache
 from django_tasks import default_task_backend
 from rest_framework.test import APIClient
@@ -17,6 +18,9 @@ PASSWORD = "correct-horse-battery-9"  # noqa: S105  (test persona)
 @pytest.fixture(autouse=True)
 def _fresh_cache():
     # Throttles and the status-refresh gate live in the cache: no test sees another's.
+    # The sign-in limiter's handler keeps the cache it was made with: a test that pointed
+    # the default cache elsewhere (Redis) must not leave it counting there for the next.
+    AxesProxyHandler.get_implementation(force=True)
     cache.clear()
     yield
     cache.clear()

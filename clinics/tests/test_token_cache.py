@@ -17,6 +17,7 @@ from clinics.models import ApiToken, User
 from clinics.permissions import ADMIN_ONLY_MESSAGE, INACTIVE_CLINIC_MESSAGE
 from whatsapp.cache import whatsapp_account_changed
 from whatsapp.models import WhatsAppAccount, WhatsAppStatus
+from whatsapp.services.state import save, set_status
 
 from .factories import LONG_TOKEN, fill_active_connection
 
@@ -192,10 +193,11 @@ def test_a_connection_write_ends_the_copies_of_every_member(server_a, clinic, cl
     assert staff.get(SETTINGS_URL).json()["whatsapp_status"] == "failed"
 
 
-def test_a_saved_connection_ends_the_copies(server_a, clinic):
+def test_a_status_the_services_write_ends_the_copies(server_a, clinic):
+    # The one writer of `status` and its one save (whatsapp.services.state) end the copies.
     account = WhatsAppAccount.objects.get(clinic=clinic)
-    account.status = WhatsAppStatus.FAILED
-    account.save()
+    set_status(account, WhatsAppStatus.FAILED)
+    save(account)
 
     assert server_a.get(STATUS_URL).json()["status"] == "failed"
 
