@@ -375,14 +375,15 @@ def _change_pin(account: WhatsAppAccount, client: MetaClient, pin: str) -> None:
         phone_number_id=number_id,
         defaults={"pin": account.registration_pin or ""},
     )
+    earlier_unconfirmed = kept.unconfirmed_pin
     kept.unconfirmed_pin = pin
     kept.save(update_fields=["unconfirmed_pin", "updated_at"])
 
     def not_changed(exc: MetaError) -> WhatsAppError:
         error = explain(exc, status=account.status)
         if isinstance(error, MetaRefusedError):
-            # Meta said no: the old PIN is still the number's.
-            kept.unconfirmed_pin = None
+            # Meta said no to this PIN: what the number may have is what it had before.
+            kept.unconfirmed_pin = earlier_unconfirmed
             kept.save(update_fields=["unconfirmed_pin", "updated_at"])
             return error
         detail = Detail.of("pin.unconfirmed")

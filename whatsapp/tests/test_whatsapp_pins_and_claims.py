@@ -295,3 +295,19 @@ def test_twenty_code_requests_a_day_per_clinic(admin_api, clinic, graph):
     )
     assert graph.calls == []
     assert CodeRequest.objects.count() == 20
+
+
+def test_a_refused_pin_change_after_a_lost_one_still_keeps_the_lost_one(admin_api, clinic, graph):
+    arrange_active(clinic)
+    graph.fault("POST", PNID, "reset")
+    lost = admin_api.put(PIN_URL, {"pin": "135790"}, format="json")
+    assert lost.status_code == 502
+    assert "Both the old and the new PIN are kept" in lost.json()["detail"]
+    assert account_of(clinic).status == "active"
+    graph.error("POST", PNID, 100)
+
+    refused = admin_api.put(PIN_URL, {"pin": "246802"}, format="json")
+
+    assert refused.status_code == 400
+    # Meta may still have the PIN whose answer was lost: both stay until Meta accepts one.
+    assert kept_pins(clinic) == {PNID: ("482915", "135790")}
