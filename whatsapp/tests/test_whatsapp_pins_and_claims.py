@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 import time_machine
 from django.db import IntegrityError, transaction
+from django.test import Client
 from django.utils import timezone
 
+from common.tests.test_encryption import raw_value
 from whatsapp.models import CodeRequest, MetaAttempt, NumberPin, WhatsAppAccount
 from whatsapp.tests.helpers import (
     ERRORS,
@@ -88,7 +90,7 @@ def kept_pins(clinic) -> dict[str, tuple[str, str | None]]:
 # --- each number keeps its PIN ------------------------------------------------------------------
 
 
-def test_a_number_registered_before_comes_back_with_its_own_pin(admin_api, clinic, graph):
+def test_a_number_registered_before_comes_back_with_its_own_pin(admin_api, clinic, clinic_admin, graph):
     arrange(clinic, access_token=TOKEN, business_account_id=WABA)
     meta = MetaPins(graph)
 
@@ -104,9 +106,19 @@ def test_a_number_registered_before_comes_back_with_its_own_pin(admin_api, clini
     account = account_of(clinic)
     assert (account.status, account.number, account.meta_code) == ("active", PHONE, None)
     assert kept_pins(clinic) == {PNID: (first_pin, None), OTHER_PNID: (meta.pins[OTHER_PNID], None)}
-    # Never shown: neither the API nor the settings page carries a PIN.
+    # Encrypted at rest, and never shown: neither the API nor the settings page carries a PIN.
+    for kept in NumberPin.objects.filter(clinic=clinic):
+        stored = raw_value(NumberPin, kept.pk, "pin")
+        assert stored.startswith("enc:v1:") and kept.pin not in stored
+    browser = Client()
+    browser.force_login(clinic_admin)
+    settings_page = browser.get("/settings/")
+    assert settings_page.status_code == 200
+    page = settings_page.content.decode()
+    assert PHONE in page
     for pin in meta.pins.values():
         assert pin not in admin_api.get("/api/clinics/whatsapp/status/").content.decode()
+        assert pin not in page
 
 
 @pytest.mark.parametrize("meta_changed_it", [True, False])
