@@ -240,7 +240,7 @@ def _claims_elsewhere(account: WhatsAppAccount, now: datetime, **number: str) ->
     """When the other clinics' claims on the number lapse: None for a proven claim.
 
     Only a proven claim (a verified code, a number registered or being
-    registered, credentials Meta answered for) or a code request younger than
+    registered, saved credentials) or a code request younger than
     CLAIM_LIFETIME holds a number; a disconnected clinic holds nothing.
     """
     return list(
