@@ -62,6 +62,20 @@ SENTENCES: dict[str, Promise] = {
         "This page asks Meta and updates by itself."
     ),
     "pin.changed": _("The two-step verification PIN of the number was changed."),
+    "pin.wrong": _(
+        "That is not this number's two-step verification PIN. Meta allows %(left)d more register "
+        "attempts for this number in the next 72 hours. If nobody knows the PIN, reset it in "
+        "WhatsApp Manager and register the number again."
+    ),
+    "pin.unconfirmed": _(
+        "Meta did not confirm the new PIN, and may have changed it anyway. Both the old and the new "
+        "PIN are kept, and the next registration of this number tries the new one first."
+    ),
+    "claim.lapsed": _(
+        "Your code request for this number is more than 30 minutes old, and another clinic in this "
+        "service has asked for a code for it. The first clinic to enter the right code connects it: "
+        "enter yours, or ask for a new one."
+    ),
     "budget.exhausted": _(
         "This number has used all %(limit)d register and deregister attempts Meta allows in "
         "72 hours; one more would make Meta block it for 72 hours. Try again after %(when)s UTC."
@@ -80,12 +94,25 @@ SENTENCES: dict[str, Promise] = {
         "This number is already connected to another clinic in this service. Disconnect it there first, "
         "or register another number."
     ),
+    "conflict.number_claimed": _(
+        "Another clinic in this service is connecting this number and waits for its verification code. "
+        "A code request holds a number for 30 minutes at most: if the number is yours, try again in "
+        "%(minutes)d minutes."
+    ),
     "conflict.phone_number_id_owned": _(
         "This phone number id belongs to another clinic in this service. Check the id in WhatsApp Manager."
     ),
     "limit.wrong_codes": _(
         "Too many wrong codes. To protect the number, wait %(minutes)d minutes before trying "
         "again, or ask for a new code then."
+    ),
+    "limit.code_requests_number": _(
+        "At most %(limit)d codes an hour can be requested for one number: each one is an SMS or a call "
+        "to a person. Try again in %(minutes)d minutes."
+    ),
+    "limit.code_requests_clinic": _(
+        "This clinic has requested %(limit)d codes in the last 24 hours, the most allowed: each one is "
+        "an SMS or a call to a person. Try again after %(when)s UTC."
     ),
     "limit.health_recent": _("The checks ran less than a minute ago. Try again in %(seconds)d seconds."),
     "refresh.unreachable": _("Meta could not be reached just now; this is the last known status."),

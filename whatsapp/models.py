@@ -52,14 +52,17 @@ class WhatsAppAccount(models.Model):
     access_token = EncryptedTextField(_("access token"), null=True, blank=True)
     verify_token = EncryptedTextField(_("webhook verify token"), null=True, blank=True)
     app_secret = EncryptedTextField(_("app secret"), null=True, blank=True)
-    # Meta keeps the first PIN registered on a number and refuses any other (133005),
-    # so it is generated once per number and reused; `pin_phone_number_id` says which.
+    # The PIN of the number being registered now, `pin_phone_number_id` says which;
+    # every number's PIN is kept in NumberPin, so a number registered before keeps its own.
     registration_pin = EncryptedTextField(_("two-step verification PIN"), null=True, blank=True)
     pin_phone_number_id = models.CharField(_("phone number id of the PIN"), max_length=64, blank=True)
     status = models.CharField(
         _("status"), max_length=20, choices=WhatsAppStatus.choices, default=WhatsAppStatus.DISCONNECTED
     )
     number = models.CharField(_("number"), max_length=20, blank=True, db_index=True)
+    # Set while the number is claimed only by a code request (`pending_otp`): the claim
+    # holds the number until then (the code's lifetime); None once the code is verified.
+    claim_expires_at = models.DateTimeField(_("claim without a verified code ends at"), null=True, blank=True)
     # What happened, as message keys rendered in the reader's language (whatsapp.details).
     detail_parts = models.JSONField(_("detail"), default=list, blank=True)
     meta_code = models.IntegerField(_("Meta error code"), null=True, blank=True)
@@ -80,15 +83,23 @@ class WhatsAppAccount(models.Model):
         verbose_name_plural = _("WhatsApp connections")
         constraints = [
             # One owner per number: a phone number id, and a registered number, belong to
-            # at most one clinic, whatever two requests do at the same time.
+            # at most one clinic with a proven claim, whatever two requests do at the same time.
             # A disconnected clinic may keep an id in its credentials: it no longer holds the number.
+            # A claim made only by a code request (`claim_expires_at` set) holds it for 30 minutes,
+            # a rule of the services (whatsapp.services.state.ensure_not_owned_elsewhere).
             models.UniqueConstraint(
                 fields=["phone_number_id"],
-                condition=~models.Q(phone_number_id="") & ~models.Q(status="disconnected"),
+                condition=~models.Q(phone_number_id="")
+                & ~models.Q(status="disconnected")
+                & models.Q(claim_expires_at__isnull=True),
                 name="wa_account_unique_phone_number_id",
             ),
             models.UniqueConstraint(
-                fields=["number"], condition=~models.Q(number=""), name="wa_account_unique_number"
+                fields=["number"],
+                condition=~models.Q(number="")
+                & ~models.Q(status="disconnected")
+                & models.Q(claim_expires_at__isnull=True),
+                name="wa_account_unique_number",
             ),
         ]
 
@@ -161,6 +172,59 @@ class WhatsAppAccount(models.Model):
         return bool(self.phone_number_id) and (
             self.needs_existing_pin or self.status == WhatsAppStatus.ACTIVE
         )
+
+
+class NumberPin(models.Model):
+    """The two-step PIN of a number a clinic registered, kept with that number.
+
+    Meta keeps the first PIN registered on a number and refuses any other
+    (133005), so a number the clinic had before is registered again with its own
+    PIN. A PIN change whose answer was lost leaves `unconfirmed_pin` beside `pin`
+    until Meta accepts one of them. Never shown: no admin, page or API reads it.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    clinic = models.ForeignKey(
+        CLINIC_MODEL, verbose_name=_("clinic"), on_delete=models.CASCADE, related_name="+"
+    )
+    phone_number_id = models.CharField(_("phone number id"), max_length=64)
+    pin = EncryptedTextField(_("two-step verification PIN"))
+    unconfirmed_pin = EncryptedTextField(_("new PIN Meta has not confirmed"), null=True, blank=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    objects = EncryptedFieldsQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("two-step verification PIN")
+        verbose_name_plural = _("two-step verification PINs")
+        constraints = [
+            models.UniqueConstraint(fields=["clinic", "phone_number_id"], name="wa_pin_one_per_clinic_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"PIN of {self.phone_number_id}"
+
+    @property
+    def candidates(self) -> list[str]:
+        """The PINs to try, newest first: an unconfirmed change may have reached Meta."""
+        return [pin for pin in (self.unconfirmed_pin, self.pin) if pin]
+
+
+class CodeRequest(models.Model):
+    """A verification code requested (an SMS or a call to a person), counted before Meta is asked."""
+
+    clinic = models.ForeignKey(CLINIC_MODEL, on_delete=models.CASCADE, related_name="+")
+    number = models.CharField(max_length=20)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["clinic", "created_at"], name="wa_coderequest_clinic_time"),
+            models.Index(fields=["clinic", "number", "created_at"], name="wa_coderequest_number_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"code request for {self.number} at {self.created_at:%Y-%m-%d %H:%M}"
 
 
 class MetaAttempt(models.Model):

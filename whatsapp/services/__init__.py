@@ -18,7 +18,9 @@ Three promises hold for every action:
   PIN) as it was; only the status, `detail` and `meta_code` say what happened;
   what Meta did is recorded the moment its answer arrives;
 - one owner per number: another clinic's number or phone number id is refused
-  (409) before anything reaches Meta, and a database constraint holds the line.
+  (409) before anything reaches Meta, and a database constraint holds the line
+  for proven claims; a code request alone holds a number for 30 minutes, and
+  the first right code wins.
 Arguments use the model's field names; `NOT_SENT` leaves a field as stored,
 `None` clears it. `detail` is stored as message keys (whatsapp.details) and
 rendered in the reader's language.
@@ -26,7 +28,7 @@ rendered in the reader's language.
 The modules: `state` (the lease, the one writer of `status`, the save),
 `credentials`, `registration` (code, verify, PIN), `deregistration`, `status`
 (the number's status at Meta, the poll, the webhook subscription), `events`
-(Meta's webhook events), `limits` (the register budget, the wrong-code limit),
+(Meta's webhook events), `limits` (the register budget, the wrong-code limit, the code-request limits),
 `failures` (what a failed Graph call means). The front doors import the public
 names from here.
 """

@@ -5,6 +5,11 @@ Each step is recorded the moment Meta answers: once Meta agreed to send a
 code, the number, its ids, the PIN to register it with and `pending_otp` are
 saved at once; once Meta registered the number, the PIN it accepted is saved
 before its status is read. A failure after that never loses what Meta did.
+
+Every number keeps its own PIN (`NumberPin`): Meta keeps the first PIN
+registered on a number and refuses any other (133005), so a number the clinic
+had before is registered with the PIN we gave it. A code request claims the
+number for CLAIM_LIFETIME only; the verified code proves the claim.
 """
 
 from __future__ import annotations
@@ -22,12 +27,13 @@ from ..exceptions import (
     MetaError,
     MetaRefusedError,
     MetaTimeoutError,
+    NumberOwnedElsewhereError,
     StatusConflictError,
     WhatsAppError,
 )
 from ..meta import MetaClient
-from ..meta_errors import WRONG_CODE
-from ..models import MetaAttempt, WhatsAppAccount, WhatsAppStatus
+from ..meta_errors import PIN_MISMATCH, WRONG_CODE
+from ..models import MetaAttempt, NumberPin, WhatsAppAccount, WhatsAppStatus
 from .credentials import (
     SecretInput,
     assign_credentials,
@@ -39,12 +45,23 @@ from .credentials import (
 from .failures import apply_meta_failure, explain, record_meta_failure
 from .limits import (
     meta_budget_guard,
+    spend_code_request,
     spend_meta_attempt,
     wrong_code_record,
     wrong_codes_forget,
     wrong_codes_guard,
 )
-from .state import acting_on, ask_meta, client_for, ensure_not_owned_elsewhere, recorded, save, set_status
+from .state import (
+    CLAIM_LIFETIME,
+    acting_on,
+    ask_meta,
+    client_for,
+    ensure_not_owned_elsewhere,
+    mark_lapsed_claims,
+    recorded,
+    save,
+    set_status,
+)
 from .status import e164_from_meta, phone_status_outcome, subscribe_if_needed
 
 META_LANGUAGES = {"es": "es", "en": "en_US"}
@@ -115,10 +132,12 @@ def _register_number(
 ) -> WhatsAppAccount:
     if not account.may_register:
         raise StatusConflictError(status=account.status, reason=Detail.of("conflict.active"))
-    ensure_not_owned_elsewhere(account, number=number)
     token = require_access_token(account, secret_change(access_token))
     waba_id = require_business_account(account, business_account_id)
     client = client_for(account, token)
+    # Counted before anything else is asked: each code is an SMS or a call to a person.
+    spend_code_request(account, number)
+    ensure_not_owned_elsewhere(account, number=number)
 
     def ask_for_code() -> tuple[str, int]:
         number_id = _find_or_add_number(client, waba_id, number, verified_name)
@@ -139,11 +158,8 @@ def _register_number(
     changed, _meta_facing = assign_credentials(
         account, business_account_id=waba_id, access_token=access_token
     )
-    if account.pin_phone_number_id != number_id or not account.registration_pin:
-        # Meta keeps the first PIN registered on a number and refuses any other
-        # (133005), so one is generated per number and reused.
-        account.registration_pin = f"{secrets.randbelow(1_000_000):06d}"
-        account.pin_phone_number_id = number_id
+    account.registration_pin = _pin_for(account, number_id)
+    account.pin_phone_number_id = number_id
     account.number = number
     account.phone_number_id = number_id
     how = Detail.of("register.by_voice" if otp_method == "voice" else "register.by_sms")
@@ -151,11 +167,48 @@ def _register_number(
     if attempts_left <= 3:
         detail = detail.then("register.attempts_low", left=attempts_left)
     set_status(account, WhatsAppStatus.PENDING_OTP, detail=detail)
+    account.claim_expires_at = timezone.now() + CLAIM_LIFETIME
     account.subscribed_at = None
     account.status_checked_at = None
     account.full_clean(validate_constraints=False)
     save_credentials(account, changed, everything=True)
+    mark_lapsed_claims(account, number=number, phone_number_id=number_id)
     return account
+
+
+def _pin_for(account: WhatsAppAccount, number_id: str) -> str:
+    """The PIN to register the number with: the one it kept, or a new one for a number new to the clinic.
+
+    Meta keeps the first PIN registered on a number and refuses any other
+    (133005), so a number registered before gets its own PIN back.
+    """
+    kept = NumberPin.objects.filter(clinic_id=account.clinic_id, phone_number_id=number_id).first()
+    if kept is not None:
+        return kept.pin
+    if account.pin_phone_number_id == number_id and account.registration_pin:
+        return account.registration_pin
+    return f"{secrets.randbelow(1_000_000):06d}"
+
+
+def _pins_to_try(account: WhatsAppAccount) -> list[str]:
+    """The number's PINs, newest first: a PIN change whose answer was lost may have reached Meta."""
+    kept = NumberPin.objects.filter(
+        clinic_id=account.clinic_id, phone_number_id=account.phone_number_id
+    ).first()
+    if kept is not None and account.registration_pin in kept.candidates:
+        return kept.candidates
+    return [account.registration_pin or ""]
+
+
+def _keep_pin(account: WhatsAppAccount, number_id: str, pin: str) -> None:
+    """Meta accepted `pin` for the number: it is the one to keep, and the only one."""
+    NumberPin.objects.update_or_create(
+        clinic_id=account.clinic_id,
+        phone_number_id=number_id,
+        defaults={"pin": pin, "unconfirmed_pin": None},
+    )
+    account.registration_pin = pin
+    account.pin_phone_number_id = number_id
 
 
 def _find_or_add_number(client: MetaClient, waba_id: str, number: str, verified_name: str) -> str:
@@ -185,6 +238,8 @@ def whatsapp_verify_code(*, account: WhatsAppAccount, code: str) -> WhatsAppAcco
         now = timezone.now()
         codes_left = wrong_codes_guard(held, now)
         client = client_for(held)
+        # Only a proven claim elsewhere stops a code: while others wait for theirs, the right code wins.
+        _refuse_number_taken(held)
 
         def refused(exc: MetaError) -> WhatsAppError:
             if not isinstance(exc, MetaRefusedError) or exc.code != WRONG_CODE:
@@ -199,8 +254,33 @@ def whatsapp_verify_code(*, account: WhatsAppAccount, code: str) -> WhatsAppAcco
 
         ask_meta(lambda: client.verify_code(held.phone_number_id, code), on_failure=refused)
         wrong_codes_forget(held)
-        _register(held, client, held.registration_pin or "")
+        _prove_claim(held)
+        _register(held, client, _pins_to_try(held))
         return subscribe_if_needed(held)
+
+
+def _refuse_number_taken(account: WhatsAppAccount) -> None:
+    """409 when another clinic proved its claim on the number first; the clinic reads why, `failed`."""
+    try:
+        ensure_not_owned_elsewhere(
+            account, number=account.number, phone_number_id=account.phone_number_id, pending_too=False
+        )
+    except NumberOwnedElsewhereError as exc:
+        set_status(account, WhatsAppStatus.FAILED, detail=exc.reason)
+        raise recorded(account, exc, ["status", "detail_parts", "meta_code"]) from None
+
+
+def _prove_claim(account: WhatsAppAccount) -> None:
+    """The code is verified: the number is this clinic's for good, unless another clinic's right
+    code was recorded a moment earlier (the database constraint decides)."""
+    lapses = account.claim_expires_at
+    account.claim_expires_at = None
+    try:
+        save(account, ["claim_expires_at"])
+    except NumberOwnedElsewhereError as exc:
+        account.claim_expires_at = lapses
+        set_status(account, WhatsAppStatus.FAILED, detail=exc.reason)
+        raise recorded(account, exc, ["status", "detail_parts", "meta_code"]) from None
 
 
 def whatsapp_set_pin(*, account: WhatsAppAccount, pin: str) -> WhatsAppAccount:
@@ -213,41 +293,39 @@ def whatsapp_set_pin(*, account: WhatsAppAccount, pin: str) -> WhatsAppAccount:
             raise StatusConflictError(status=held.status, reason=Detail.of("conflict.no_pin"))
         client = client_for(held)
         if held.needs_existing_pin:
-            _register(held, client, pin)
+            _register(held, client, [pin], typed=True)
         else:
             _change_pin(held, client, pin)
         return subscribe_if_needed(held)
 
 
-def _register(account: WhatsAppAccount, client: MetaClient, pin: str) -> None:
-    """Register the number with `pin`, then read its status. Meta may act even when we time out."""
+def _register(account: WhatsAppAccount, client: MetaClient, pins: list[str], *, typed: bool = False) -> None:
+    """Register the number with the first of `pins` Meta accepts, then read its status.
+
+    An older PIN is tried only when Meta refused the newer one as not the
+    number's (133005); each try is counted by the register budget. A PIN the
+    clinic `typed` that Meta refuses is said to be wrong, with the attempts
+    left. Meta may act even when we time out.
+    """
     number_id = account.phone_number_id
-    try:
-        spend_meta_attempt(account, MetaAttempt.Kind.REGISTER)
-    except AttemptsExhaustedError as exc:
-        set_status(account, WhatsAppStatus.FAILED, detail=exc.reason)
-        recorded(account, exc)
-        raise
-
-    def not_registered(exc: MetaError) -> WhatsAppError:
-        error = apply_meta_failure(account, exc)
-        if not isinstance(error, MetaRefusedError):
-            # The code (or PIN) was sent; Meta may or may not have registered the number.
-            # `verifying` lets polling find out instead of spending another attempt.
-            if isinstance(exc, MetaTimeoutError):
-                detail = Detail.of("deadline.verifying")
-            else:
-                detail = Detail.of("verify.not_confirmed", why=error.reason)
-            set_status(account, WhatsAppStatus.VERIFYING, detail=detail)
-            error.reason = detail
-        account.status_checked_at = None
-        return recorded(account, error)
-
-    ask_meta(lambda: client.register(number_id, pin), on_failure=not_registered)
-    # Meta accepted this PIN for this number: it is the one to keep, recorded before anything
-    # else is asked, with `verifying` until Meta's status of the number is read.
-    account.registration_pin = pin
-    account.pin_phone_number_id = number_id
+    for tried, pin in enumerate(pins, start=1):
+        try:
+            left = spend_meta_attempt(account, MetaAttempt.Kind.REGISTER)
+        except AttemptsExhaustedError as exc:
+            set_status(account, WhatsAppStatus.FAILED, detail=exc.reason)
+            recorded(account, exc)
+            raise
+        try:
+            client.register(number_id, pin)
+        except MetaError as exc:
+            mismatch = isinstance(exc, MetaRefusedError) and exc.code == PIN_MISMATCH
+            if mismatch and tried < len(pins):
+                continue  # the older PIN may be the one Meta kept
+            raise _not_registered(account, exc, wrong_pin_left=left if mismatch and typed else None) from exc
+        # Meta accepted this PIN for this number: it is the one to keep, recorded before anything
+        # else is asked, with `verifying` until Meta's status of the number is read.
+        _keep_pin(account, number_id, pin)
+        break
     set_status(account, WhatsAppStatus.VERIFYING, detail=Detail.of("verify.waiting"))
     save(account)
     try:
@@ -263,23 +341,62 @@ def _register(account: WhatsAppAccount, client: MetaClient, pin: str) -> None:
     save(account)
 
 
+def _not_registered(account: WhatsAppAccount, exc: MetaError, *, wrong_pin_left: int | None) -> WhatsAppError:
+    """Record a register call that failed; returns the error to raise."""
+    error = apply_meta_failure(account, exc)
+    if wrong_pin_left is not None:
+        detail = Detail.of("pin.wrong", left=wrong_pin_left)
+        set_status(account, account.status, detail=detail, meta_code=account.meta_code)
+        error.reason = detail
+    elif not isinstance(error, MetaRefusedError):
+        # The code (or PIN) was sent; Meta may or may not have registered the number.
+        # `verifying` lets polling find out instead of spending another attempt.
+        if isinstance(exc, MetaTimeoutError):
+            detail = Detail.of("deadline.verifying")
+        else:
+            detail = Detail.of("verify.not_confirmed", why=error.reason)
+        set_status(account, WhatsAppStatus.VERIFYING, detail=detail)
+        error.reason = detail
+    account.status_checked_at = None
+    return recorded(account, error)
+
+
 def _change_pin(account: WhatsAppAccount, client: MetaClient, pin: str) -> None:
-    """Set a new two-step PIN on an active number; a refusal leaves the number active."""
+    """Set a new two-step PIN on an active number; a refusal leaves the number active.
+
+    The new PIN is kept as unconfirmed before Meta is asked: when the answer is
+    lost, Meta may have changed it, so both PINs are kept until Meta accepts one
+    (the next registration tries the newer first).
+    """
     spend_meta_attempt(account, MetaAttempt.Kind.REGISTER)
+    number_id = account.phone_number_id
+    kept, _created = NumberPin.objects.get_or_create(
+        clinic_id=account.clinic_id,
+        phone_number_id=number_id,
+        defaults={"pin": account.registration_pin or ""},
+    )
+    earlier_unconfirmed = kept.unconfirmed_pin
+    kept.unconfirmed_pin = pin
+    kept.save(update_fields=["unconfirmed_pin", "updated_at"])
 
     def not_changed(exc: MetaError) -> WhatsAppError:
         error = explain(exc, status=account.status)
-        if not isinstance(exc, MetaTimeoutError):
+        if isinstance(error, MetaRefusedError):
+            # Meta said no to this PIN: what the number may have is what it had before.
+            kept.unconfirmed_pin = earlier_unconfirmed
+            kept.save(update_fields=["unconfirmed_pin", "updated_at"])
             return error
-        # Meta may have changed the PIN: read the number again before anything else.
-        set_status(account, WhatsAppStatus.VERIFYING, detail=Detail.of("deadline.verifying"))
-        account.status_checked_at = None
-        return recorded(
-            account, error.explained(status=account.status, reason=Detail.of("deadline.verifying"))
-        )
+        detail = Detail.of("pin.unconfirmed")
+        if isinstance(exc, MetaTimeoutError):
+            # Meta may have acted: read the number again before anything else.
+            detail = Detail.of("deadline.verifying").then("pin.unconfirmed")
+            set_status(account, WhatsAppStatus.VERIFYING, detail=detail)
+            account.status_checked_at = None
+        else:
+            set_status(account, account.status, detail=detail)
+        return recorded(account, error.explained(status=account.status, reason=detail))
 
-    ask_meta(lambda: client.set_pin(account.phone_number_id, pin), on_failure=not_changed)
-    account.registration_pin = pin
-    account.pin_phone_number_id = account.phone_number_id
+    ask_meta(lambda: client.set_pin(number_id, pin), on_failure=not_changed)
+    _keep_pin(account, number_id, pin)
     account.detail_parts = Detail.of("pin.changed").as_json()
     save(account)

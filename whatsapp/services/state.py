@@ -25,7 +25,7 @@ import logging
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from django.conf import settings
@@ -47,6 +47,9 @@ T = TypeVar("T")
 # Meta call's connect and read timeouts), so a live action never loses its lease.
 LEASE_MARGIN = timedelta(seconds=15)
 LEASE_FIELDS = frozenset({"action_lease_until", "action_lease_owner"})
+# A claim made only by a code request holds the number this long (the code's lifetime);
+# a verified code, or a number Meta registered, holds it for good.
+CLAIM_LIFETIME = timedelta(minutes=30)
 
 
 def whatsapp_account_create(*, clinic_id: Any) -> WhatsAppAccount:
@@ -165,6 +168,9 @@ def set_status(
         )
     if status == WhatsAppStatus.ACTIVE and account.status != WhatsAppStatus.ACTIVE:
         account.connected_at = timezone.now()
+    if status in (WhatsAppStatus.ACTIVE, WhatsAppStatus.VERIFYING):
+        # Registered at Meta: the claim is proven, no longer one that lapses.
+        account.claim_expires_at = None
     account.status = status
     account.detail_parts = detail.as_json()
     account.meta_code = meta_code
@@ -181,8 +187,11 @@ def _all_fields() -> list[str]:
 def save(account: WhatsAppAccount, fields: list[str] | None = None) -> None:
     """Save `fields` (default: all but the lease) in a short transaction of its own, at once.
 
-    A number another clinic took in the meantime is a 409, never a 500.
+    A number another clinic took in the meantime is a 409, never a 500. A
+    status saved saves its claim with it (`set_status` may have proven it).
     """
+    if fields is not None and "status" in fields and "claim_expires_at" not in fields:
+        fields = [*fields, "claim_expires_at"]
     update_fields = [*fields, "updated_at"] if fields is not None else _all_fields()
     try:
         with transaction.atomic():
@@ -233,19 +242,64 @@ def client_for(account: WhatsAppAccount, access_token: str | None = None) -> Met
     return MetaClient(token)
 
 
-def ensure_not_owned_elsewhere(
-    account: WhatsAppAccount, *, phone_number_id: str = "", number: str = ""
-) -> None:
-    """Refuse another clinic's number or phone number id before anything reaches Meta."""
-    others = WhatsAppAccount.objects.exclude(pk=account.pk)
-    if number and others.filter(number=number).exists():
-        raise NumberOwnedElsewhereError(status=account.status, reason=Detail.of("conflict.number_owned"))
-    if (
-        phone_number_id
-        and others.filter(phone_number_id=phone_number_id)
+def _claims_elsewhere(account: WhatsAppAccount, now: datetime, **number: str) -> list[datetime | None]:
+    """When the other clinics' claims on the number lapse: None for a proven claim.
+
+    Only a proven claim (a verified code, a number registered or being
+    registered, saved credentials) or a code request younger than
+    CLAIM_LIFETIME holds a number; a disconnected clinic holds nothing.
+    """
+    return list(
+        WhatsAppAccount.objects.exclude(pk=account.pk)
         .exclude(status=WhatsAppStatus.DISCONNECTED)
-        .exists()
-    ):
-        raise NumberOwnedElsewhereError(
-            status=account.status, reason=Detail.of("conflict.phone_number_id_owned")
-        )
+        .filter(**number)
+        .filter(Q(claim_expires_at__isnull=True) | Q(claim_expires_at__gt=now))
+        .values_list("claim_expires_at", flat=True)
+    )
+
+
+def ensure_not_owned_elsewhere(
+    account: WhatsAppAccount, *, phone_number_id: str = "", number: str = "", pending_too: bool = True
+) -> None:
+    """Refuse a number (or phone number id) another clinic holds, before anything reaches Meta.
+
+    The 409 says whether the other clinic has it connected or is connecting it
+    (a code request, held at most CLAIM_LIFETIME), never which clinic.
+    `pending_too=False` lets a code be verified while another clinic only waits
+    for its own: the right code wins.
+    """
+    now = timezone.now()
+    for field, value in (("number", number), ("phone_number_id", phone_number_id)):
+        if not value:
+            continue
+        claims = _claims_elsewhere(account, now, **{field: value})
+        if None in claims:
+            key = "conflict.number_owned" if field == "number" else "conflict.phone_number_id_owned"
+            raise NumberOwnedElsewhereError(status=account.status, reason=Detail.of(key))
+        if claims and pending_too:
+            lapses = max(claim for claim in claims if claim is not None)
+            raise NumberOwnedElsewhereError(
+                status=account.status,
+                reason=Detail.of(
+                    "conflict.number_claimed",
+                    minutes=max(1, int((lapses - now).total_seconds() // 60) + 1),
+                ),
+            )
+
+
+def mark_lapsed_claims(account: WhatsAppAccount, *, number: str, phone_number_id: str) -> None:
+    """Tell the clinics whose code request for this number lapsed that another clinic now asked
+    for a code: they stay `pending_otp` (their right code still wins) and read why."""
+    lapsed = (
+        WhatsAppAccount.objects.exclude(pk=account.pk)
+        .filter(status=WhatsAppStatus.PENDING_OTP, claim_expires_at__lte=timezone.now())
+        .filter(Q(number=number) | Q(phone_number_id=phone_number_id))
+    )
+    for other in lapsed:
+        try:
+            with between_actions(other) as locked:
+                if locked.status == WhatsAppStatus.PENDING_OTP and "claim.lapsed" not in locked.detail_keys:
+                    set_status(locked, locked.status, detail=Detail.of("claim.lapsed"))
+                    save(locked, ["detail_parts"])
+        except StatusConflictError:
+            continue  # that clinic is acting now: it reads its own outcome

@@ -159,7 +159,8 @@ def test_parallel_settings_changes_lose_no_update(clinic, clinic_admin, graph):
 def test_two_clinics_registering_one_number_at_once_leave_one_owner(
     clinic, clinic_admin, other_clinic, other_clinic_admin, graph
 ):
-    # Both pass the "is it someone else's?" check at the same moment; the database decides.
+    # Both may pass the "is it someone else's?" check at the same moment: a code request only
+    # claims the number (30 minutes at most). The first right code wins; the database decides.
     arrange(clinic, access_token=TOKEN)
     arrange(other_clinic, access_token=TOKEN)
     counter = CallCounter()
@@ -168,20 +169,41 @@ def test_two_clinics_registering_one_number_at_once_leave_one_owner(
     graph.callback(
         "POST", f"{PNID}/request_code", counter.respond("request_code", 200, {"success": True}, delay=0.3)
     )
+    graph.callback(
+        "POST", f"{PNID}/verify_code", counter.respond("verify_code", 200, {"success": True}, delay=0.3)
+    )
+    graph.callback("POST", f"{PNID}/register", counter.respond("register", 200, {"success": True}))
+    graph.callback("GET", PNID, counter.respond("number", 200, phone_number("CONNECTED")))
+    graph.callback("POST", f"{WABA}/subscribed_apps", counter.respond("subscribe", 200, {"success": True}))
     form = {"phone": "+503 7765-4321", "otpMethod": "sms", "wabaId": WABA}
     first, second = client_for(clinic_admin), client_for(other_clinic_admin)
 
-    results = in_parallel(
+    asked = in_parallel(
         [
             lambda: first.post(REGISTER_URL, form, format="json"),
             lambda: second.post(REGISTER_URL, form, format="json"),
         ]
     )
+    assert 200 in [r.status_code for r in asked]
+    pending = [
+        client for client, response in zip((first, second), asked, strict=True) if response.status_code == 200
+    ]
+    if len(pending) == 2:
+        results = in_parallel(
+            [
+                lambda: first.post(VERIFY_URL, {"code": "123456"}, format="json"),
+                lambda: second.post(VERIFY_URL, {"code": "123456"}, format="json"),
+            ]
+        )
+        assert sorted(r.status_code for r in results) == [200, 409]
+        refused = next(r for r in results if r.status_code == 409)
+        assert "already connected to another clinic" in refused.json()["detail"]
+        assert refused.json()["status"] == "failed"
+    else:
+        refused = next(r for r in asked if r.status_code == 409)
+        assert "is connecting this number" in refused.json()["detail"]
+        assert pending[0].post(VERIFY_URL, {"code": "123456"}, format="json").status_code == 200
 
-    assert sorted(r.status_code for r in results) == [200, 409]
-    refused = next(r for r in results if r.status_code == 409)
-    assert "another clinic" in refused.json()["detail"]
-    owners = WhatsAppAccount.objects.filter(number=PHONE)
-    assert owners.count() == 1
-    assert owners.get().status == "pending_otp"
-    assert WhatsAppAccount.objects.filter(phone_number_id=PNID).count() == 1
+    holders = WhatsAppAccount.objects.filter(number=PHONE, claim_expires_at__isnull=True)
+    assert list(holders.values_list("status", flat=True)) == ["active"]
+    assert WhatsAppAccount.objects.filter(status="active", phone_number_id=PNID).count() == 1

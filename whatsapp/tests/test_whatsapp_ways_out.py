@@ -233,9 +233,12 @@ def test_a_wrong_existing_pin_stays_failed_and_stores_nothing(admin_api, clinic,
     assert response.status_code == 400
     assert response.json()["meta_code"] == 133005
     assert response.json()["status"] == "failed"
+    # It says the PIN was wrong, and how many register attempts Meta still allows.
+    assert "not this number's two-step verification PIN" in response.json()["detail"]
+    assert "9 more register attempts" in response.json()["detail"]
     # Nothing lost: every column as it was, but the detail that asks for the PIN again.
     after = snapshot(clinic)
-    assert after.pop("detail_parts") == [{"key": "meta.133005", "params": {}}]
+    assert after.pop("detail_parts") == [{"key": "pin.wrong", "params": {"left": 9}}]
     before.pop("detail_parts")
     assert after == before
     assert before["registration_pin"] == "482915"
