@@ -12,7 +12,10 @@ class ClinicsConfig(AppConfig):
     def ready(self) -> None:
         from django.contrib import admin
 
-        from . import notifications  # noqa: F401  (e-mails the WhatsApp alerts)
+        from . import (
+            notifications,  # noqa: F401  (e-mails the WhatsApp alerts)
+            relay,  # noqa: F401  (records patients' messages, forwards them to the bot)
+        )
         from .api import schema  # noqa: F401  (registers the OpenAPI auth extension)
 
         # Our name on every admin page, in the user's language ("Clinics", not "Django administration").
