@@ -10,7 +10,7 @@ from django.db import connections, transaction
 
 from messaging.bot_endpoint import bot_endpoint_ping, bot_endpoint_save_url
 from messaging.models import BotDelivery, BotEndpoint, Conversation, Message
-from messaging.outbox import bot_delivery_record_outcome, deliver_one
+from messaging.outbox import bot_delivery_attempt
 from messaging.services import messaging_record_inbound
 from messaging.tests.conftest import PNID, load, value_of
 from whatsapp.tests.test_concurrency_pg import in_parallel
@@ -78,9 +78,8 @@ def test_no_row_is_locked_while_the_bot_is_answering(clinic, bot_server):
         return 200, {}, b""
 
     bot_server.answer = answer
-    delivery = BotDelivery.objects.get()
-    bot_delivery_record_outcome(delivery=delivery, outcome=deliver_one(delivery))
+    assert bot_delivery_attempt(delivery_id=str(BotDelivery.objects.get().pk)) == "delivered"
     assert bot_endpoint_ping(clinic_id=clinic.pk).live
 
     assert seen == ["free", "free"]
-    assert BotDelivery.objects.get().state == "delivered"
+    assert BotDelivery.objects.get().public_state == "delivered"

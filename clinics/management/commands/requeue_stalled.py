@@ -1,7 +1,8 @@
 """Queue again the background work a dead worker or a lost task left (run every few minutes).
 
 Every outbox of the product goes through the one loop of `common.outbox`; this sweeps
-each of them: webhook deliveries and the warning e-mails to clinics' admins.
+each of them: webhook deliveries, the warning e-mails to clinics' admins and the deliveries
+to clinics' bots.
 """
 
 from __future__ import annotations
@@ -11,16 +12,21 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from clinics.notifications import clinic_alerts_requeue_stalled
+from messaging.outbox import bot_deliveries_requeue_stalled
 from whatsapp.deliveries import whatsapp_deliveries_requeue_stalled
 
 
 class Command(BaseCommand):
     help = (
-        "Queue again the webhook deliveries and warning e-mails whose worker died or whose task was "
+        "Queue again the webhook deliveries, warning e-mails and deliveries to bots whose worker died or whose task was "
         "lost (their lease ran out). Run every few minutes; safe on several machines at once."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
         deliveries = whatsapp_deliveries_requeue_stalled()
         emails = clinic_alerts_requeue_stalled()
-        self.stdout.write(f"{deliveries} stalled deliveries and {emails} stalled e-mails queued again")
+        to_bots = bot_deliveries_requeue_stalled()
+        self.stdout.write(
+            f"{deliveries} stalled deliveries, {emails} stalled e-mails and {to_bots} stalled deliveries "
+            "to bots queued again"
+        )
