@@ -89,40 +89,35 @@ MESSAGE_SHAPE = OutputShape(
 )
 
 
-def _conversation_fields(last: Any) -> list[OutputField]:
-    return [
-        OutputField("id", lambda c: str(c.pk), serializers.UUIDField()),
-        OutputField("wa_id", lambda c: c.wa_id or None, serializers.CharField(allow_null=True)),
-        OutputField("user_id", lambda c: c.user_id or None, serializers.CharField(allow_null=True)),
-        OutputField("profile_name", lambda c: c.profile_name, serializers.CharField(allow_null=True)),
+# A conversation is rendered with its last message: the pair (conversation, last message or None).
+CONVERSATION_SHAPE = OutputShape(
+    "Conversation",
+    [
+        OutputField("id", lambda p: str(p[0].pk), serializers.UUIDField()),
+        OutputField("wa_id", lambda p: p[0].wa_id or None, serializers.CharField(allow_null=True)),
+        OutputField("user_id", lambda p: p[0].user_id or None, serializers.CharField(allow_null=True)),
+        OutputField("profile_name", lambda p: p[0].profile_name, serializers.CharField(allow_null=True)),
         OutputField(
             "window_open_until",
-            lambda c: utc_iso(c.window_open_until),
+            lambda p: utc_iso(p[0].window_open_until),
             serializers.DateTimeField(allow_null=True),
         ),
-        OutputField("needs_human", lambda c: c.needs_human, serializers.BooleanField()),
+        OutputField("needs_human", lambda p: p[0].needs_human, serializers.BooleanField()),
         OutputField(
             "last_message_at",
-            lambda c: utc_iso(c.last_message_at),
+            lambda p: utc_iso(p[0].last_message_at),
             serializers.DateTimeField(allow_null=True),
         ),
-        OutputField("last_message", last, MESSAGE_SHAPE.serializer(allow_null=True)),
-    ]
+        OutputField(
+            "last_message",
+            lambda p: None if p[1] is None else MESSAGE_SHAPE.render(p[1]),
+            MESSAGE_SHAPE.serializer(allow_null=True),
+        ),
+    ],
+)
 
 
-CONVERSATION_SHAPE = OutputShape("Conversation", _conversation_fields(lambda c: None))
-
-
-def conversation_body(conversation: Conversation, last: Message | None) -> dict[str, Any]:
-    body = CONVERSATION_SHAPE.render(conversation)
-    body["last_message"] = None if last is None else MESSAGE_SHAPE.render(last)
-    return body
-
-
-def _endpoint_value(name: str) -> Any:
-    return lambda pair: getattr(pair[0], name) if pair[0] is not None else None
-
-
+# Rendered from (endpoint or None, its pending and dead counts, a secret just made or None).
 BOT_ENDPOINT_SHAPE = OutputShape(
     "BotEndpoint",
     [
@@ -355,7 +350,9 @@ class ConversationListView(MessagingMixin, APIView):
             self, request, conversations_of(clinic_id=self.clinic.pk), "-last_message_at"
         )
         last = last_messages(rows)
-        return paginator.get_paginated_response([conversation_body(c, last.get(c.pk)) for c in rows])
+        return paginator.get_paginated_response(
+            [CONVERSATION_SHAPE.render((c, last.get(c.pk))) for c in rows]
+        )
 
 
 class ConversationMessagesView(MessagingMixin, APIView):
