@@ -1,8 +1,8 @@
 """Outboxes: work written as a row in the transaction of a change, then taken by a worker.
 
-Webhook deliveries, the warning e-mails to a clinic's admins (and next the deliveries to
-bots and the sends to Meta) are each an outbox: a model with the fields of `OutboxRow`
-and one task that works one row. The loop around the work is written once, here:
+Webhook deliveries, the warning e-mails to a clinic's admins, the deliveries to bots (and
+next the sends to Meta) are each an outbox: a model with the fields of `OutboxRow` and one
+task that works one row. The loop around the work is written once, here:
 
 * `Outbox.enqueue(row)` queues the row's task in the caller's transaction and leases the
   row to the queue: a worker should have taken it by the time the lease ends;
