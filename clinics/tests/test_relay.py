@@ -15,6 +15,7 @@ from clinics.notifications import clinic_alert_send
 from messaging.models import BotDelivery, BotEndpoint, Conversation, Message
 from messaging.outbox import bot_delivery_attempt
 from messaging.signing import new_signing_secret
+from messaging.tests.conftest import answered_patient, load
 from whatsapp.deliveries import whatsapp_delivery_process, whatsapp_delivery_store
 from whatsapp.inbound import messages_change_received
 from whatsapp.models import AppliedWebhookEvent, WebhookDelivery, WhatsAppAlert
@@ -217,3 +218,17 @@ def test_the_sweep_queues_a_delivery_whose_worker_died(clinic, queued_tasks, set
 
     assert BotDelivery.objects.get().state == "queued"
     assert [task.kwargs for task in queued_tasks] == [{"delivery_id": str(delivery.pk)}]
+
+
+def test_a_status_of_our_message_is_forwarded_to_a_live_bot(clinic, queued_tasks):
+    arrange_active(clinic)
+    live_bot(clinic)
+    status = load("webhook_messages_status_sent.json")
+    wamid = status["entry"][0]["changes"][0]["value"]["statuses"][0]["id"]
+    answered_patient(clinic, wamid=wamid)
+
+    deliver(clinic, status)
+
+    [delivery] = BotDelivery.objects.filter(event_type="message.status")
+    assert (delivery.event_status, delivery.message.wamid, delivery.state) == ("sent", wamid, "queued")
+    assert Message.objects.get(wamid=wamid).status == "sent"
