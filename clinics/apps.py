@@ -16,6 +16,7 @@ class ClinicsConfig(AppConfig):
 
         from . import (
             notifications,  # noqa: F401  (e-mails the WhatsApp alerts)
+            relay,  # noqa: F401  (records patients' messages, forwards them to the bot)
             signin,  # noqa: F401  (registers the sign-in limiter's cache check)
         )
         from .api import schema  # noqa: F401  (registers the OpenAPI auth extension)

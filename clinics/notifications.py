@@ -92,6 +92,17 @@ def alert_message(alert: WhatsAppAlert, clinic: Clinic) -> tuple[str, str]:
             detail, fix = check_sentences(check)
             if detail:
                 lines.append(f"- {detail} {fix or ''}".rstrip())
+    elif alert.kind == AlertKind.BOT_FAILING:
+        subject = _("The bot of %(clinic)s is not answering") % {"clinic": clinic.name}
+        lines = [
+            _("Patients' messages have not reached the bot of %(clinic)s for 10 minutes.")
+            % {"clinic": clinic.name},
+            _(
+                "They are kept and sent again on schedule; meanwhile their conversations are marked "
+                "as needing a person. Check that the bot is running and answers at its URL."
+            ),
+        ]
+        closing = _("Open the clinic's conversations to answer the patients who are waiting.")
     else:
         subject = _("WhatsApp of %(clinic)s was disconnected by Meta") % {"clinic": clinic.name}
         lines = [

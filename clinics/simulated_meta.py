@@ -8,6 +8,8 @@ API over HTTP (never imports it); anything unexpected just shows nothing.
 
 from __future__ import annotations
 
+import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -71,3 +73,70 @@ def simulated_code(phone_number_id: str) -> str | None:
     sent = _get(f"/numbers/{phone_number_id}/code")
     code = sent.get("code") if isinstance(sent, dict) else None
     return str(code) if code else None
+
+
+# The simulated patient who writes from the settings page.
+SIMULATED_PATIENT = {"wa_id": "50376543210", "name": "Paciente de prueba"}
+
+
+def simulated_patient_payload(account: Any, text: str, *, at: int) -> dict[str, Any]:
+    """Meta's `messages` webhook for one text from the simulated patient to the clinic's number."""
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": account.business_account_id or "0",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {
+                                "display_phone_number": (account.number or "").lstrip("+"),
+                                "phone_number_id": account.phone_number_id,
+                            },
+                            "contacts": [
+                                {
+                                    "profile": {"name": SIMULATED_PATIENT["name"]},
+                                    "wa_id": SIMULATED_PATIENT["wa_id"],
+                                }
+                            ],
+                            "messages": [
+                                {
+                                    "from": SIMULATED_PATIENT["wa_id"],
+                                    "id": f"wamid.simulated.{uuid.uuid4().hex}",
+                                    "timestamp": str(at),
+                                    "type": "text",
+                                    "text": {"body": text},
+                                }
+                            ],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def simulated_patient_message(account: Any, text: str, *, webhook_url: str) -> bool:
+    """Ask the simulated Meta to post a signed patient message to the clinic's webhook, as Meta would.
+
+    The fake signs it with the app secret the webhook checks. False when Meta is not
+    simulated, the number has no id yet, or the fake did not deliver it.
+    """
+    control = _control_url()
+    secret = account.app_secret or settings.META_APP_SECRET
+    if control is None or not account.phone_number_id or not secret:
+        return False
+    payload = simulated_patient_payload(account, text, at=int(time.time()))
+    try:
+        response = requests.post(
+            f"{control}/webhooks/send",
+            json={"url": webhook_url, "app_secret": secret, "payload": payload},
+            timeout=15.0,
+        )
+    except requests.RequestException:
+        return False
+    answer = response.json() if response.ok else None
+    # The fake reports what the webhook answered: only a 200 means the message was taken.
+    return isinstance(answer, dict) and answer.get("status") == 200

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import views
+from . import messaging_pages, views
 
 app_name = "clinics"
 
@@ -22,4 +22,20 @@ urlpatterns = [
     path("settings/whatsapp/verify/", views.whatsapp_verify, name="whatsapp-verify"),
     path("settings/whatsapp/pin/", views.whatsapp_pin, name="whatsapp-pin"),
     path("settings/whatsapp/deregister/", views.whatsapp_deregister, name="whatsapp-deregister"),
+    # The bot's side of the number: clinics/messaging_pages.py.
+    path("settings/bot/endpoint/", messaging_pages.bot_url_update, name="bot-url"),
+    path("settings/bot/test/", messaging_pages.bot_test, name="bot-test"),
+    path("settings/bot/secret/", messaging_pages.bot_secret_rotate, name="bot-secret"),
+    path(
+        "settings/bot/deliveries/<uuid:delivery_id>/redeliver/",
+        messaging_pages.bot_redeliver,
+        name="bot-redeliver",
+    ),
+    path("settings/bot/patient-message/", messaging_pages.patient_message, name="patient-message"),
+    path("conversations/", messaging_pages.conversations_page, name="conversations"),
+    path(
+        "conversations/<uuid:conversation_id>/clear/",
+        messaging_pages.conversation_clear,
+        name="conversation-clear",
+    ),
 ]

@@ -245,6 +245,9 @@ if WEBHOOK_RETENTION_DAYS < 7:
 # The clinic's bot (messaging): only https:// to a public address unless this is on
 # (development and tests, where the bot runs on this machine).
 BOT_URL_ALLOW_PRIVATE = env.bool("BOT_URL_ALLOW_PRIVATE", default=False)
+# Multiplies the bot deliveries' retry delays and their 24-hour horizon: 1 in production;
+# the end-to-end tests shrink it to see a delivery retried and then dead within seconds.
+BOT_RETRY_SCALE = env.float("BOT_RETRY_SCALE", default=1.0)
 # Conversations' messages older than this many days are deleted by the daily clean-up.
 MESSAGE_RETENTION_DAYS = env.int("MESSAGE_RETENTION_DAYS", default=365)
 

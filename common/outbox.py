@@ -1,8 +1,8 @@
 """Outboxes: work written as a row in the transaction of a change, then taken by a worker.
 
-Webhook deliveries, the warning e-mails to a clinic's admins (and next the deliveries to
-bots and the sends to Meta) are each an outbox: a model with the fields of `OutboxRow`
-and one task that works one row. The loop around the work is written once, here:
+Webhook deliveries, the warning e-mails to a clinic's admins, the deliveries to bots (and
+next the sends to Meta) are each an outbox: a model with the fields of `OutboxRow` and one
+task that works one row. The loop around the work is written once, here:
 
 * `Outbox.enqueue(row)` queues the row's task in the caller's transaction and leases the
   row to the queue: a worker should have taken it by the time the lease ends;
@@ -17,7 +17,11 @@ and one task that works one row. The loop around the work is written once, here:
   queues the rest of it as a new task behind whatever else is queued;
 * `Outbox.succeed(row)` marks it done; `Outbox.fail(row, error)` records the error and
   retries after `common.tasks.retry_delay(attempts)`, or gives up (failed) after
-  `TASK_RETRY_ATTEMPTS`;
+  `TASK_RETRY_ATTEMPTS`; an outbox with its own schedule passes `retry_at` or `give_up`;
+* an outbox whose rows form lines (`lane="conversation"`) works each line one row at a
+  time, oldest first: a row is taken only when no older row of its line is unfinished
+  (queued, processing or retrying; a failed one no longer holds the line), and when a
+  row leaves the loop the next of its line is queued at once;
 * `Outbox.requeue_stalled()` (run every few minutes) queues again each unfinished row
   whose lease ran out: a task lost on the way, a worker that died mid-work. It claims
   each with a conditional UPDATE, so sweeps on several machines queue it once.
@@ -36,7 +40,7 @@ from typing import Any, Generic, TypeVar
 
 from django.conf import settings
 from django.db import models, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django_tasks.base import Task
@@ -100,6 +104,8 @@ class Outbox(Generic[R]):
     # field that orders one tenant's rows, oldest first.
     tenant: str | None = None
     oldest_first: str = "pk"
+    # The foreign key naming a row's line: one row of a line at a time, in `oldest_first` order.
+    lane: str | None = None
     # The tenant this process served last: the next claim starts after it (round robin).
     _turn: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -146,10 +152,43 @@ class Outbox(Generic[R]):
 
     def _tenant_attname(self) -> str:
         """The tenant's column (`clinic_id` for `clinic`): rows are compared by it, never loaded."""
-        tenant = self.model._meta.get_field(self.tenant or "")
-        if not isinstance(tenant, models.Field):
-            raise TypeError(f"{self.model.__name__}.{self.tenant} is not a field of its own.")
-        return tenant.attname
+        return self._attname(self.tenant)
+
+    def _attname(self, name: str | None) -> str:
+        found = self.model._meta.get_field(name or "")
+        if not isinstance(found, models.Field):
+            raise TypeError(f"{self.model.__name__}.{name} is not a field of its own.")
+        return found.attname
+
+    def _heads(self) -> Q:
+        """Rows that head their line (no older unfinished row in it); every row without lanes."""
+        if self.lane is None:
+            return Q()
+        lane, order = self._attname(self.lane), self.oldest_first
+        older_unfinished = self._rows().filter(
+            Q(**{f"{order}__lt": OuterRef(order)}) | Q(**{order: OuterRef(order), "pk__lt": OuterRef("pk")}),
+            **{lane: OuterRef(lane)},
+            state__in=UNFINISHED,
+        )
+        return ~Q(Exists(older_unfinished))
+
+    def _queue_next_in_lane(self, row: R) -> None:
+        """A row left the loop: its line's next waiting row is queued now, not at the next sweep."""
+        if self.lane is None:
+            return
+        lane = self._attname(self.lane)
+        line = getattr(row, lane)
+        if line is None:
+            return
+        following = (
+            self._rows()
+            .filter(self._heads(), **{lane: line}, state=OutboxState.QUEUED)
+            .order_by(self.oldest_first, "pk")
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if following is not None:
+            self._enqueue_task(following)
 
     def _next_in_turn(self) -> Any:
         """The oldest due row of the first tenant after the one served last (wrapping round)."""
@@ -158,7 +197,8 @@ class Outbox(Generic[R]):
         due = self._rows().filter(
             Q(state=OutboxState.QUEUED)
             | Q(state=OutboxState.RETRYING, next_attempt_at__lte=now)
-            | Q(state=OutboxState.PROCESSING, lease_expires_at__lt=now)
+            | Q(state=OutboxState.PROCESSING, lease_expires_at__lt=now),
+            self._heads(),
         )
         tenants = due.order_by(tenant).values_list(tenant, flat=True).distinct()
         last = self._turn.get("last")
@@ -188,7 +228,7 @@ class Outbox(Generic[R]):
         if not continuation:
             changes["attempts"] = F("attempts") + 1
         with transaction.atomic():
-            if not self._rows().filter(pk=pk).filter(takeable).update(**changes):
+            if not self._rows().filter(takeable, self._heads(), pk=pk).update(**changes):
                 return None
             return self._rows().get(pk=pk)
 
@@ -210,22 +250,40 @@ class Outbox(Generic[R]):
             "lease_expires_at": None,
             "next_attempt_at": None,
         }
-        self._rows().filter(pk=row.pk).update(**{**done, **fields})
+        with transaction.atomic():
+            self._rows().filter(pk=row.pk).update(**{**done, **fields})
+            self._queue_next_in_lane(row)
 
-    def fail(self, row: R, error: BaseException | str) -> str:
+    def fail(
+        self,
+        row: R,
+        error: BaseException | str,
+        *,
+        retry_at: datetime | None = None,
+        give_up: bool = False,
+        **fields: Any,
+    ) -> str:
         """Record the failure; retry after the backoff, or give up after the last attempt.
 
-        Returns what happens next ("retrying in 30 s", "given up"), for the task's result.
+        An outbox with its own schedule says when (`retry_at`) or that it is over
+        (`give_up`); `fields` are the outbox's own columns. Returns what happens next
+        ("retrying in 30 s", "given up"), for the task's result.
         """
         text = (error if isinstance(error, str) else f"{type(error).__name__}: {error}")[:ERROR_LENGTH]
-        if row.attempts >= settings.TASK_RETRY_ATTEMPTS:
-            self._rows().filter(pk=row.pk).update(
-                state=OutboxState.FAILED, last_error=text, lease_expires_at=None, next_attempt_at=None
-            )
+        if give_up or (retry_at is None and row.attempts >= settings.TASK_RETRY_ATTEMPTS):
+            with transaction.atomic():
+                self._rows().filter(pk=row.pk).update(
+                    state=OutboxState.FAILED,
+                    last_error=text,
+                    lease_expires_at=None,
+                    next_attempt_at=None,
+                    **fields,
+                )
+                self._queue_next_in_lane(row)
             logger.error("%s %s given up after %d attempts", self.model.__name__, row.pk, row.attempts)
             return "given up"
-        delay = retry_delay(row.attempts)
         now = timezone.now()
+        delay = retry_delay(row.attempts) if retry_at is None else max(retry_at - now, timedelta(0))
         with transaction.atomic():
             # Leased past the retry: a retry task that got lost is queued again by the sweep.
             self._rows().filter(pk=row.pk).update(
@@ -233,6 +291,7 @@ class Outbox(Generic[R]):
                 last_error=text,
                 next_attempt_at=now + delay,
                 lease_expires_at=now + delay + self.lease(),
+                **fields,
             )
             self._enqueue_task(row.pk, delay)
         return f"retrying in {int(delay.total_seconds())} s"

@@ -17,6 +17,7 @@ from django.utils.translation import gettext_lazy as _
 
 from common.fields import EncryptedFieldsQuerySet, EncryptedTextField
 from common.masking import mask_secret
+from common.outbox import OutboxRow, OutboxState
 
 # The clinic is named, never imported: messaging sits below the product.
 CLINIC_MODEL = "clinics.Clinic"
@@ -245,18 +246,29 @@ class BotEventType(models.TextChoices):
 
 
 class BotDeliveryState(models.TextChoices):
+    """Where a delivery stands for the clinic (API 18, the page): the outbox's states in its words."""
+
     PENDING = "pending", _("Pending")
-    DELIVERING = "delivering", _("Delivering")
     DELIVERED = "delivered", _("Delivered")
     DEAD = "dead", _("Dead")
 
 
-class BotDelivery(models.Model):
+# The outbox's states behind each of the clinic's words.
+DELIVERY_STATES: dict[str, tuple[str, ...]] = {
+    BotDeliveryState.PENDING: (OutboxState.QUEUED, OutboxState.PROCESSING, OutboxState.RETRYING),
+    BotDeliveryState.DELIVERED: (OutboxState.DONE,),
+    BotDeliveryState.DEAD: (OutboxState.FAILED,),
+}
+
+
+class BotDelivery(OutboxRow):
     """One event for the clinic's bot: an outbox row written with the change it reports.
 
     The body is rebuilt from the message at each attempt (no copy of patient data
     here); a status event keeps the status it reports, so a later change does not
-    rewrite an earlier event. `last_error` never holds patient data.
+    rewrite an earlier event. `last_error` never holds patient data. The loop's
+    fields (state, attempts, next attempt, lease) are common.outbox's: queued,
+    processing, retrying, done (delivered) or failed (dead).
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -288,16 +300,9 @@ class BotDelivery(models.Model):
         _("reported status"), max_length=10, choices=MessageStatus.choices, blank=True
     )
     event_error_code = models.IntegerField(_("reported error code"), null=True, blank=True)
-    state = models.CharField(
-        _("state"), max_length=12, choices=BotDeliveryState.choices, default=BotDeliveryState.PENDING
-    )
-    attempts = models.PositiveIntegerField(_("attempts"), default=0)
-    next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
-    lease_expires_at = models.DateTimeField(_("held by a worker until"), null=True, blank=True)
     first_attempt_at = models.DateTimeField(_("first attempt"), null=True, blank=True)
     delivered_at = models.DateTimeField(_("delivered at"), null=True, blank=True)
     last_status_code = models.PositiveIntegerField(_("last HTTP status"), null=True, blank=True)
-    last_error = models.CharField(_("last error"), max_length=255, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
@@ -310,11 +315,20 @@ class BotDelivery(models.Model):
             ),
         ]
         indexes = [
-            # The worker's claim: due rows by state and time.
+            # The worker's claim: due rows by state and time; the sweep: by state and lease.
             models.Index(fields=["state", "next_attempt_at"], name="msg_botdelivery_due"),
+            models.Index(fields=["state", "lease_expires_at"], name="msg_botdelivery_lease"),
             # One conversation's deliveries in order, one at a time.
             models.Index(fields=["conversation", "state"], name="msg_botdelivery_conv_state"),
         ]
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.webhook_id}"
+
+    @property
+    def public_state(self) -> str:
+        """pending, delivered or dead: what the clinic is told."""
+        for public, states in DELIVERY_STATES.items():
+            if self.state in states:
+                return public
+        return BotDeliveryState.PENDING

@@ -1,8 +1,12 @@
 """Deliveries to the clinic's bot: the body, one signed attempt, and what it means for the row.
 
-The loop that claims due rows (common's lease, claim and retry loop) calls
-`deliver_one(delivery)` outside any transaction, then `bot_delivery_record_outcome`
-with what came back. Contract: "Forwarding" in api-contract.md: a `2xx` within
+The deliveries are the `BOT_DELIVERIES` outbox of common's lease, claim and retry
+loop: clinic by clinic in turn (one clinic's backlog never holds another's), and
+one conversation's deliveries one at a time, oldest first (its lane), so the bot
+sees a patient's messages in `sequence` order. A task (`bot_delivery_attempt`)
+claims the row whose turn it is, calls `deliver_one(delivery)` outside any
+transaction, then `bot_delivery_record_outcome` with what came back. The
+`requeue_stalled` sweep queues again a row whose worker died. Contract: "Forwarding" in api-contract.md: a `2xx` within
 10 seconds acknowledges; anything else is retried after about 5 s, 30 s, 2 min,
 10 min, 30 min, then hourly, for 24 hours from the first try, waiting at least
 what the bot's `Retry-After` asks (up to an hour); then the delivery is `dead`.
@@ -19,15 +23,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django_tasks import task
+
+from common.outbox import UNFINISHED, Outbox, OutboxState
+from whatsapp.alerts import whatsapp_alert_record
+from whatsapp.models import AlertKind
 
 from .exceptions import BotDeliveryNotDeadError, BotError
 from .models import (
     BotDelivery,
-    BotDeliveryState,
     BotEndpoint,
     BotEndpointStatus,
     BotEventType,
@@ -145,14 +154,22 @@ def next_attempt_at(
     *, attempt: int, first_attempt_at: datetime, now: datetime, retry_after_seconds: int | None = None
 ) -> datetime | None:
     """When to try again after failed attempt number `attempt` (1 for the first), or None: give up."""
-    if attempt <= len(RETRY_DELAYS_SECONDS):
-        delay = RETRY_DELAYS_SECONDS[attempt - 1]
-    else:
-        delay = RETRY_HOURLY_SECONDS
+    delays, hourly, give_up_after = _schedule()
+    delay = delays[attempt - 1] if attempt <= len(delays) else hourly
     if retry_after_seconds is not None:
         delay = max(delay, retry_after_seconds)
     when = now + timedelta(seconds=delay)
-    return None if when > first_attempt_at + GIVE_UP_AFTER else when
+    return None if when > first_attempt_at + give_up_after else when
+
+
+def _schedule() -> tuple[tuple[int, ...], int, timedelta]:
+    """The retry delays, the hourly pause and the give-up horizon (BOT_RETRY_SCALE shortens them for tests)."""
+    scale = float(settings.BOT_RETRY_SCALE)
+    return (
+        tuple(max(1, int(d * scale)) for d in RETRY_DELAYS_SECONDS),
+        max(1, int(RETRY_HOURLY_SECONDS * scale)),
+        GIVE_UP_AFTER * scale,
+    )
 
 
 def _failed(
@@ -164,7 +181,7 @@ def _failed(
     retry_after: int | None = None,
 ) -> Outcome:
     when = next_attempt_at(
-        attempt=delivery.attempts + 1,
+        attempt=max(delivery.attempts, 1),  # counted by the claim
         first_attempt_at=delivery.first_attempt_at or now,
         now=now,
         retry_after_seconds=retry_after,
@@ -206,47 +223,92 @@ def deliver_one(delivery: BotDelivery) -> Outcome:
     )
 
 
+@task()
+def deliver_to_bot(delivery_id: str) -> str:
+    """The background task: one attempt of the delivery whose turn it is."""
+    return bot_delivery_attempt(delivery_id=delivery_id)
+
+
+# A worker holds a delivery this long (the POST takes at most 10 seconds); then the sweep queues it again.
+DELIVERY_LEASE = timedelta(minutes=2)
+
+BOT_DELIVERIES: Outbox[BotDelivery] = Outbox(
+    model=BotDelivery,
+    task=deliver_to_bot,
+    row_arg="delivery_id",
+    lease=lambda: DELIVERY_LEASE,
+    tenant="clinic",
+    oldest_first="created_at",
+    lane="conversation",
+)
+
+
+def bot_delivery_attempt(*, delivery_id: Any) -> str:
+    """Claim the delivery whose turn it is, post it to the bot with no transaction open, record the outcome."""
+    delivery = BOT_DELIVERIES.claim(delivery_id)
+    if delivery is None:
+        return "nothing to do"
+    try:
+        outcome = deliver_one(delivery)
+    except Exception as exc:
+        logger.exception("Bot delivery %s could not be attempted", delivery.webhook_id)
+        outcome = _failed(delivery, timezone.now(), type(exc).__name__)
+    return bot_delivery_record_outcome(delivery=delivery, outcome=outcome)
+
+
 @transaction.atomic
-def bot_delivery_record_outcome(*, delivery: BotDelivery, outcome: Outcome) -> None:
+def bot_delivery_record_outcome(*, delivery: BotDelivery, outcome: Outcome) -> str:
     """Write what an attempt gave to its row, and to the endpoint's health, in one short transaction.
 
     A success makes a `failing` endpoint `live` again; failures for 10 minutes with
-    no success make a `live` one `failing`, and the conversations still waiting for
-    a delivery then need a person. A row already delivered or dead is left alone.
+    no success make a `live` one `failing`: the clinic's admins are warned once for
+    the episode, and the conversations still waiting for a delivery need a person.
+    A row already delivered or dead is left alone. Returns what happens next.
     """
     now = outcome.attempted_at
-    changes: dict[str, Any] = {
-        "attempts": F("attempts") + 1,
+    if not BotDelivery.objects.filter(pk=delivery.pk, state__in=UNFINISHED).exists():
+        return "already settled"
+    columns: dict[str, Any] = {
         "first_attempt_at": Coalesce(F("first_attempt_at"), now),
-        "lease_expires_at": None,
         "last_status_code": outcome.status_code,
-        "last_error": outcome.error[:255],
     }
-    if outcome.kind == Outcome.ACKNOWLEDGED:
-        changes.update(
-            state=BotDeliveryState.DELIVERED, delivered_at=now, next_attempt_at=None, last_error=""
-        )
-    elif outcome.kind == Outcome.RETRY:
-        changes.update(state=BotDeliveryState.PENDING, next_attempt_at=outcome.retry_at)
-    else:
-        changes.update(state=BotDeliveryState.DEAD, next_attempt_at=None)
-    open_states = [BotDeliveryState.PENDING, BotDeliveryState.DELIVERING]
-    updated = BotDelivery.objects.filter(pk=delivery.pk, state__in=open_states).update(**changes)
-    if not updated:
-        return
     endpoints = BotEndpoint.objects.filter(clinic_id=delivery.clinic_id)
     if outcome.kind == Outcome.ACKNOWLEDGED:
+        BOT_DELIVERIES.succeed(delivery, delivered_at=now, **columns)
         endpoints.update(last_success_at=now, failing_since=None)
         endpoints.filter(status=BotEndpointStatus.FAILING).update(status=BotEndpointStatus.LIVE)
-        return
+        return "delivered"
+    error = outcome.error[:255]
+    if outcome.kind == Outcome.RETRY:
+        result = BOT_DELIVERIES.fail(delivery, error, retry_at=outcome.retry_at, **columns)
+    else:
+        result = BOT_DELIVERIES.fail(delivery, error, give_up=True, **columns)
     endpoints.filter(failing_since__isnull=True).update(failing_since=now)
     turned = endpoints.filter(status=BotEndpointStatus.LIVE, failing_since__lte=now - FAILING_AFTER).update(
         status=BotEndpointStatus.FAILING
     )
     if turned:
-        Conversation.objects.filter(
-            Q(bot_deliveries__state__in=open_states), clinic_id=delivery.clinic_id, needs_human=False
-        ).update(needs_human=True)
+        _bot_failing(delivery.clinic_id)
+    return result
+
+
+def _bot_failing(clinic_id: Any) -> None:
+    """The endpoint just turned `failing`: one warning for the episode, and a person for the waiting patients."""
+    since = BotEndpoint.objects.filter(clinic_id=clinic_id).values_list("failing_since", flat=True).first()
+    whatsapp_alert_record(
+        clinic_id=clinic_id,
+        kind=AlertKind.BOT_FAILING,
+        key=f"bot_failing:{_iso(since)}",
+        params={"failing_since": _iso(since)},
+    )
+    Conversation.objects.filter(
+        Q(bot_deliveries__state__in=UNFINISHED), clinic_id=clinic_id, needs_human=False
+    ).update(needs_human=True)
+
+
+def bot_deliveries_requeue_stalled() -> int:
+    """Queue again the deliveries whose lease ran out (a worker died, a task was lost)."""
+    return BOT_DELIVERIES.requeue_stalled()
 
 
 @transaction.atomic
@@ -258,14 +320,12 @@ def bot_delivery_redeliver(*, clinic_id: Any, delivery_id: Any) -> BotDelivery:
     delivery; `BotDeliveryNotDeadError` unless it is dead.
     """
     delivery = BotDelivery.objects.select_for_update().get(pk=delivery_id, clinic_id=clinic_id)
-    if delivery.state != BotDeliveryState.DEAD:
-        raise BotDeliveryNotDeadError(delivery.state)
-    delivery.state = BotDeliveryState.PENDING
+    if delivery.state != OutboxState.FAILED:
+        raise BotDeliveryNotDeadError(delivery.public_state)
+    delivery.state = OutboxState.QUEUED
     delivery.attempts = 0
     delivery.first_attempt_at = None
-    delivery.next_attempt_at = timezone.now()
-    delivery.lease_expires_at = None
-    delivery.save(
-        update_fields=["state", "attempts", "first_attempt_at", "next_attempt_at", "lease_expires_at"]
-    )
+    delivery.next_attempt_at = None
+    delivery.save(update_fields=["state", "attempts", "first_attempt_at", "next_attempt_at"])
+    BOT_DELIVERIES.enqueue(delivery)
     return delivery

@@ -32,7 +32,7 @@ from .models import (
     MessageStatus,
     MessageType,
 )
-from .outbox import webhook_id_for
+from .outbox import BOT_DELIVERIES, webhook_id_for
 
 logger = logging.getLogger(__name__)
 
@@ -234,7 +234,8 @@ def _append(conversation: Conversation, **fields: Any) -> Message:
 def _enqueue(
     message: Message, event: str, *, key: str, status: str = "", error_code: int | None = None
 ) -> BotDelivery:
-    return BotDelivery.objects.create(
+    """The delivery and its task, in the caller's transaction (the outbox)."""
+    delivery = BotDelivery.objects.create(
         clinic_id=message.clinic_id,
         webhook_id=webhook_id_for(clinic_id=message.clinic_id, event=event, key=key),
         event_type=event,
@@ -242,8 +243,9 @@ def _enqueue(
         message=message,
         event_status=status,
         event_error_code=error_code,
-        next_attempt_at=timezone.now(),
     )
+    BOT_DELIVERIES.enqueue(delivery)
+    return delivery
 
 
 @transaction.atomic

@@ -44,6 +44,7 @@ from common.outbox import Outbox
 
 from . import services
 from .alerts import whatsapp_alert_record
+from .inbound import MESSAGES_FIELD, messages_change_received
 from .models import (
     AlertKind,
     AppliedWebhookEvent,
@@ -153,6 +154,38 @@ def account_events(payload: Any) -> Iterator[RoutedEvent]:
             waba_ids=tuple(str(x) for x in (waba_info.get("waba_id"), entry.get("id")) if x),
             display_digits=re.sub(r"\D", "", str(value.get("display_phone_number") or "")) or None,
         )
+
+
+# --- patients' messages: handed upward (whatsapp.inbound) --------------------------------------
+
+
+def messages_events(payload: Any) -> Iterator[RoutedEvent]:
+    """The `messages` changes, routed by their number's id only (never by WABA: one number's patients)."""
+    for entry, change in _changes(payload):
+        if change.get("field") != MESSAGES_FIELD:
+            continue
+        value = _mapping(change.get("value"))
+        phone_number_id = str(_mapping(value.get("metadata")).get("phone_number_id") or "")
+        if not phone_number_id:
+            continue
+        yield RoutedEvent(
+            event=services.AccountEvent(field=MESSAGES_FIELD, value=value),
+            key=hashlib.sha256(_event_identity(entry, MESSAGES_FIELD, value).encode("utf-8")).hexdigest(),
+            phone_number_id=phone_number_id,
+            waba_ids=(),
+            display_digits=None,
+        )
+
+
+def _hand_messages_upward(targets: list[WhatsAppAccount], routed: RoutedEvent) -> None:
+    """In the event's transaction: the product records the messages (and their deliveries) with the marker."""
+    for target in targets:
+        messages_change_received.send(
+            sender=WhatsAppAccount, clinic_id=target.clinic_id, value=dict(routed.event.value)
+        )
+
+
+# --- routing -----------------------------------------------------------------------------------
 
 
 # Accounts that hold their number: it was verified (a code, a registration) and is, or was until
@@ -275,7 +308,7 @@ def _process(delivery: WebhookDelivery) -> str:
     payload = parse_body(delivery.raw_body)
     if payload is None:
         return _finish(delivery, outcome="invalid JSON")
-    events = list(account_events(payload))
+    events = [*account_events(payload), *messages_events(payload)]
     if delivery.events_total != len(events):
         delivery.events_total = len(events)
         WebhookDelivery.objects.filter(pk=delivery.pk).update(events_total=len(events))
@@ -322,6 +355,12 @@ def _apply_chunk(delivery: WebhookDelivery, chunk: list[RoutedEvent]) -> list[st
         ids = (routed.phone_number_id, routed.waba_ids, routed.display_digits)
         if ids not in routes:
             routes[ids] = _targets(delivery, routed)
+        if routed.event.field == MESSAGES_FIELD:
+            _hand_messages_upward(routes[ids], routed)
+            markers.append(
+                AppliedWebhookEvent(clinic_id=delivery.clinic_id, key=routed.key, delivery=delivery)
+            )
+            continue
         for target in routes[ids]:
             outcome = services.whatsapp_apply_account_event(account=target, event=routed.event)
             outcomes.append(outcome)

@@ -435,6 +435,8 @@ class AlertKind(models.TextChoices):
     TOKEN_EXPIRY = "token_expiry", _("Access token expires soon")
     BROKEN = "broken", _("Connection broken")
     DISCONNECTED = "disconnected", _("Number disconnected by Meta")
+    # Raised by messaging (the layer above) when the clinic's bot stops answering.
+    BOT_FAILING = "bot_failing", _("The clinic's bot is not answering")
 
 
 class WhatsAppAlert(OutboxRow):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import re_path
 
-from . import views
+from . import messaging_views, views
 
 app_name = "clinics-api"
 
@@ -27,5 +27,25 @@ urlpatterns = [
         r"^clinics/whatsapp/health/?$",
         whatsapp({"get": "health", "post": "check_health"}),
         name="whatsapp-health",
+    ),
+    # The bot's side of the number (14, 14a, 14b, 15, 18): clinics/api/messaging_views.py.
+    re_path(r"^clinics/bot/?$", messaging_views.BotEndpointView.as_view(), name="bot"),
+    re_path(r"^clinics/bot/test/?$", messaging_views.BotTestView.as_view(), name="bot-test"),
+    re_path(r"^clinics/bot/secret/?$", messaging_views.BotSecretView.as_view(), name="bot-secret"),
+    re_path(
+        r"^clinics/bot/deliveries/?$", messaging_views.BotDeliveryListView.as_view(), name="bot-deliveries"
+    ),
+    re_path(
+        r"^clinics/bot/deliveries/(?P<delivery_id>[^/]+)/redeliver/?$",
+        messaging_views.BotRedeliverView.as_view(),
+        name="bot-redeliver",
+    ),
+    re_path(
+        r"^clinics/conversations/?$", messaging_views.ConversationListView.as_view(), name="conversations"
+    ),
+    re_path(
+        r"^clinics/conversations/(?P<conversation_id>[^/]+)/messages/?$",
+        messaging_views.ConversationMessagesView.as_view(),
+        name="conversation-messages",
     ),
 ]

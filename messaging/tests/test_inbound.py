@@ -58,7 +58,7 @@ def test_it_queues_one_delivery_per_new_message_with_an_id_from_the_wamid(clinic
 
     delivery = BotDelivery.objects.get()
     assert delivery.event_type == "message.received"
-    assert delivery.state == BotDeliveryState.PENDING
+    assert (delivery.state, delivery.public_state) == ("queued", BotDeliveryState.PENDING)
     assert (delivery.conversation_id, delivery.message_id, delivery.clinic_id) == (
         message.conversation_id,
         message.pk,
@@ -68,7 +68,7 @@ def test_it_queues_one_delivery_per_new_message_with_an_id_from_the_wamid(clinic
         clinic_id=clinic.pk, event="message.received", key=message.wamid
     )
     assert delivery.webhook_id.startswith("evt_") and len(delivery.webhook_id) == 36
-    assert delivery.next_attempt_at is not None and delivery.attempts == 0
+    assert delivery.lease_expires_at is not None and delivery.attempts == 0  # leased to the queue
 
 
 def test_metas_duplicate_adds_no_message_and_no_delivery(clinic):

@@ -12,14 +12,16 @@ from messaging.bot_endpoint import bot_endpoint_rotate_secret, bot_endpoint_save
 from messaging.exceptions import BotDeliveryNotDeadError
 from messaging.models import BotDelivery, BotEndpoint, Conversation, Message
 from messaging.outbox import (
+    BOT_DELIVERIES,
     Outcome,
+    bot_delivery_attempt,
     bot_delivery_record_outcome,
     bot_delivery_redeliver,
     deliver_one,
     delivery_body,
     next_attempt_at,
 )
-from messaging.selectors import bot_deliveries_due, bot_delivery_counts
+from messaging.selectors import bot_delivery_counts
 from messaging.services import messaging_record_inbound, messaging_record_status
 from messaging.tests.conftest import PNID, answered_patient, load, value_of
 from messaging.tests.test_signing import spec_verify
@@ -41,6 +43,18 @@ def live_bot(clinic, bot_server):
 def delivery(clinic) -> BotDelivery:
     messaging_record_inbound(clinic_id=clinic.pk, phone_number_id=PNID, value=value_of(TEXT), forward=True)
     return BotDelivery.objects.get()
+
+
+def claimed(delivery: BotDelivery) -> BotDelivery:
+    """The row as a worker holds it: claimed by the outbox loop, this attempt counted."""
+    row = BOT_DELIVERIES.claim(delivery.pk)
+    assert row is not None and row.pk == delivery.pk
+    return row
+
+
+def attempt(delivery: BotDelivery) -> str:
+    """One task's worth of work: claim, post, record."""
+    return bot_delivery_attempt(delivery_id=str(delivery.pk))
 
 
 def test_the_body_is_the_contracts_json(clinic, delivery):
@@ -99,6 +113,7 @@ def test_a_status_event_reports_the_status_it_was_written_for(clinic):
 
 def test_an_acknowledged_delivery_is_signed_verifiable_and_recorded(clinic, delivery, live_bot):
     server, secret = live_bot
+    delivery = claimed(delivery)
 
     outcome = deliver_one(delivery)
 
@@ -107,12 +122,18 @@ def test_an_acknowledged_delivery_is_signed_verifiable_and_recorded(clinic, deli
     assert request.headers["webhook-id"] == delivery.webhook_id
     assert spec_verify(secret, request.headers, request.body)
     assert json.loads(request.body) == delivery_body(delivery)
-    assert BotDelivery.objects.get().state == "pending"  # deliver_one changes nothing
+    assert BotDelivery.objects.get().state == "processing"  # deliver_one changes nothing
 
     bot_delivery_record_outcome(delivery=delivery, outcome=outcome)
 
     row = BotDelivery.objects.get()
-    assert (row.state, row.attempts, row.last_status_code, row.last_error) == ("delivered", 1, 200, "")
+    assert (row.state, row.public_state, row.attempts, row.last_status_code, row.last_error) == (
+        "done",
+        "delivered",
+        1,
+        200,
+        "",
+    )
     assert row.delivered_at == outcome.attempted_at == row.first_attempt_at
     assert row.next_attempt_at is None and row.lease_expires_at is None
     endpoint = BotEndpoint.objects.get()
@@ -122,21 +143,25 @@ def test_an_acknowledged_delivery_is_signed_verifiable_and_recorded(clinic, deli
 def test_a_retry_keeps_the_same_webhook_id_with_a_fresh_timestamp(clinic, delivery, live_bot):
     server, secret = live_bot
     server.answer = lambda _r: (503, {}, b"")
-    bot_delivery_record_outcome(delivery=delivery, outcome=deliver_one(delivery))
+    assert attempt(delivery).startswith("retrying in ")
+    retried = BotDelivery.objects.get()
+    assert retried.next_attempt_at == retried.first_attempt_at + timedelta(seconds=5)
     server.answer = lambda _r: (200, {}, b"")
-    bot_delivery_record_outcome(delivery=delivery, outcome=deliver_one(BotDelivery.objects.get()))
+    BotDelivery.objects.update(next_attempt_at=timezone.now())  # its time has come
+    assert attempt(delivery) == "delivered"
 
     first, second = server.received
     assert first.headers["webhook-id"] == second.headers["webhook-id"] == delivery.webhook_id
     assert first.body == second.body
     assert spec_verify(secret, second.headers, second.body)
     row = BotDelivery.objects.get()
-    assert (row.state, row.attempts) == ("delivered", 2)
+    assert (row.state, row.attempts) == ("done", 2)
 
 
 def test_a_failure_is_retried_after_what_retry_after_asks(clinic, delivery, live_bot):
     server, _secret = live_bot
     server.answer = lambda _r: (429, {"Retry-After": "90"}, b"Patient said: Does it come in another color?")
+    delivery = claimed(delivery)
 
     outcome = deliver_one(delivery)
 
@@ -144,7 +169,12 @@ def test_a_failure_is_retried_after_what_retry_after_asks(clinic, delivery, live
     assert outcome.retry_at == outcome.attempted_at + timedelta(seconds=90)
     bot_delivery_record_outcome(delivery=delivery, outcome=outcome)
     row = BotDelivery.objects.get()
-    assert (row.state, row.attempts, row.last_status_code) == ("pending", 1, 429)
+    assert (row.state, row.public_state, row.attempts, row.last_status_code) == (
+        "retrying",
+        "pending",
+        1,
+        429,
+    )
     assert row.next_attempt_at == outcome.retry_at
     assert row.first_attempt_at == outcome.attempted_at
     assert "color" not in row.last_error  # the bot's answer, which may quote the patient, is not kept
@@ -155,7 +185,7 @@ def test_a_bot_that_cannot_be_reached_is_retried_on_schedule(clinic, delivery, l
     server, _secret = live_bot
     settings.BOT_URL_ALLOW_PRIVATE = False
 
-    outcome = deliver_one(delivery)
+    outcome = deliver_one(claimed(delivery))
 
     assert outcome.kind == "retry" and outcome.error.startswith("refused_address")
     assert outcome.retry_at == outcome.attempted_at + timedelta(seconds=5)
@@ -163,7 +193,7 @@ def test_a_bot_that_cannot_be_reached_is_retried_on_schedule(clinic, delivery, l
 
 
 def test_without_a_bot_url_the_delivery_waits(clinic, delivery):
-    outcome = deliver_one(delivery)
+    outcome = deliver_one(claimed(delivery))
     assert (outcome.kind, outcome.error) == ("retry", "no bot URL")
 
 
@@ -194,20 +224,25 @@ def test_after_24_hours_of_failures_the_delivery_is_dead(clinic, delivery, live_
     server.answer = lambda _r: (500, {}, b"")
     started = timezone.now() - timedelta(hours=23, minutes=30)
     BotDelivery.objects.filter(pk=delivery.pk).update(first_attempt_at=started, attempts=11)
-    delivery.refresh_from_db()
+    delivery = claimed(delivery)
 
     outcome = deliver_one(delivery)
     bot_delivery_record_outcome(delivery=delivery, outcome=outcome)
 
     assert outcome.kind == "dead" and outcome.retry_at is None
     row = BotDelivery.objects.get()
-    assert (row.state, row.attempts, row.first_attempt_at, row.next_attempt_at) == ("dead", 12, started, None)
+    assert (row.public_state, row.attempts, row.first_attempt_at, row.next_attempt_at) == (
+        "dead",
+        12,
+        started,
+        None,
+    )
     # A finished row is not rewritten by a late outcome.
     bot_delivery_record_outcome(
         delivery=delivery,
         outcome=Outcome(kind=Outcome.ACKNOWLEDGED, attempted_at=timezone.now(), status_code=200),
     )
-    assert BotDelivery.objects.get().state == "dead"
+    assert BotDelivery.objects.get().public_state == "dead"
 
 
 def test_ten_minutes_of_failures_make_the_endpoint_failing_and_a_person_needed(clinic, delivery, live_bot):
@@ -215,13 +250,14 @@ def test_ten_minutes_of_failures_make_the_endpoint_failing_and_a_person_needed(c
     server.answer = lambda _r: (500, {}, b"")
     BotEndpoint.objects.update(failing_since=timezone.now() - timedelta(minutes=11))
 
-    bot_delivery_record_outcome(delivery=delivery, outcome=deliver_one(delivery))
+    attempt(delivery)
 
     assert BotEndpoint.objects.get().status == "failing"
     assert Conversation.objects.get().needs_human is True
 
     server.answer = lambda _r: (204, {}, b"")
-    bot_delivery_record_outcome(delivery=delivery, outcome=deliver_one(BotDelivery.objects.get()))
+    BotDelivery.objects.update(next_attempt_at=timezone.now())
+    assert attempt(delivery) == "delivered"
     endpoint = BotEndpoint.objects.get()
     assert (endpoint.status, endpoint.failing_since) == ("live", None)
 
@@ -231,7 +267,7 @@ def test_failures_shorter_than_ten_minutes_keep_the_endpoint_live(clinic, delive
     server.answer = lambda _r: (500, {}, b"")
     BotEndpoint.objects.update(failing_since=timezone.now() - timedelta(minutes=9))
 
-    bot_delivery_record_outcome(delivery=delivery, outcome=deliver_one(delivery))
+    attempt(delivery)
 
     assert BotEndpoint.objects.get().status == "live"
     assert Conversation.objects.get().needs_human is False
@@ -241,7 +277,7 @@ def test_deliveries_after_a_rotation_carry_both_signatures(clinic, delivery, liv
     server, old = live_bot
     new = bot_endpoint_rotate_secret(clinic_id=clinic.pk)
 
-    assert deliver_one(delivery).kind == "acknowledged"
+    assert deliver_one(claimed(delivery)).kind == "acknowledged"
 
     [request] = server.received
     assert len(request.headers["webhook-signature"].split(" ")) == 2
@@ -251,7 +287,7 @@ def test_deliveries_after_a_rotation_carry_both_signatures(clinic, delivery, liv
 def test_a_dead_delivery_is_redelivered_with_its_id_and_a_fresh_day(clinic, other_clinic, delivery, live_bot):
     server, secret = live_bot
     BotDelivery.objects.filter(pk=delivery.pk).update(
-        state="dead",
+        state="failed",
         attempts=12,
         first_attempt_at=timezone.now() - timedelta(hours=25),
         last_error="HTTP 500",
@@ -263,11 +299,10 @@ def test_a_dead_delivery_is_redelivered_with_its_id_and_a_fresh_day(clinic, othe
     bot_delivery_redeliver(clinic_id=clinic.pk, delivery_id=delivery.pk)
 
     row = BotDelivery.objects.get()
-    assert (row.state, row.attempts, row.first_attempt_at) == ("pending", 0, None)
-    assert [d.pk for d in bot_deliveries_due(now=timezone.now())] == [delivery.pk]
+    assert (row.state, row.attempts, row.first_attempt_at) == ("queued", 0, None)
     assert bot_delivery_counts(clinic_id=clinic.pk) == {"pending": 1, "dead": 0}
-    bot_delivery_record_outcome(delivery=row, outcome=deliver_one(row))
-    assert BotDelivery.objects.get().state == "delivered"
+    assert attempt(row) == "delivered"
+    assert BotDelivery.objects.get().public_state == "delivered"
     assert server.received[0].headers["webhook-id"] == delivery.webhook_id
     assert spec_verify(secret, server.received[0].headers, server.received[0].body)
     with pytest.raises(BotDeliveryNotDeadError) as excinfo:

@@ -69,6 +69,9 @@ PRODUCT_VARIABLES = (
     "WORKER_STALE_SECONDS",
     "WORKER_MAX_BACKOFF_SECONDS",
     "EMAIL_URL",
+    "BOT_URL_ALLOW_PRIVATE",
+    "BOT_RETRY_SCALE",
+    "MESSAGE_RETENTION_DAYS",
     "DEFAULT_FROM_EMAIL",
     # Set by the browser tests' conftest for Playwright; never for a real server.
     "DJANGO_ALLOW_ASYNC_UNSAFE",

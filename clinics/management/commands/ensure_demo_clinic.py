@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -13,6 +14,7 @@ from django.db import transaction
 from clinics import services
 from clinics.models import Clinic, User
 from clinics.selectors import whatsapp_account_of
+from messaging.bot_endpoint import bot_endpoint_ping, bot_endpoint_rotate_secret, bot_endpoint_save_url
 from whatsapp.services import whatsapp_store_credentials
 
 DEMO_EMAIL = "admin@demo.clinic"
@@ -28,6 +30,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--base-url", default="http://127.0.0.1:8000", help="Where the server answers.")
+        parser.add_argument("--bot-url", default="", help="The demo bot's URL (devtools/demo_bot.py).")
+        parser.add_argument(
+            "--bot-secret-file", default="", help="Where the demo bot reads its signing secret."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.DEBUG:
@@ -52,6 +58,7 @@ class Command(BaseCommand):
                 superuser.save(update_fields=["password"])
         clinic = Clinic.objects.get(members=user)
         simulated = self._give_simulated_credentials(clinic)
+        bot = self._wire_demo_bot(clinic, options["bot_url"], options["bot_secret_file"])
         base = options["base_url"].rstrip("/")
         meta = f"SIMULATED ({settings.META_GRAPH_URL})" if simulated else settings.META_GRAPH_URL
         self.stdout.write(
@@ -63,7 +70,26 @@ class Command(BaseCommand):
             f"      email:    {DEMO_SUPERUSER_EMAIL}\n"
             f"      password: {superuser_password}\n"
             f"    Meta:          {meta}\n"
+            f"    Bot:           {bot}\n"
         )
+
+    def _wire_demo_bot(self, clinic: Clinic, url: str, secret_file: str) -> str:
+        """The demo clinic forwards patients' messages to the demo bot, which knows the signing secret."""
+        if not (url and secret_file):
+            return "none (scripts/run starts the demo bot)"
+        path = Path(secret_file)
+        saved = bot_endpoint_save_url(clinic_id=clinic.pk, url=url)
+        secret = saved.new_secret
+        if secret is None and not path.exists():
+            secret = bot_endpoint_rotate_secret(clinic_id=clinic.pk)
+        if secret is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secret + "\n")
+        services.clinic_update_settings(clinic=clinic, data={"bot_enabled": True})
+        ping = bot_endpoint_ping(clinic_id=clinic.pk)
+        state = "live" if ping.live else f"not live ({ping.error or ping.status_code})"
+        return f"{url} ({state}; patients' messages are forwarded to it)"
 
     def _give_simulated_credentials(self, clinic: Clinic) -> bool:
         """With a simulated Meta, the demo clinic starts with credentials it knows (never over yours)."""

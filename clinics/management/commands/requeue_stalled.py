@@ -1,8 +1,9 @@
 """Queue again the background work a dead worker or a lost task left (run every few minutes).
 
 Every outbox of the product goes through the one loop of `common.outbox`; this sweeps
-each of them: webhook deliveries and the warning e-mails to clinics' admins. It also sets
-back to ready the task rows a dead worker left running (`common.workers`).
+each of them: webhook deliveries, the warning e-mails to clinics' admins and the deliveries
+to clinics' bots. It also sets back to ready the task rows a dead worker left running
+(`common.workers`).
 """
 
 from __future__ import annotations
@@ -13,21 +14,23 @@ from django.core.management.base import BaseCommand
 
 from clinics.notifications import clinic_alerts_requeue_stalled
 from common.workers import running_tasks_requeue_stalled
+from messaging.outbox import bot_deliveries_requeue_stalled
 from whatsapp.deliveries import whatsapp_deliveries_requeue_stalled
 
 
 class Command(BaseCommand):
     help = (
-        "Queue again the webhook deliveries and warning e-mails whose worker died or whose task was "
-        "lost (their lease ran out), and the tasks a dead worker left running. Run every few "
-        "minutes; safe on several machines at once."
+        "Queue again the webhook deliveries, warning e-mails and deliveries to bots whose worker died "
+        "or whose task was lost (their lease ran out), and the tasks a dead worker left running. Run "
+        "every few minutes; safe on several machines at once."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
         tasks = running_tasks_requeue_stalled()
         deliveries = whatsapp_deliveries_requeue_stalled()
         emails = clinic_alerts_requeue_stalled()
+        to_bots = bot_deliveries_requeue_stalled()
         self.stdout.write(
-            f"{deliveries} stalled deliveries and {emails} stalled e-mails queued again; "
-            f"{tasks} tasks of dead workers taken again"
+            f"{deliveries} stalled deliveries, {emails} stalled e-mails and {to_bots} stalled deliveries "
+            f"to bots queued again; {tasks} tasks of dead workers taken again"
         )
