@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 import requests
+from django.core.management import call_command
 from django.utils import timezone
 
 from clinics.tests.factories import set_whatsapp
@@ -400,3 +401,35 @@ def test_meta_asking_to_wait_puts_the_send_back_in_the_queue(admin_api, open_win
     assert (message.status, message.error_code) == ("queued", None)
     assert send.state == "retrying" and send.request_sent_at is None
     assert send.next_attempt_at > timezone.now()
+
+
+def test_a_patients_second_message_waits_in_the_queue(admin_api, open_window, graph):
+    accepted(graph, "wamid.ONE")
+    accepted(graph, "wamid.TWO")
+    post(admin_api, TEXT, key="one")
+    post(admin_api, {**TEXT, "text": "Y traiga su carné."}, key="two")
+    first, second = OutboundSend.objects.order_by("message__sequence")
+
+    # A task takes the clinic's oldest due send, whichever it was queued for: the first goes first.
+    assert message_send_process(send_id=str(second.pk)) == "accepted"
+    assert sent_bodies(graph)[0]["biz_opaque_callback_data"] == str(first.message_id)
+    # The second then waits for the patient's 6 seconds, in the queue, without counting an attempt.
+    assert message_send_process(send_id=str(second.pk)).startswith("paced: ")
+
+    second.refresh_from_db()
+    assert second.state == "retrying" and second.attempts == 0
+    assert 4 <= (second.next_attempt_at - timezone.now()).total_seconds() <= 6
+    assert Message.objects.get(pk=second.message_id).status == "queued"
+    assert len(sent_bodies(graph)) == 1
+
+
+def test_the_five_minute_sweep_makes_lost_answers_unknown(admin_api, open_window, graph, capsys):
+    graph.add("POST", f"{PNID}/messages", body=requests.exceptions.ConnectionError("reset"))
+    post(admin_api, TEXT)
+    message_send_process(send_id=str(OutboundSend.objects.get().pk))
+    OutboundSend.objects.update(request_sent_at=timezone.now() - timedelta(minutes=11))
+
+    call_command("requeue_stalled")
+
+    assert Message.objects.get().status == "unknown"
+    assert "1 sends with a lost answer now unknown" in capsys.readouterr().out

@@ -231,7 +231,9 @@ def test_a_warning_whose_worker_died_is_sent_by_the_next_sweep(connected, graph,
     out = capsys.readouterr().out.splitlines()
     assert out == [
         "0 stalled deliveries and 0 stalled e-mails queued again",
+        "0 stalled sends queued again; 0 sends with a lost answer now unknown",
         "0 stalled deliveries and 1 stalled e-mails queued again",
+        "0 stalled sends queued again; 0 sends with a lost answer now unknown",
     ]
     assert [message.subject for message in mail.outbox] == [
         "WhatsApp de Clínica San Salvador dejó de funcionar"

@@ -1,7 +1,8 @@
 """Queue again the background work a dead worker or a lost task left (run every few minutes).
 
 Every outbox of the product goes through the one loop of `common.outbox`; this sweeps
-each of them: webhook deliveries and the warning e-mails to clinics' admins.
+each of them: webhook deliveries, the warning e-mails to clinics' admins and the sends to
+Meta; and it makes `unknown` the sends whose answer was lost more than 10 minutes ago.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from clinics.notifications import clinic_alerts_requeue_stalled
+from messaging.sending import message_sends_requeue_stalled, message_sends_sweep
 from whatsapp.deliveries import whatsapp_deliveries_requeue_stalled
 
 
@@ -23,4 +25,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         deliveries = whatsapp_deliveries_requeue_stalled()
         emails = clinic_alerts_requeue_stalled()
+        sends = message_sends_requeue_stalled()
+        unknown = message_sends_sweep()
         self.stdout.write(f"{deliveries} stalled deliveries and {emails} stalled e-mails queued again")
+        self.stdout.write(
+            f"{sends} stalled sends queued again; {unknown} sends with a lost answer now unknown"
+        )
