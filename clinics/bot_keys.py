@@ -116,4 +116,5 @@ class BotKeyAuthentication(BaseAuthentication):
         return BotCaller(key=bot_key), bot_key
 
     def authenticate_header(self, request: Request) -> str:
-        return 'Bearer realm="api"'
+        # First in the list, so DRF's 401 names this: the members' scheme, as before bot keys.
+        return 'Token realm="api"'

@@ -17,7 +17,9 @@ leaves, and calls Meta with no transaction open. Our message id goes to Meta as
 
 * accepted: the `wamid` is recorded, the message stays `sending` until Meta's
   status events move it (`messaging.services.messaging_record_status`);
-* answer lost (a timeout, Meta unreachable after the request went out): the
+* never reached (connection refused, name not resolved, connect timeout): back
+  to the queue, retried with the outbox's backoff;
+* answer lost (a read timeout, a connection broken after the request went out): the
   message stays `sending` with no `wamid`; Meta's status event finds it by our
   id, or `message_sends_sweep` makes it `unknown` after 10 minutes. A row with
   `request_sent_at` is never sent again, whatever happens to its worker;
@@ -43,7 +45,7 @@ from django_tasks import task
 
 from common.outbox import UNFINISHED, Outbox
 from whatsapp.exceptions import MetaRefusedError, MetaTimeoutError, MetaUnavailableError
-from whatsapp.meta import MetaClient
+from whatsapp.meta import MetaClient, never_reached_meta
 from whatsapp.models import WhatsAppAccount, WhatsAppStatus
 
 from .models import (
@@ -341,8 +343,11 @@ def _process(row: OutboundSend) -> str:
         return _refused(row, message, exc)
     except (MetaTimeoutError, MetaUnavailableError) as exc:
         code = getattr(exc, "code", None)
-        if isinstance(exc, MetaUnavailableError) and send_error(code).action == SendAction.RETRY and code:
-            # Meta answered that it did not take the message: safe to try again.
+        answered_retry = (
+            isinstance(exc, MetaUnavailableError) and code and send_error(code).action == SendAction.RETRY
+        )
+        if answered_retry or never_reached_meta(exc):
+            # Meta answered that it did not take the message, or no connection was ever made: safe to try again.
             _unsend(row, message)
             return _retry(row, exc)
         SENDS.succeed(row, last_error=f"answer lost: {type(exc).__name__}")

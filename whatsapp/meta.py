@@ -43,7 +43,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import requests
-from urllib3.exceptions import ReadTimeoutError
+from urllib3.exceptions import NewConnectionError, ReadTimeoutError
 
 from common import deadline
 
@@ -753,6 +753,23 @@ def _bounded(exchange: Any, give_up_at: float, what: str) -> Any:
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+def never_reached_meta(exc: BaseException) -> bool:
+    """Whether a failed call certainly never reached Meta: no connection was made, so a POST may be repeated.
+
+    A connection refused, a name that did not resolve or a connect timeout: the
+    request was never written. Anything later (a read timeout, a broken
+    connection) may have been carried out by Meta.
+    """
+    cause = exc.__cause__
+    if isinstance(cause, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(cause, requests.exceptions.ConnectionError) and cause.args:
+        reason = cause.args[0]
+        reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
+        return isinstance(reason, NewConnectionError)
+    return False
 
 
 def _next_cursor(paging: Any) -> str | None:

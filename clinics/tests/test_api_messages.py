@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 import requests
+import urllib3
 from django.core.management import call_command
 from django.utils import timezone
 
@@ -433,3 +434,22 @@ def test_the_five_minute_sweep_makes_lost_answers_unknown(admin_api, open_window
 
     assert Message.objects.get().status == "unknown"
     assert "1 sends with a lost answer now unknown" in capsys.readouterr().out
+
+
+def test_a_send_that_never_reached_meta_is_tried_again(admin_api, open_window, graph):
+    refused = urllib3.exceptions.NewConnectionError(None, "Failed to establish a new connection: refused")
+    graph.add(
+        "POST",
+        f"{PNID}/messages",
+        body=requests.exceptions.ConnectionError(
+            urllib3.exceptions.MaxRetryError(None, "/messages", refused)
+        ),
+    )
+    post(admin_api, TEXT)
+    send = OutboundSend.objects.get()
+
+    assert message_send_process(send_id=str(send.pk)).startswith("retrying in")
+
+    send.refresh_from_db()
+    assert (send.state, send.request_sent_at) == ("retrying", None)
+    assert Message.objects.get().status == "queued"
