@@ -34,7 +34,7 @@ from whatsapp.models import WhatsAppAccount, WhatsAppHealth, WhatsAppStatus
 
 from . import choices, services, validators
 from .forms import CanonicalEmailField, PickerField
-from .models import ApiToken, Clinic, User
+from .models import ApiToken, BotKey, Clinic, User
 from .selectors import whatsapp_account_of
 
 if TYPE_CHECKING:
@@ -309,3 +309,13 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(BotKey)
+class BotKeyAdmin(ApiTokenAdmin):
+    """A clinic's bot keys, as its admins see them in 14c: revoking is deleting, the key is never shown."""
+
+    list_display = ("prefix", "name", "clinic", "created_at", "last_used_at")
+    search_fields = ("prefix", "name", "clinic__name")
+    list_select_related = ("clinic",)
+    readonly_fields = ("prefix", "name", "clinic", "created_at", "last_used_at")

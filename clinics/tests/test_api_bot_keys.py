@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from django.test import Client
 from rest_framework.test import APIClient
 
+from clinics.bot_keys import bot_key_issue
 from clinics.models import BotKey
 
 KEYS_URL = "/api/clinics/bot/keys/"
@@ -134,3 +136,19 @@ def test_an_inactive_clinics_key_is_refused(admin_api, clinic, bot_key):
     response = bot_client(bot_key).get("/api/clinics/templates/")
 
     assert response.status_code == 403
+
+
+def test_admin_lists_bot_keys_by_prefix_and_never_the_key(superuser, clinic):
+    admin_client = Client(HTTP_ACCEPT_LANGUAGE="en")
+    admin_client.force_login(superuser)
+    bot_key, key = bot_key_issue(clinic=clinic, name="demo bot")
+
+    html = admin_client.get("/admin/clinics/botkey/", {"q": "demo"}).content.decode()
+    assert bot_key.prefix in html and "demo bot" in html
+    assert key not in html
+    detail = admin_client.get(f"/admin/clinics/botkey/{bot_key.pk}/change/").content.decode()
+    assert bot_key.digest not in detail and key not in detail
+    assert (
+        admin_client.post(f"/admin/clinics/botkey/{bot_key.pk}/delete/", {"post": "yes"}).status_code == 302
+    )
+    assert not BotKey.objects.exists()
