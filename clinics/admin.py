@@ -316,6 +316,6 @@ class BotKeyAdmin(ApiTokenAdmin):
     """A clinic's bot keys, as its admins see them in 14c: revoking is deleting, the key is never shown."""
 
     list_display = ("prefix", "name", "clinic", "created_at", "last_used_at")
-    search_fields = ("prefix", "name", "clinic__name")
+    search_fields = ("prefix", "clinic__name")
     list_select_related = ("clinic",)
     readonly_fields = ("prefix", "name", "clinic", "created_at", "last_used_at")
