@@ -1196,48 +1196,35 @@ def _post_status(url: str, secret: str, payload: dict[str, Any]) -> None:
         logger.warning("fake Graph: status webhook not delivered: %s", exc)
 
 
+def _demo_template(
+    number: int, name: str, language: str, body: str, *, status: str = "APPROVED", category: str = "UTILITY"
+) -> dict[str, Any]:
+    """One template as Graph lists it (fields of meta-cloud-api.md's template list)."""
+    return {
+        "id": f"59442547926159{number}",
+        "name": name,
+        "language": language,
+        "status": status,
+        "category": category,
+        "quality_score": {"score": "GREEN" if status == "APPROVED" else "UNKNOWN"},
+        "rejected_reason": "INVALID_FORMAT" if status == "REJECTED" else "NONE",
+        "components": [{"type": "BODY", "text": body}],
+    }
+
+
 # Listed for a WABA until /_fake/templates sets its own: approved ones the demo bot may send, one not.
 DEMO_TEMPLATES: list[dict[str, Any]] = [
-    {
-        "id": "594425479261596",
-        "name": "recordatorio_cita",
-        "language": "es",
-        "status": "APPROVED",
-        "category": "UTILITY",
-        "quality_score": {"score": "GREEN"},
-        "rejected_reason": "NONE",
-        "components": [{"type": "BODY", "text": "Hola {{1}}, le recordamos su cita del {{2}}."}],
-    },
-    {
-        "id": "594425479261597",
-        "name": "appointment_reminder",
-        "language": "en",
-        "status": "APPROVED",
-        "category": "UTILITY",
-        "quality_score": {"score": "GREEN"},
-        "rejected_reason": "NONE",
-        "components": [{"type": "BODY", "text": "Hello {{1}}, a reminder of your appointment on {{2}}."}],
-    },
-    {
-        "id": "594425479261598",
-        "name": "le_responderemos_pronto",
-        "language": "es",
-        "status": "APPROVED",
-        "category": "UTILITY",
-        "quality_score": {"score": "UNKNOWN"},
-        "rejected_reason": "NONE",
-        "components": [{"type": "BODY", "text": "Gracias por escribirnos; le responderemos pronto."}],
-    },
-    {
-        "id": "594425479261599",
-        "name": "promocion_limpieza",
-        "language": "es",
-        "status": "REJECTED",
-        "category": "MARKETING",
-        "quality_score": {"score": "UNKNOWN"},
-        "rejected_reason": "INVALID_FORMAT",
-        "components": [{"type": "BODY", "text": "¡Limpieza dental a mitad de precio!"}],
-    },
+    _demo_template(6, "recordatorio_cita", "es", "Hola {{1}}, le recordamos su cita del {{2}}."),
+    _demo_template(7, "appointment_reminder", "en", "Hello {{1}}, a reminder of your appointment on {{2}}."),
+    _demo_template(8, "le_responderemos_pronto", "es", "Gracias por escribirnos; le responderemos pronto."),
+    _demo_template(
+        9,
+        "promocion_limpieza",
+        "es",
+        "¡Limpieza dental a mitad de precio!",
+        status="REJECTED",
+        category="MARKETING",
+    ),
 ]
 
 

@@ -17,24 +17,12 @@ from messaging.models import Conversation, Message, MessageTemplate, OutboundSen
 from messaging.sending import message_send_process, message_sends_sweep
 from messaging.services import messaging_apply_messages_change
 from whatsapp.models import WhatsAppStatus
-from whatsapp.tests.helpers import PNID, TOKEN, WABA
+from whatsapp.tests.helpers import PNID
 
 URL = "/api/clinics/messages/"
 PATIENT = "50370001111"
 TEXT = {"to": f"+{PATIENT}", "text": "Su cita es mañana a las 10."}
 TEMPLATE = {"to": PATIENT, "template": {"name": "cita", "language": "es", "params": ["Ana", "10:00"]}}
-
-
-@pytest.fixture
-def active(clinic):
-    set_whatsapp(
-        clinic,
-        status=WhatsAppStatus.ACTIVE,
-        phone_number_id=PNID,
-        business_account_id=WABA,
-        access_token=TOKEN,
-    )
-    return clinic
 
 
 @pytest.fixture

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from clinics.tests.factories import set_whatsapp
 from clinics.tests.test_api_bot_keys import KEYS_URL, bot_client
 from messaging.models import MessageTemplate
 from messaging.templates import message_templates_apply_event
-from whatsapp.models import WhatsAppStatus
-from whatsapp.tests.helpers import PNID, TOKEN, WABA
+from whatsapp.tests.helpers import WABA
 
 LIST_URL = "/api/clinics/templates/"
 SYNC_URL = "/api/clinics/templates/sync/"
@@ -32,18 +29,6 @@ def template(
         "rejected_reason": "NONE",
         "components": [{"type": "HEADER", "format": "TEXT", "text": "{{1}}"}, {"type": "BODY", "text": body}],
     }
-
-
-@pytest.fixture
-def connected(clinic):
-    set_whatsapp(
-        clinic,
-        status=WhatsAppStatus.ACTIVE,
-        phone_number_id=PNID,
-        business_account_id=WABA,
-        access_token=TOKEN,
-    )
-    return clinic
 
 
 def two_pages(graph):
@@ -77,7 +62,7 @@ def _no_after():
     return match
 
 
-def test_it_syncs_every_page(admin_api, connected, graph):
+def test_it_syncs_every_page(admin_api, active, graph):
     two_pages(graph)
 
     response = admin_api.post(SYNC_URL)
@@ -88,14 +73,14 @@ def test_it_syncs_every_page(admin_api, connected, graph):
         ("cita", "en", "APPROVED", 2),
         ("promo", "es", "REJECTED", 0),
     }
-    stored = MessageTemplate.objects.get(clinic=connected, name="cita", language="es")
+    stored = MessageTemplate.objects.get(clinic=active, name="cita", language="es")
     assert (stored.category, stored.quality, stored.rejected_reason) == ("UTILITY", "GREEN", "")
     assert all("LEAK" not in call.request.url for call in graph.mock.calls)
 
 
-def test_it_removes_templates_meta_no_longer_lists(admin_api, connected, graph):
+def test_it_removes_templates_meta_no_longer_lists(admin_api, active, graph):
     MessageTemplate.objects.create(
-        clinic=connected, name="old", language="es", status="APPROVED", synced_at=timezone.now()
+        clinic=active, name="old", language="es", status="APPROVED", synced_at=timezone.now()
     )
     two_pages(graph)
 
@@ -104,7 +89,7 @@ def test_it_removes_templates_meta_no_longer_lists(admin_api, connected, graph):
     assert not MessageTemplate.objects.filter(name="old").exists()
 
 
-def test_it_syncs_at_most_once_a_minute(admin_api, connected, graph):
+def test_it_syncs_at_most_once_a_minute(admin_api, active, graph):
     two_pages(graph)
     assert admin_api.post(SYNC_URL).status_code == 200
     calls = len(graph.mock.calls)
@@ -116,9 +101,9 @@ def test_it_syncs_at_most_once_a_minute(admin_api, connected, graph):
     assert len(graph.mock.calls) == calls
 
 
-def test_meta_failing_changes_nothing(admin_api, connected, graph):
+def test_meta_failing_changes_nothing(admin_api, active, graph):
     MessageTemplate.objects.create(
-        clinic=connected, name="old", language="es", status="APPROVED", synced_at=timezone.now()
+        clinic=active, name="old", language="es", status="APPROVED", synced_at=timezone.now()
     )
     graph.add(
         "GET", f"{WABA}/message_templates", status=500, json_body={"error": {"code": 2, "message": "down"}}
@@ -130,7 +115,7 @@ def test_meta_failing_changes_nothing(admin_api, connected, graph):
     assert MessageTemplate.objects.filter(name="old").exists()
 
 
-def test_sync_requires_admin(api_client, clinic_staff, connected, graph):
+def test_sync_requires_admin(api_client, clinic_staff, active, graph):
     assert api_client(clinic_staff).post(SYNC_URL).status_code == 403
     assert not graph.mock.calls
 
@@ -140,10 +125,10 @@ def test_sync_requires_credentials(anon_client, db):
 
 
 def test_members_and_bot_keys_list_their_clinics_templates(
-    api_client, admin_api, clinic_staff, connected, other_clinic
+    api_client, admin_api, clinic_staff, active, other_clinic
 ):
     MessageTemplate.objects.create(
-        clinic=connected, name="cita", language="es", status="APPROVED", params=2, synced_at=timezone.now()
+        clinic=active, name="cita", language="es", status="APPROVED", params=2, synced_at=timezone.now()
     )
     MessageTemplate.objects.create(
         clinic=other_clinic, name="ajena", language="es", status="APPROVED", synced_at=timezone.now()
@@ -158,9 +143,9 @@ def test_members_and_bot_keys_list_their_clinics_templates(
         ]
 
 
-def test_status_and_quality_events_update_the_template(connected):
+def test_status_and_quality_events_update_the_template(active):
     MessageTemplate.objects.create(
-        clinic=connected,
+        clinic=active,
         meta_id="594425479261596",
         name="cita",
         language="es",
@@ -169,7 +154,7 @@ def test_status_and_quality_events_update_the_template(connected):
     )
 
     message_templates_apply_event(
-        clinic_id=connected.pk,
+        clinic_id=active.pk,
         field="message_template_status_update",
         value={
             "event": "REJECTED",
@@ -180,7 +165,7 @@ def test_status_and_quality_events_update_the_template(connected):
         },
     )
     message_templates_apply_event(
-        clinic_id=connected.pk,
+        clinic_id=active.pk,
         field="message_template_quality_update",
         value={
             "previous_quality_score": "GREEN",
@@ -199,10 +184,10 @@ def test_status_and_quality_events_update_the_template(connected):
     )
 
 
-def test_the_daily_command_syncs_every_connected_clinic(connected, graph, capsys):
+def test_the_daily_command_syncs_every_active_clinic(active, graph, capsys):
     two_pages(graph)
 
     call_command("sync_templates")
 
-    assert MessageTemplate.objects.filter(clinic=connected).count() == 3
+    assert MessageTemplate.objects.filter(clinic=active).count() == 3
     assert "templates synced for 1 clinics, 0 failed" in capsys.readouterr().out

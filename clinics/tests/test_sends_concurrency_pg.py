@@ -12,7 +12,7 @@ from messaging.models import Message, OutboundSend
 from messaging.sending import message_send_process
 from whatsapp.tests.test_concurrency_pg import in_parallel
 
-from .test_api_messages import active, open_window  # noqa: F401 - fixtures
+from .test_api_messages import open_window  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
