@@ -14,7 +14,8 @@ from django.utils import timezone
 from clinics.tests.factories import set_whatsapp
 from clinics.tests.test_api_bot_keys import KEYS_URL, bot_client
 from messaging.models import Conversation, Message, MessageTemplate, OutboundSend
-from messaging.sending import message_send_process, message_sends_sweep
+from messaging.send_errors import SendAction, send_error
+from messaging.sending import SENDS, message_send_process, message_sends_sweep
 from messaging.services import messaging_apply_messages_change
 from whatsapp.models import WhatsAppStatus
 from whatsapp.tests.helpers import PNID
@@ -441,3 +442,42 @@ def test_a_send_that_never_reached_meta_is_tried_again(admin_api, open_window, g
     send.refresh_from_db()
     assert (send.state, send.request_sent_at) == ("retrying", None)
     assert Message.objects.get().status == "queued"
+
+
+def test_a_later_message_never_overtakes_one_being_sent(admin_api, open_window, graph):
+    accepted(graph)
+    post(admin_api, TEXT, key="one")
+    post(admin_api, {**TEXT, "text": "Y traiga su carné."}, key="two")
+    first, second = OutboundSend.objects.order_by("message__sequence")
+    # Another worker holds the first one (claimed, not yet sent).
+    assert SENDS.claim(str(first.pk)) is not None
+
+    assert message_send_process(send_id=str(second.pk)) == "waiting behind an earlier message to the patient"
+
+    second.refresh_from_db()
+    assert (second.state, second.attempts, second.request_sent_at) == ("retrying", 0, None)
+    assert not graph.mock.calls
+
+
+def test_every_code_the_contract_names_has_its_action():
+    fail = [
+        131047,
+        131026,
+        131048,
+        131049,
+        131050,
+        132000,
+        132001,
+        132005,
+        132007,
+        132012,
+        132015,
+        132016,
+        190,
+        368,
+    ]
+    assert {code: send_error(code).action for code in fail} == dict.fromkeys(fail, SendAction.FAIL)
+    assert send_error(130429).action == send_error(131056).action == SendAction.WAIT
+    assert send_error(131056).wait_seconds >= 6
+    # A code we do not know fails: retrying it could text the patient twice.
+    assert send_error(999999).action == SendAction.FAIL
