@@ -168,9 +168,9 @@ def _check_template(clinic_id: Any, request: SendRequest) -> None:
         )
 
 
-def _check(clinic_id: Any, account: WhatsAppAccount, request: SendRequest) -> None:
-    """Every refusal the contract lists, in its order; raises `SendRefusedError`."""
-    if account.status != WhatsAppStatus.ACTIVE or not account.phone_number_id:
+def _check(clinic_id: Any, account: WhatsAppAccount | None, request: SendRequest) -> WhatsAppAccount:
+    """Every refusal the contract lists, in its order (raises `SendRefusedError`); returns the active account."""
+    if account is None or account.status != WhatsAppStatus.ACTIVE or not account.phone_number_id:
         raise SendRefusedError(
             409, "number_not_active", _("The clinic's WhatsApp number is not active, so nothing can be sent.")
         )
@@ -184,8 +184,9 @@ def _check(clinic_id: Any, account: WhatsAppAccount, request: SendRequest) -> No
                 "window_closed",
                 _("The patient has not written in the last 24 hours: only an approved template can be sent."),
             )
-        return
+        return account
     _check_template(clinic_id, request)
+    return account
 
 
 def message_send(*, clinic_id: Any, request: SendRequest, idempotency_key: str, sent_by: str) -> Message:
@@ -198,8 +199,7 @@ def message_send(*, clinic_id: Any, request: SendRequest, idempotency_key: str, 
     replayed = _replay(clinic_id, idempotency_key, digest, now)
     if replayed is not None:
         return replayed
-    account = WhatsAppAccount.objects.get(clinic_id=clinic_id)
-    _check(clinic_id, account, request)
+    account = _check(clinic_id, WhatsAppAccount.objects.filter(clinic_id=clinic_id).first(), request)
     try:
         with transaction.atomic():
             message = _queue(
@@ -308,8 +308,8 @@ def _process(row: OutboundSend) -> str:
         SENDS.succeed(row)
         return f"message already {message.status}"
     conversation = message.conversation
-    account = WhatsAppAccount.objects.get(clinic_id=row.clinic_id)
-    if account.status != WhatsAppStatus.ACTIVE or not account.access_token:
+    account = WhatsAppAccount.objects.filter(clinic_id=row.clinic_id).first()
+    if account is None or account.status != WhatsAppStatus.ACTIVE or not account.access_token:
         return _retry(row, "the number is not active")
     earlier = OutboundSend.objects.filter(
         message__conversation_id=conversation.pk,

@@ -56,8 +56,8 @@ def message_templates_sync(*, clinic_id: Any, on_demand: bool = False) -> list[M
         if not cache.add(_gate_key(clinic_id), now + SYNC_INTERVAL_SECONDS, timeout=SYNC_INTERVAL_SECONDS):
             until = cache.get(_gate_key(clinic_id))
             raise TemplateSyncTooSoonError(max(1, int((until or now + 1) - now + 0.999)))
-    account = WhatsAppAccount.objects.get(clinic_id=clinic_id)
-    if not account.business_account_id or not account.access_token:
+    account = WhatsAppAccount.objects.filter(clinic_id=clinic_id).first()
+    if account is None or not account.business_account_id or not account.access_token:
         raise TemplateSyncUnavailableError(
             "The clinic has no WhatsApp Business Account to read templates from."
         )

@@ -460,7 +460,16 @@ class MetaClient:
         if not complete:
             # A partial list would make the missing templates look deleted: refuse it instead.
             raise MetaUnavailableError(f"Meta's template list did not end after {_MAX_TEMPLATE_PAGES} pages")
-        return [TemplateInfo.from_graph(item) for item in items]
+        templates = []
+        for item in items:
+            try:
+                templates.append(TemplateInfo.from_graph(item))
+            except MetaUnavailableError:
+                # One malformed template must not stop the sync of all the others.
+                logger.warning(
+                    "Meta GET %s/message_templates: a template without a name or language skipped", waba
+                )
+        return templates
 
     def _pages(self, path: str, params: dict[str, str], max_pages: int) -> tuple[list[dict[str, Any]], bool]:
         """The items of a paged Graph list, up to `max_pages` pages; and whether the list ended."""

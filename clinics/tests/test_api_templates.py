@@ -191,3 +191,16 @@ def test_the_daily_command_syncs_every_active_clinic(active, graph, capsys):
 
     assert MessageTemplate.objects.filter(clinic=active).count() == 3
     assert "templates synced for 1 clinics, 0 failed" in capsys.readouterr().out
+
+
+def test_one_malformed_template_does_not_stop_the_sync(admin_api, active, graph):
+    graph.add(
+        "GET",
+        f"{WABA}/message_templates",
+        json_body={"data": [{"id": "1", "status": "APPROVED"}, template("cita", "es")]},
+    )
+
+    response = admin_api.post(SYNC_URL)
+
+    assert response.status_code == 200
+    assert [(t["name"], t["language"]) for t in response.json()["results"]] == [("cita", "es")]
