@@ -32,9 +32,9 @@ from whatsapp.admin import WhatsAppAccountInline, status_badge, verdict_badge
 from whatsapp.exceptions import WhatsAppError
 from whatsapp.models import WhatsAppAccount, WhatsAppHealth, WhatsAppStatus
 
-from . import choices, services, validators
+from . import bot_keys, choices, services, validators
 from .forms import CanonicalEmailField, PickerField
-from .models import ApiToken, Clinic, User
+from .models import ApiToken, BotKey, Clinic, User
 from .selectors import whatsapp_account_of
 
 if TYPE_CHECKING:
@@ -325,3 +325,21 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
         services.api_tokens_end(queryset)
+
+
+@admin.register(BotKey)
+class BotKeyAdmin(ApiTokenAdmin):
+    """A clinic's bot keys, as its admins see them in 14c: revoking is deleting, the key is never shown."""
+
+    list_display = ("prefix", "name", "clinic", "created_at", "last_used_at")
+    search_fields = ("prefix", "clinic__name")
+    list_select_related = ("clinic",)
+    readonly_fields = ("prefix", "name", "clinic", "created_at", "last_used_at")
+
+    # Revoking is the service's (a bot key has no cached copies, unlike a member's token).
+    def delete_model(self, request: HttpRequest, obj: BotKey) -> None:  # type: ignore[override]
+        bot_keys.bot_key_revoke(clinic=obj.clinic, prefix=obj.prefix)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[BotKey]) -> None:  # type: ignore[override]
+        for key in queryset.select_related("clinic"):
+            bot_keys.bot_key_revoke(clinic=key.clinic, prefix=key.prefix)

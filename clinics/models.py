@@ -266,3 +266,41 @@ class ApiToken(models.Model):
         key = secrets.token_urlsafe(cls.KEY_BYTES)
         token = cls.objects.create(user=user, digest=cls.hash_key(key), prefix=key[:8])
         return token, key
+
+
+class BotKey(models.Model):
+    """A key the clinic's bot sends with (endpoint 14c): it may read conversations and templates and send.
+
+    Only its SHA-256 is stored, like an API token's. A key is `bot_` + 43 URL-safe
+    characters: the shape alone tells it from a member's token (43 characters), so
+    the authentication that knows bot keys steps aside for every other key.
+    """
+
+    KEY_BYTES = 32
+    KEY_PREFIX = "bot_"
+    # "bot_" and 8 characters of the key: how the clinic names a key to revoke it.
+    PREFIX_LENGTH = 12
+
+    clinic = models.ForeignKey(
+        Clinic, verbose_name=_("clinic"), on_delete=models.CASCADE, related_name="bot_keys"
+    )
+    name = models.CharField(_("name"), max_length=100)
+    digest = models.CharField(_("digest"), max_length=64, unique=True, editable=False)
+    prefix = models.CharField(_("prefix"), max_length=PREFIX_LENGTH, editable=False)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    # Written at most once a minute per key (clinics.bot_keys.bot_key_record_use).
+    last_used_at = models.DateTimeField(_("last used"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("bot key")
+        verbose_name_plural = _("bot keys")
+        constraints = [
+            models.UniqueConstraint(fields=["clinic", "prefix"], name="clinics_botkey_unique_prefix"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.name})"
+
+    @classmethod
+    def looks_like_key(cls, key: str) -> bool:
+        return key.startswith(cls.KEY_PREFIX) and len(key) == len(cls.KEY_PREFIX) + 43

@@ -323,6 +323,8 @@ SILENCED_SYSTEM_CHECKS = ["axes.W001"] if DEBUG else []
 
 REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        # A bot key (its own shape) first; every other key goes on to the members' tokens.
+        "clinics.bot_keys.BotKeyAuthentication",
         "clinics.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],

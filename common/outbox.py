@@ -15,6 +15,7 @@ task that works one row. The loop around the work is written once, here:
   backlog delays another's row by one piece of work per busy tenant, not by the backlog;
 * `Outbox.renew(row)` extends the lease of a long piece of work, `Outbox.hand_over(row)`
   queues the rest of it as a new task behind whatever else is queued;
+* `Outbox.defer(row, delay)` puts it back to wait (a pace to keep) without counting the attempt;
 * `Outbox.succeed(row)` marks it done; `Outbox.fail(row, error)` records the error and
   retries after `common.tasks.retry_delay(attempts)`, or gives up (failed) after
   `TASK_RETRY_ATTEMPTS`; an outbox with its own schedule passes `retry_at` or `give_up`;
@@ -253,6 +254,21 @@ class Outbox(Generic[R]):
         with transaction.atomic():
             self._rows().filter(pk=row.pk).update(**{**done, **fields})
             self._queue_next_in_lane(row)
+
+    def defer(self, row: R, delay: timedelta, *, counts: bool = False) -> None:
+        """Not now: the row waits `delay` (a pace to keep, a wait the other side asked for).
+
+        Unless `counts`, the attempt this claim counted is given back: waiting is not failing.
+        """
+        now = timezone.now()
+        with transaction.atomic():
+            self._rows().filter(pk=row.pk).update(
+                state=OutboxState.RETRYING,
+                attempts=F("attempts") if counts else F("attempts") - 1,
+                next_attempt_at=now + delay,
+                lease_expires_at=now + delay + self.lease(),
+            )
+            self._enqueue_task(row.pk, delay)
 
     def fail(
         self,

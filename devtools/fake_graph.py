@@ -26,7 +26,8 @@ Graph side
 * Endpoints: ``GET /{pnid}?fields=…`` (unknown field -> 100), ``POST /{pnid}``
   (``pin``), ``POST /{pnid}/request_code|verify_code|register|deregister|messages``,
   ``GET|POST /{waba}/phone_numbers`` (cursor paging), ``GET|POST|DELETE
-  /{waba}/subscribed_apps``, ``GET /{waba}``. WABAs are created on first use of
+  /{waba}/subscribed_apps``, ``GET /{waba}``, ``GET /{waba}/message_templates`` (the demo
+  templates, two a page, until ``/_fake/templates`` sets others). WABAs are created on first use of
   one of their edges; unknown ids answer 100/33.
 * Lifecycle (§3.5): a new number is PENDING/NOT_VERIFIED; ``request_code`` issues
   a 6-digit code; ``verify_code`` wrong -> 136025, right -> VERIFIED (for 14 days);
@@ -73,6 +74,11 @@ Control API (JSON, no auth; under ``/_fake``)
 ``GET|DELETE /_fake/requests``       the Graph requests received: method, path, query params, body
                                      keys, ``auth`` = presence, source and a sha256 prefix of the
                                      token (never the token), status, fault. ``?method=&path=`` filter.
+``GET|POST /_fake/templates``        ``{"waba_id", "templates": [...]}``: a WABA's template list
+``GET|POST /_fake/status_webhooks``  ``{"url", "app_secret", "delays": [s, s, s], "fault": "fail" |
+                                     "reversed"}``: each accepted message then gets signed ``sent``,
+                                     ``delivered`` and ``read`` status events at ``url`` (with its
+                                     ``biz_opaque_callback_data``); a fault changes the next one's
 ``POST /_fake/webhooks/send``        ``{"url", "app_secret", "payload"}``: POST the payload as Meta
                                      does (ASCII-escaped JSON, ``X-Hub-Signature-256`` over exactly
                                      those bytes); answers ``{"status", "body", "signature"}``.
@@ -433,6 +439,7 @@ class FakeGraph:
             self._requests: list[dict[str, Any]] = []
             self._next_fault_id = 1
             self._next_request_id = 1
+            self._reset_sending()
 
     def now(self) -> float:
         return time.time() + float(self._settings["clock_offset_seconds"])
@@ -687,7 +694,7 @@ class FakeGraph:
             if number is not None:
                 self._check_waba_access(token, number["waba_id"])
                 return self._number_route(method, number, edge, params)
-            if node_id in self._wabas or edge in ("phone_numbers", "subscribed_apps"):
+            if node_id in self._wabas or edge in ("phone_numbers", "subscribed_apps", "message_templates"):
                 self._check_waba_access(token, node_id)
                 return self._waba_route(method, node_id, edge, params, origin)
             raise _unsupported(method, node_id)
@@ -785,6 +792,8 @@ class FakeGraph:
             return {"id": waba["id"], "name": waba["name"]}
         if edge == "phone_numbers" and method == "GET":
             return self._list_numbers(waba_id, params, origin)
+        if edge == "message_templates" and method == "GET":
+            return self._list_templates(waba_id, params, origin)
         if edge == "phone_numbers" and method == "POST":
             return self._add_number(waba_id, params)
         if edge == "subscribed_apps":
@@ -802,7 +811,7 @@ class FakeGraph:
             if method == "DELETE":
                 waba["apps"] = []
                 return {"success": True}
-        if edge is not None and edge not in ("phone_numbers", "subscribed_apps"):
+        if edge is not None and edge not in ("phone_numbers", "subscribed_apps", "message_templates"):
             raise _unknown_path(edge)
         raise _unsupported(method, waba_id)
 
@@ -1052,11 +1061,171 @@ class FakeGraph:
         message_id = "wamid." + base64.b64encode(secrets.token_bytes(27)).decode()
         number["messages"].append({"id": message_id, "to": to, "type": _text_param(params, "type")})
         del number["messages"][:-100]
+        self._after_send(number, message_id, to, _text_param(params, "biz_opaque_callback_data"))
         return {
             "messaging_product": "whatsapp",
             "contacts": [{"input": to, "wa_id": re.sub(r"\D", "", to)}],
             "messages": [{"id": message_id}],
         }
+
+    # -- Sending: templates and status webhooks (issue 21) -------------------------
+
+    def _reset_sending(self) -> None:
+        # Templates per WABA (the demo ones until set), and where status events go (nowhere until set).
+        self._templates: dict[str, list[dict[str, Any]]] = {}
+        self._status_hook: dict[str, Any] = {"url": None, "app_secret": None, "delays": [0.3, 0.8, 1.5]}
+        self._status_faults: list[str] = []
+
+    def templates_state(self) -> dict[str, Any]:
+        with self._lock:
+            return {"templates": copy.deepcopy(self._templates)}
+
+    def set_templates(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``{"waba_id", "templates": [...]}``: what ``GET /{waba}/message_templates`` lists."""
+        waba_id, templates = data.get("waba_id"), data.get("templates")
+        if not isinstance(waba_id, str) or not isinstance(templates, list):
+            raise ControlError("waba_id and templates are required")
+        with self._lock:
+            self._templates[waba_id] = copy.deepcopy(templates)
+            return {"waba_id": waba_id, "count": len(templates)}
+
+    def _list_templates(self, waba_id: str, params: dict[str, Any], origin: str) -> dict[str, Any]:
+        templates = self._templates.get(waba_id)
+        if templates is None:
+            templates = copy.deepcopy(DEMO_TEMPLATES)
+        limit_text = _text_param(params, "limit")
+        limit = int(limit_text) if limit_text and limit_text.isdigit() and int(limit_text) > 0 else 25
+        # Two templates a page at most, so that every client sees (and must follow) Meta's paging.
+        limit = min(limit, int(self._settings["page_size"]), 2)
+        after = _text_param(params, "after")
+        try:
+            start = int(_unb64(after)) + 1 if after else 0
+        except ValueError as exc:
+            raise _param_error("Invalid cursor") from exc
+        page = templates[start : start + limit]
+        result: dict[str, Any] = {"data": copy.deepcopy(page)}
+        if page:
+            last = start + len(page) - 1
+            result["paging"] = {"cursors": {"before": _b64(str(start)), "after": _b64(str(last))}}
+            if last + 1 < len(templates):
+                query = urlencode({"limit": str(limit), "after": _b64(str(last))})
+                result["paging"]["next"] = f"{origin}/{self.api_version}/{waba_id}/message_templates?{query}"
+        return result
+
+    def status_webhooks(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                **{k: v for k, v in self._status_hook.items() if k != "app_secret"},
+                "faults": self._status_faults,
+            }
+
+    def set_status_webhooks(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``{"url", "app_secret", "delays": [s, s, s], "fault": "fail" | "reversed"}``.
+
+        Each message accepted from then on gets signed ``sent``, ``delivered`` and
+        ``read`` events at ``url`` after those delays. A ``fault`` applies to the next
+        message: ``fail`` sends ``failed`` (131026) instead, ``reversed`` sends the
+        three events in reverse order (late and out of order).
+        """
+        with self._lock:
+            for key in ("url", "app_secret"):
+                if key in data:
+                    self._status_hook[key] = data[key]
+            if "delays" in data:
+                delays = [float(d) for d in data["delays"]]
+                if len(delays) != 3:
+                    raise ControlError("delays: three numbers of seconds")
+                self._status_hook["delays"] = delays
+            if data.get("fault") in ("fail", "reversed"):
+                self._status_faults.append(str(data["fault"]))
+            return self.status_webhooks()
+
+    def _after_send(self, number: dict[str, Any], message_id: str, to: str, reference: str | None) -> None:
+        """Schedule the accepted message's status events, when a webhook URL was given."""
+        url, secret = self._status_hook["url"], self._status_hook["app_secret"]
+        if not url or not secret:
+            return
+        fault = self._status_faults.pop(0) if self._status_faults else None
+        steps = ["failed"] if fault == "fail" else ["sent", "delivered", "read"]
+        delays = list(self._status_hook["delays"])
+        if fault == "reversed":
+            steps.reverse()
+        for step, delay in zip(steps, delays, strict=False):
+            status: dict[str, Any] = {
+                "id": message_id,
+                "status": step,
+                "timestamp": str(int(self.now())),
+                "recipient_id": re.sub(r"\D", "", to),
+            }
+            if reference:
+                status["biz_opaque_callback_data"] = reference
+            if step == "failed":
+                status["errors"] = [{"code": 131026, "title": "Message undeliverable"}]
+            payload = {
+                "object": "whatsapp_business_account",
+                "entry": [
+                    {
+                        "id": number["waba_id"],
+                        "changes": [
+                            {
+                                "field": "messages",
+                                "value": {
+                                    "messaging_product": "whatsapp",
+                                    "metadata": {
+                                        "display_phone_number": re.sub(
+                                            r"\D", "", number["display_phone_number"]
+                                        ),
+                                        "phone_number_id": number["id"],
+                                    },
+                                    "statuses": [status],
+                                },
+                            }
+                        ],
+                    }
+                ],
+            }
+            timer = threading.Timer(delay, _post_status, args=(url, secret, payload))
+            timer.daemon = True
+            timer.start()
+
+
+def _post_status(url: str, secret: str, payload: dict[str, Any]) -> None:
+    try:
+        send_webhook(url, secret, payload)
+    except ControlError as exc:
+        logger.warning("fake Graph: status webhook not delivered: %s", exc)
+
+
+def _demo_template(
+    number: int, name: str, language: str, body: str, *, status: str = "APPROVED", category: str = "UTILITY"
+) -> dict[str, Any]:
+    """One template as Graph lists it (fields of meta-cloud-api.md's template list)."""
+    return {
+        "id": f"59442547926159{number}",
+        "name": name,
+        "language": language,
+        "status": status,
+        "category": category,
+        "quality_score": {"score": "GREEN" if status == "APPROVED" else "UNKNOWN"},
+        "rejected_reason": "INVALID_FORMAT" if status == "REJECTED" else "NONE",
+        "components": [{"type": "BODY", "text": body}],
+    }
+
+
+# Listed for a WABA until /_fake/templates sets its own: approved ones the demo bot may send, one not.
+DEMO_TEMPLATES: list[dict[str, Any]] = [
+    _demo_template(6, "recordatorio_cita", "es", "Hola {{1}}, le recordamos su cita del {{2}}."),
+    _demo_template(7, "appointment_reminder", "en", "Hello {{1}}, a reminder of your appointment on {{2}}."),
+    _demo_template(8, "le_responderemos_pronto", "es", "Gracias por escribirnos; le responderemos pronto."),
+    _demo_template(
+        9,
+        "promocion_limpieza",
+        "es",
+        "¡Limpieza dental a mitad de precio!",
+        status="REJECTED",
+        category="MARKETING",
+    ),
+]
 
 
 def _iso(timestamp: float) -> str:
@@ -1399,6 +1568,10 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "DELETE":
                 graph.clear_requests()
                 return 200, {"success": True}
+        if path == "/_fake/templates" and method in ("GET", "POST"):
+            return 200, graph.set_templates(data) if method == "POST" else graph.templates_state()
+        if path == "/_fake/status_webhooks" and method in ("GET", "POST"):
+            return 200, graph.set_status_webhooks(data) if method == "POST" else graph.status_webhooks()
         if method == "POST" and path == "/_fake/webhooks/send":
             url, secret = data.get("url"), data.get("app_secret")
             if not isinstance(url, str) or not isinstance(secret, str) or "payload" not in data:

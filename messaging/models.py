@@ -332,3 +332,83 @@ class BotDelivery(OutboxRow):
             if self.state in states:
                 return public
         return BotDeliveryState.PENDING
+
+
+class TemplateStatus(models.TextChoices):
+    APPROVED = "APPROVED", _("Approved")
+    PENDING = "PENDING", _("Pending review")
+    REJECTED = "REJECTED", _("Rejected")
+    PAUSED = "PAUSED", _("Paused")
+    DISABLED = "DISABLED", _("Disabled")
+
+
+class MessageTemplate(models.Model):
+    """One of the WABA's message templates in one language, as last synced from Meta (endpoint 17)."""
+
+    clinic = models.ForeignKey(
+        CLINIC_MODEL, verbose_name=_("clinic"), on_delete=models.CASCADE, related_name="message_templates"
+    )
+    meta_id = models.CharField(_("Meta's id"), max_length=64, blank=True)
+    name = models.CharField(_("name"), max_length=512)
+    language = models.CharField(_("language"), max_length=16)
+    # Meta's own word when it is none of ours (IN_APPEAL, LIMIT_EXCEEDED...): kept as it came.
+    status = models.CharField(_("status"), max_length=32)
+    category = models.CharField(_("category"), max_length=32, blank=True)
+    quality = models.CharField(_("quality"), max_length=16, blank=True)
+    # How many {{n}} placeholders the body has: a send must bring as many params.
+    params = models.PositiveIntegerField(_("placeholders"), default=0)
+    rejected_reason = models.CharField(_("rejection reason"), max_length=255, blank=True)
+    synced_at = models.DateTimeField(_("synced at"))
+
+    class Meta:
+        verbose_name = _("message template")
+        verbose_name_plural = _("message templates")
+        ordering = ["name", "language"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["clinic", "name", "language"], name="msg_template_unique_name_language"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.language})"
+
+
+class OutboundSend(OutboxRow):
+    """One message to send to Meta: the send outbox's row, and the `Idempotency-Key` it was asked with.
+
+    `request_sent_at` is written (and committed) before the request to Meta leaves:
+    once it is set the message is never sent again, whatever happens to the answer.
+    The key is kept 24 hours (then freed, made "": `key_expires_at`).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    clinic = models.ForeignKey(
+        CLINIC_MODEL, verbose_name=_("clinic"), on_delete=models.CASCADE, related_name="+"
+    )
+    message = models.OneToOneField(
+        Message, verbose_name=_("message"), on_delete=models.CASCADE, related_name="send"
+    )
+    idempotency_key = models.CharField(_("idempotency key"), max_length=255, blank=True)
+    # SHA-256 of the request's canonical body: the same key with another body is a conflict.
+    body_digest = models.CharField(_("body digest"), max_length=64)
+    key_expires_at = models.DateTimeField(_("key kept until"))
+    request_sent_at = models.DateTimeField(_("request sent at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("send to Meta")
+        verbose_name_plural = _("sends to Meta")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["clinic", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="msg_send_unique_idempotency_key",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["state", "lease_expires_at"], name="msg_send_sweep"),
+        ]
+
+    def __str__(self) -> str:
+        return f"send {self.pk}"

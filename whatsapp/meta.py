@@ -43,7 +43,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import requests
-from urllib3.exceptions import ReadTimeoutError
+from urllib3.exceptions import NewConnectionError, ReadTimeoutError
 
 from common import deadline
 
@@ -58,6 +58,7 @@ __all__ = [
     "MetaUnavailableError",
     "PhoneNumberInfo",
     "SubscribedApp",
+    "TemplateInfo",
     "TokenInfo",
 ]
 
@@ -202,6 +203,51 @@ class SubscribedApp:
         )
 
 
+# A body placeholder: {{1}} (positional) or {{name}} (named).
+_PLACEHOLDER_RE = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
+TEMPLATE_FIELDS = "id,name,language,status,category,quality_score,rejected_reason,components"
+# A WABA has at most 250 template names, in several languages each: "all pages" with room to spare.
+_MAX_TEMPLATE_PAGES = 100
+
+
+@dataclass(frozen=True)
+class TemplateInfo:
+    """One message template in one language (``GET /{waba}/message_templates``)."""
+
+    id: str
+    name: str
+    language: str
+    status: str
+    category: str
+    quality: str
+    params: int
+    rejected_reason: str
+
+    @classmethod
+    def from_graph(cls, data: dict[str, Any]) -> TemplateInfo:
+        name, language = data.get("name"), data.get("language")
+        if not isinstance(name, str) or not name or not isinstance(language, str) or not language:
+            raise MetaUnavailableError("Meta returned a template without a name or language")
+        quality = data.get("quality_score")
+        score = quality.get("score") if isinstance(quality, dict) else None
+        body = ""
+        for component in data.get("components") or []:
+            if isinstance(component, dict) and str(component.get("type", "")).upper() == "BODY":
+                body = _opt_str(component.get("text")) or ""
+        template_id = data.get("id")
+        reason = _opt_str(data.get("rejected_reason")) or ""
+        return cls(
+            id=str(template_id) if isinstance(template_id, str | int) else "",
+            name=name,
+            language=language,
+            status=(_opt_str(data.get("status")) or "").upper(),
+            category=(_opt_str(data.get("category")) or "").upper(),
+            quality=(_opt_str(score) or "").upper(),
+            params=len(set(_PLACEHOLDER_RE.findall(body))),
+            rejected_reason="" if reason == "NONE" else reason,
+        )
+
+
 def _opt_str(value: Any) -> str | None:
     # Graph sends strings; anything else is a surprise we would rather not store.
     return value if isinstance(value, str) else None
@@ -337,23 +383,10 @@ class MetaClient:
     def list_phone_numbers(self, waba_id: str) -> list[PhoneNumberInfo]:
         """``GET /{waba}/phone_numbers``, following up to 10 pages."""
         waba = _check_id(waba_id, "WhatsApp Business Account id")
-        numbers: list[PhoneNumberInfo] = []
-        params = {"fields": _FIELDS_PARAM}
-        for _page in range(_MAX_PAGES):
-            data = self._request("GET", f"{waba}/phone_numbers", params=params)
-            items = data.get("data")
-            if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-                raise MetaUnavailableError("Meta returned a phone number list without a data array")
-            numbers.extend(PhoneNumberInfo.from_graph(item) for item in items)
-            after = _next_cursor(data.get("paging"))
-            if after is None:
-                return numbers
-            # Never follow paging.next itself: it may point elsewhere and often
-            # carries access_token in its query, which would then end up in
-            # exception texts. Rebuild the URL with our base and the cursor.
-            params = {"fields": _FIELDS_PARAM, "after": after}
-        logger.warning("Meta GET %s/phone_numbers: stopped after %d pages", waba, _MAX_PAGES)
-        return numbers
+        items, complete = self._pages(f"{waba}/phone_numbers", {"fields": _FIELDS_PARAM}, _MAX_PAGES)
+        if not complete:
+            logger.warning("Meta GET %s/phone_numbers: stopped after %d pages", waba, _MAX_PAGES)
+        return [PhoneNumberInfo.from_graph(item) for item in items]
 
     def add_phone_number(self, waba_id: str, *, cc: str, phone_number: str, verified_name: str) -> str:
         """``POST /{waba}/phone_numbers``; returns the new (unverified) phone number id."""
@@ -418,6 +451,59 @@ class MetaClient:
         """``POST /{waba}/subscribed_apps``: without it no webhooks arrive for the WABA."""
         waba = _check_id(waba_id, "WhatsApp Business Account id")
         self._request("POST", f"{waba}/subscribed_apps")
+
+    def list_templates(self, waba_id: str) -> list[TemplateInfo]:
+        """``GET /{waba}/message_templates``, every page (Meta pages them; a sync must see them all)."""
+        waba = _check_id(waba_id, "WhatsApp Business Account id")
+        params = {"fields": TEMPLATE_FIELDS, "limit": "100"}
+        items, complete = self._pages(f"{waba}/message_templates", params, _MAX_TEMPLATE_PAGES)
+        if not complete:
+            # A partial list would make the missing templates look deleted: refuse it instead.
+            raise MetaUnavailableError(f"Meta's template list did not end after {_MAX_TEMPLATE_PAGES} pages")
+        templates = []
+        for item in items:
+            try:
+                templates.append(TemplateInfo.from_graph(item))
+            except MetaUnavailableError:
+                # One malformed template must not stop the sync of all the others.
+                logger.warning(
+                    "Meta GET %s/message_templates: a template without a name or language skipped", waba
+                )
+        return templates
+
+    def _pages(self, path: str, params: dict[str, str], max_pages: int) -> tuple[list[dict[str, Any]], bool]:
+        """The items of a paged Graph list, up to `max_pages` pages; and whether the list ended."""
+        items: list[dict[str, Any]] = []
+        for _page in range(max_pages):
+            data = self._request("GET", path, params=params)
+            page = data.get("data")
+            if not isinstance(page, list) or not all(isinstance(item, dict) for item in page):
+                raise MetaUnavailableError(f"Meta returned a list for /{path} without a data array")
+            items.extend(page)
+            after = _next_cursor(data.get("paging"))
+            if after is None:
+                return items, True
+            # Never follow paging.next itself: it may point elsewhere and often
+            # carries access_token in its query, which would then end up in
+            # exception texts. Rebuild the URL with our base and the cursor.
+            params = {**params, "after": after}
+        return items, False
+
+    def send_message(self, phone_number_id: str, payload: dict[str, Any]) -> str:
+        """``POST /{pnid}/messages`` with a message object; returns Meta's ``wamid``.
+
+        Never repeated here (a POST): after a ``MetaTimeoutError`` or an unreachable
+        Meta the message may have gone out, so the caller must not send it again blindly.
+        """
+        pnid = _check_id(phone_number_id, "phone number id")
+        body = {"messaging_product": "whatsapp", "recipient_type": "individual", **payload}
+        data = self._request("POST", f"{pnid}/messages", json_body=body)
+        messages = data.get("messages")
+        first = messages[0] if isinstance(messages, list) and messages else None
+        wamid = first.get("id") if isinstance(first, dict) else None
+        if not isinstance(wamid, str) or not wamid:
+            raise MetaUnavailableError("Meta accepted a message but returned no message id")
+        return wamid
 
     # -- Transport ------------------------------------------------------------
 
@@ -676,6 +762,23 @@ def _bounded(exchange: Any, give_up_at: float, what: str) -> Any:
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+def never_reached_meta(exc: BaseException) -> bool:
+    """Whether a failed call certainly never reached Meta: no connection was made, so a POST may be repeated.
+
+    A connection refused, a name that did not resolve or a connect timeout: the
+    request was never written. Anything later (a read timeout, a broken
+    connection) may have been carried out by Meta.
+    """
+    cause = exc.__cause__
+    if isinstance(cause, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(cause, requests.exceptions.ConnectionError) and cause.args:
+        reason = cause.args[0]
+        reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
+        return isinstance(reason, NewConnectionError)
+    return False
 
 
 def _next_cursor(paging: Any) -> str | None:

@@ -340,6 +340,8 @@ class BotSecretView(MessagingMixin, APIView):
 
 
 class ConversationListView(MessagingMixin, APIView):
+    admits_bot_keys = True  # a bot reads its clinic's conversations (15)
+
     @extend_schema(
         parameters=[LIMIT, CURSOR],
         responses={200: page_schema(CONVERSATION_SHAPE), 400: VALIDATION_ERROR},
@@ -356,6 +358,8 @@ class ConversationListView(MessagingMixin, APIView):
 
 
 class ConversationMessagesView(MessagingMixin, APIView):
+    admits_bot_keys = True
+
     @extend_schema(
         parameters=[LIMIT, CURSOR],
         responses={200: page_schema(MESSAGE_SHAPE), 400: VALIDATION_ERROR, 404: NOT_FOUND},

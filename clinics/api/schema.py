@@ -18,3 +18,16 @@ class ApiTokenScheme(OpenApiAuthenticationExtension):
             "name": "Authorization",
             "description": "`Token <key>` or `Bearer <key>`; get a key from POST /api/auth/token/.",
         }
+
+
+class BotKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "clinics.bot_keys.BotKeyAuthentication"
+    name = "botKeyAuth"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "`Bearer bot_...`: a key from POST /api/clinics/bot/keys/ (the clinic's bot). "
+            "Accepted by the conversations, sending and the template list; 403 elsewhere.",
+        }

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import re_path
 
-from . import messaging_views, views
+from . import messaging_views, sending_views, views
 
 app_name = "clinics-api"
 
@@ -48,4 +48,14 @@ urlpatterns = [
         messaging_views.ConversationMessagesView.as_view(),
         name="conversation-messages",
     ),
+    # Endpoints 14c, 16 and 17 (clinics.api.sending_views).
+    re_path(r"^clinics/bot/keys/?$", sending_views.BotKeysView.as_view(), name="bot-keys"),
+    re_path(
+        r"^clinics/bot/keys/(?P<prefix>[A-Za-z0-9_-]{1,12})/?$",
+        sending_views.BotKeyDetailView.as_view(),
+        name="bot-key",
+    ),
+    re_path(r"^clinics/messages/?$", sending_views.MessagesView.as_view(), name="messages"),
+    re_path(r"^clinics/templates/?$", sending_views.TemplatesView.as_view(), name="templates"),
+    re_path(r"^clinics/templates/sync/?$", sending_views.TemplatesSyncView.as_view(), name="templates-sync"),
 ]

@@ -21,7 +21,7 @@ from rest_framework.views import APIView
 
 from clinics import services
 from clinics.models import ApiToken, Clinic
-from clinics.permissions import IsClinicAdmin, IsClinicMember
+from clinics.permissions import IsClinicAdmin, IsClinicMember, IsNotBotKey
 from clinics.selectors import whatsapp_account_of
 from common.api.fields import error_names
 from common.api.views import NoStoreMixin
@@ -167,7 +167,7 @@ class ObtainTokenView(NoStoreMixin, APIView):
 
 
 class LogoutView(NoStoreMixin, APIView):
-    permission_classes = [permissions.IsAuthenticated]
+    permission_classes = [permissions.IsAuthenticated, IsNotBotKey]
 
     @extend_schema(request=None, responses={204: None}, summary="Delete the token used for this request")
     def post(self, request: Request) -> Response:

@@ -232,8 +232,10 @@ def test_a_warning_whose_worker_died_is_sent_by_the_next_sweep(connected, graph,
     assert out == [
         "0 stalled deliveries, 0 stalled e-mails and 0 stalled deliveries to bots queued again; "
         "0 tasks of dead workers taken again",
+        "0 stalled sends queued again; 0 sends with a lost answer now unknown",
         "0 stalled deliveries, 1 stalled e-mails and 0 stalled deliveries to bots queued again; "
         "0 tasks of dead workers taken again",
+        "0 stalled sends queued again; 0 sends with a lost answer now unknown",
     ]
     assert [message.subject for message in mail.outbox] == [
         "WhatsApp de Clínica San Salvador dejó de funcionar"

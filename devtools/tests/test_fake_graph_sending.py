@@ -1,0 +1,108 @@
+"""The fake Graph server's sending side: messages accepted with a wamid, templates paged, signed status events."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from devtools.tests.conftest import WABA
+
+APP_SECRET = "fake-app-secret-for-statuses"
+
+
+@pytest.fixture
+def number(fake):
+    return fake.graph.create_number(
+        {
+            "waba_id": WABA,
+            "cc": "503",
+            "phone_number": "77654321",
+            "verified_name": "Clínica",
+            "status": "CONNECTED",
+        }
+    )
+
+
+@pytest.fixture
+def receiver():
+    """A webhook endpoint on 127.0.0.1 that keeps what it received and whether the signature matched."""
+    received: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            expected = "sha256=" + hmac.new(APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
+            received.append(
+                {"signed": self.headers["X-Hub-Signature-256"] == expected, "body": json.loads(body)}
+            )
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/webhook", received
+    server.shutdown()
+    server.server_close()
+
+
+def _wait_for(received: list[Any], count: int) -> None:
+    deadline = time.monotonic() + 10
+    while len(received) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_it_lists_every_template_over_several_pages(client):
+    templates = client.list_templates(WABA)
+
+    assert [(t.name, t.language, t.status, t.params) for t in templates] == [
+        ("recordatorio_cita", "es", "APPROVED", 2),
+        ("appointment_reminder", "en", "APPROVED", 2),
+        ("le_responderemos_pronto", "es", "APPROVED", 0),
+        ("promocion_limpieza", "es", "REJECTED", 0),
+    ]
+
+
+def test_it_accepts_a_message_and_posts_signed_statuses(fake, client, number, receiver):
+    url, received = receiver
+    fake.graph.set_status_webhooks({"url": url, "app_secret": APP_SECRET, "delays": [0.05, 0.1, 0.15]})
+
+    wamid = client.send_message(
+        number["id"],
+        {
+            "to": "+50370001111",
+            "type": "text",
+            "text": {"body": "Hola"},
+            "biz_opaque_callback_data": "ours-1",
+        },
+    )
+
+    assert wamid.startswith("wamid.")
+    _wait_for(received, 3)
+    statuses = [event["body"]["entry"][0]["changes"][0]["value"]["statuses"][0] for event in received]
+    assert all(event["signed"] for event in received)
+    assert sorted(status["status"] for status in statuses) == ["delivered", "read", "sent"]
+    assert {(status["id"], status["biz_opaque_callback_data"]) for status in statuses} == {(wamid, "ours-1")}
+
+
+def test_a_fault_makes_the_next_message_fail(fake, client, number, receiver):
+    url, received = receiver
+    fake.graph.set_status_webhooks(
+        {"url": url, "app_secret": APP_SECRET, "delays": [0.05, 0.1, 0.15], "fault": "fail"}
+    )
+
+    client.send_message(number["id"], {"to": "+50370001111", "type": "text", "text": {"body": "Hola"}})
+
+    _wait_for(received, 1)
+    [status] = received[0]["body"]["entry"][0]["changes"][0]["value"]["statuses"]
+    assert (status["status"], status["errors"][0]["code"]) == ("failed", 131026)

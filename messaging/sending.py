@@ -1,0 +1,400 @@
+"""Sending to patients (endpoint 16): the checks before Meta, the idempotency key, the send outbox and its worker.
+
+`message_send` checks everything it can before anything reaches Meta - the
+number `active`, the window open for a text, the template known, in that
+language, `APPROVED`, with as many params as placeholders - and refuses with
+`SendRefusedError` (nothing stored, no Meta call). Otherwise, in one
+transaction, it appends the `queued` message and its `OutboundSend` row (the
+send outbox, `common.outbox`) keyed by the caller's `Idempotency-Key` (kept 24
+hours, per clinic): the same key with the same body answers with the same
+message; with another body, `IdempotencyConflictError`.
+
+The worker (`message_send_process`) takes the row, keeps one patient's messages
+in order, keeps the pace (`messaging.pacing`), then marks the row
+`request_sent_at` in its own committed transaction *before* the request to Meta
+leaves, and calls Meta with no transaction open. Our message id goes to Meta as
+`biz_opaque_callback_data`. Afterwards:
+
+* accepted: the `wamid` is recorded, the message stays `sending` until Meta's
+  status events move it (`messaging.services.messaging_record_status`);
+* never reached (connection refused, name not resolved, connect timeout): back
+  to the queue, retried with the outbox's backoff;
+* answer lost (a read timeout, a connection broken after the request went out): the
+  message stays `sending` with no `wamid`; Meta's status event finds it by our
+  id, or `message_sends_sweep` makes it `unknown` after 10 minutes. A row with
+  `request_sent_at` is never sent again, whatever happens to its worker;
+* refused: `messaging.send_errors` says what the code means: `failed` with the
+  code, or wait and try again (130429, 131056).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy as _
+from django_tasks import task
+
+from common.outbox import UNFINISHED, Outbox
+from whatsapp.exceptions import MetaRefusedError, MetaTimeoutError, MetaUnavailableError
+from whatsapp.meta import MetaClient, never_reached_meta
+from whatsapp.models import WhatsAppAccount, WhatsAppStatus
+
+from .models import (
+    Conversation,
+    Message,
+    MessageStatus,
+    MessageTemplate,
+    MessageType,
+    OutboundSend,
+    TemplateStatus,
+)
+from .pacing import take_send_slot
+from .send_errors import SendAction, send_error
+from .services import messaging_record_outbound
+
+logger = logging.getLogger(__name__)
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+# A send whose answer was lost is `unknown` after this long without Meta's status event.
+UNKNOWN_AFTER = timedelta(minutes=10)
+# A worker holds a send this long: far above Meta's timeouts.
+SEND_LEASE = timedelta(minutes=2)
+# How long a send waits behind an earlier message to the same patient before looking again.
+ORDER_WAIT = timedelta(seconds=1)
+
+
+class SendRefusedError(Exception):
+    """A send refused before Meta: `status` (409, 422), a stable `code`, and a sentence for the reader."""
+
+    def __init__(self, status: int, code: str, detail: Promise | str) -> None:
+        super().__init__(str(detail))
+        self.status = status
+        self.code = code
+        self._detail = detail
+
+    @property
+    def detail(self) -> str:
+        return str(self._detail)
+
+
+class IdempotencyConflictError(Exception):
+    """The `Idempotency-Key` was used within 24 hours with another body."""
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    """What a caller asks to send: a text, or a template with its params, to `to` (digits of a wa_id)."""
+
+    to: str
+    text: str | None = None
+    template_name: str | None = None
+    template_language: str | None = None
+    template_params: tuple[str, ...] = ()
+
+    @property
+    def digest(self) -> str:
+        """The body's fingerprint: the same request, however its JSON was spaced or ordered."""
+        canonical = json.dumps(
+            [self.to, self.text, self.template_name, self.template_language, list(self.template_params)],
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@task()
+def send_message_to_meta(send_id: str) -> str:
+    """The background task: send one queued message to Meta (see the module's docstring)."""
+    return message_send_process(send_id=send_id)
+
+
+SENDS: Outbox[OutboundSend] = Outbox(
+    model=OutboundSend,
+    task=send_message_to_meta,
+    row_arg="send_id",
+    lease=lambda: SEND_LEASE,
+    tenant="clinic",
+    oldest_first="created_at",
+)
+
+
+# --- the request's side ----------------------------------------------------------------------
+
+
+def _replay(clinic_id: Any, key: str, digest: str, now: Any) -> Message | None:
+    """The message an earlier request with this key made, if the key is still kept; frees an old key."""
+    earlier = OutboundSend.objects.filter(clinic_id=clinic_id, idempotency_key=key).first()
+    if earlier is None:
+        return None
+    if earlier.key_expires_at <= now:
+        # Kept 24 hours: after that the key is free for a new message.
+        OutboundSend.objects.filter(pk=earlier.pk).update(idempotency_key="")
+        return None
+    if earlier.body_digest != digest:
+        raise IdempotencyConflictError(key)
+    return Message.objects.get(pk=earlier.message_id)
+
+
+def _check_template(clinic_id: Any, request: SendRequest) -> None:
+    named = MessageTemplate.objects.filter(clinic_id=clinic_id, name=request.template_name)
+    if not named.exists():
+        raise SendRefusedError(
+            422, "template_unknown", _("No template of this name is known. Sync the templates and try again.")
+        )
+    template = named.filter(language=request.template_language).first()
+    if template is None:
+        raise SendRefusedError(
+            422,
+            "template_unknown",
+            _("This template has no version in that language. Sync the templates or pick another language."),
+        )
+    if template.status != TemplateStatus.APPROVED:
+        raise SendRefusedError(
+            422, "template_not_approved", _("This template is not approved by Meta, so it cannot be sent.")
+        )
+    if len(request.template_params) != template.params:
+        raise SendRefusedError(
+            422,
+            "template_params",
+            _("This template needs %(count)d parameters.") % {"count": template.params},
+        )
+
+
+def _check(clinic_id: Any, account: WhatsAppAccount | None, request: SendRequest) -> WhatsAppAccount:
+    """Every refusal the contract lists, in its order (raises `SendRefusedError`); returns the active account."""
+    if account is None or account.status != WhatsAppStatus.ACTIVE or not account.phone_number_id:
+        raise SendRefusedError(
+            409, "number_not_active", _("The clinic's WhatsApp number is not active, so nothing can be sent.")
+        )
+    if request.text is not None:
+        conversation = Conversation.objects.filter(
+            clinic_id=clinic_id, phone_number_id=account.phone_number_id, wa_id=request.to
+        ).first()
+        if conversation is None or not conversation.window_is_open(timezone.now()):
+            raise SendRefusedError(
+                422,
+                "window_closed",
+                _("The patient has not written in the last 24 hours: only an approved template can be sent."),
+            )
+        return account
+    _check_template(clinic_id, request)
+    return account
+
+
+def message_send(*, clinic_id: Any, request: SendRequest, idempotency_key: str, sent_by: str) -> Message:
+    """Queue a message for the patient, or answer again for a key already used; returns the message.
+
+    Raises `SendRefusedError` (nothing stored, nothing sent) or `IdempotencyConflictError`.
+    """
+    now = timezone.now()
+    digest = request.digest
+    replayed = _replay(clinic_id, idempotency_key, digest, now)
+    if replayed is not None:
+        return replayed
+    account = _check(clinic_id, WhatsAppAccount.objects.filter(clinic_id=clinic_id).first(), request)
+    try:
+        with transaction.atomic():
+            message = _queue(
+                clinic_id, account.phone_number_id, request, idempotency_key, digest, sent_by, now
+            )
+    except IntegrityError:
+        # Another request with this key won the race: answer as it did (or 409 for another body).
+        replayed = _replay(clinic_id, idempotency_key, digest, now)
+        if replayed is None:
+            raise
+        return replayed
+    return message
+
+
+def _queue(
+    clinic_id: Any,
+    phone_number_id: str,
+    request: SendRequest,
+    key: str,
+    digest: str,
+    sent_by: str,
+    now: Any,
+) -> Message:
+    if request.text is not None:
+        message = messaging_record_outbound(
+            clinic_id=clinic_id,
+            phone_number_id=phone_number_id,
+            wa_id=request.to,
+            type=MessageType.TEXT,
+            text=request.text,
+            sent_by=sent_by,
+        )
+    else:
+        message = messaging_record_outbound(
+            clinic_id=clinic_id,
+            phone_number_id=phone_number_id,
+            wa_id=request.to,
+            type=MessageType.TEMPLATE,
+            text=None,
+            sent_by=sent_by,
+            details={
+                "template": {
+                    "name": request.template_name,
+                    "language": request.template_language,
+                    "params": list(request.template_params),
+                }
+            },
+        )
+    row = OutboundSend.objects.create(
+        clinic_id=clinic_id,
+        message=message,
+        idempotency_key=key,
+        body_digest=digest,
+        key_expires_at=now + IDEMPOTENCY_WINDOW,
+    )
+    SENDS.enqueue(row)
+    return message
+
+
+# --- the worker's side -----------------------------------------------------------------------
+
+
+def meta_payload(message: Message, wa_id: str) -> dict[str, Any]:
+    """The message object for `POST /{pnid}/messages`, with our id as `biz_opaque_callback_data`."""
+    payload: dict[str, Any] = {"to": f"+{wa_id}", "biz_opaque_callback_data": str(message.pk)}
+    if message.type == MessageType.TEMPLATE:
+        template = (message.details_info or {}).get("template") or {}
+        parameters = [{"type": "text", "text": str(value)} for value in template.get("params") or []]
+        body: dict[str, Any] = {"name": template.get("name"), "language": {"code": template.get("language")}}
+        if parameters:
+            body["components"] = [{"type": "body", "parameters": parameters}]
+        payload.update(type="template", template=body)
+    else:
+        payload.update(type="text", text={"preview_url": False, "body": message.text or ""})
+    return payload
+
+
+def message_send_process(*, send_id: str) -> str:
+    """Work one send of the outbox (the clinic's turn may give another than the one named); never raises."""
+    row = SENDS.claim(send_id)
+    if row is None:
+        return "nothing to do"
+    try:
+        return _process(row)
+    except Exception as exc:  # noqa: BLE001 - recorded on the row and retried (only before the request left)
+        logger.warning("send %s failed before reaching Meta (attempt %d): %r", row.pk, row.attempts, exc)
+        return _retry(row, exc)
+
+
+def _retry(row: OutboundSend, error: BaseException | str) -> str:
+    outcome = SENDS.fail(row, error)
+    if outcome == "given up":
+        Message.objects.filter(pk=row.message_id, status=MessageStatus.QUEUED).update(
+            status=MessageStatus.FAILED
+        )
+    return outcome
+
+
+def _process(row: OutboundSend) -> str:
+    if row.request_sent_at is not None:
+        # A worker died after the request left (or may have): never send it again.
+        SENDS.succeed(row)
+        return "sent before; waiting for Meta's status"
+    message = Message.objects.select_related("conversation").get(pk=row.message_id)
+    if message.status != MessageStatus.QUEUED:
+        SENDS.succeed(row)
+        return f"message already {message.status}"
+    conversation = message.conversation
+    account = WhatsAppAccount.objects.filter(clinic_id=row.clinic_id).first()
+    if account is None or account.status != WhatsAppStatus.ACTIVE or not account.access_token:
+        return _retry(row, "the number is not active")
+    earlier = OutboundSend.objects.filter(
+        message__conversation_id=conversation.pk,
+        message__sequence__lt=message.sequence,
+        request_sent_at__isnull=True,
+        state__in=UNFINISHED,
+    )
+    if earlier.exists():
+        SENDS.defer(row, ORDER_WAIT)
+        return "waiting behind an earlier message to the patient"
+    wait = take_send_slot(
+        phone_number_id=conversation.phone_number_id, conversation_id=conversation.pk, now=timezone.now()
+    )
+    if wait:
+        SENDS.defer(row, timedelta(seconds=wait))
+        return f"paced: {wait:.2f} s"
+    with transaction.atomic():
+        # Committed before the request leaves: from here on the message is never sent again.
+        if not OutboundSend.objects.filter(pk=row.pk, request_sent_at__isnull=True).update(
+            request_sent_at=timezone.now()
+        ):
+            return "taken by another worker"
+        Message.objects.filter(pk=message.pk, status=MessageStatus.QUEUED).update(
+            status=MessageStatus.SENDING
+        )
+    payload = meta_payload(message, conversation.wa_id)
+    try:
+        with MetaClient(account.access_token) as client:
+            wamid = client.send_message(conversation.phone_number_id, payload)
+    except MetaRefusedError as exc:
+        return _refused(row, message, exc)
+    except (MetaTimeoutError, MetaUnavailableError) as exc:
+        code = getattr(exc, "code", None)
+        answered_retry = (
+            isinstance(exc, MetaUnavailableError) and code and send_error(code).action == SendAction.RETRY
+        )
+        if answered_retry or never_reached_meta(exc):
+            # Meta answered that it did not take the message, or no connection was ever made: safe to try again.
+            _unsend(row, message)
+            return _retry(row, exc)
+        SENDS.succeed(row, last_error=f"answer lost: {type(exc).__name__}")
+        return "answer lost; waiting for Meta's status"
+    # A status event may have recorded the wamid first (matched by our id): keep what is there.
+    Message.objects.filter(pk=message.pk, wamid="").update(wamid=wamid)
+    SENDS.succeed(row)
+    return "accepted"
+
+
+def _unsend(row: OutboundSend, message: Message) -> None:
+    """Meta said it did not take the message: back to `queued`, the row free to send again."""
+    with transaction.atomic():
+        OutboundSend.objects.filter(pk=row.pk).update(request_sent_at=None)
+        Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING, wamid="").update(
+            status=MessageStatus.QUEUED
+        )
+
+
+def _refused(row: OutboundSend, message: Message, exc: MetaRefusedError) -> str:
+    meaning = send_error(exc.code)
+    if meaning.action == SendAction.WAIT and row.attempts < settings.TASK_RETRY_ATTEMPTS:
+        _unsend(row, message)
+        SENDS.defer(row, timedelta(seconds=meaning.wait_seconds * row.attempts), counts=True)
+        return f"Meta asked to wait ({exc.code})"
+    if meaning.action == SendAction.RETRY and row.attempts < settings.TASK_RETRY_ATTEMPTS:
+        _unsend(row, message)
+        return _retry(row, f"Meta {exc.code}")
+    with transaction.atomic():
+        Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING).update(
+            status=MessageStatus.FAILED, error_code=exc.code
+        )
+        SENDS.succeed(row, last_error=f"Meta refused: {exc.code}")
+    return f"failed: Meta {exc.code}"
+
+
+def message_sends_sweep(*, now: Any = None) -> int:
+    """Sends whose answer was lost 10 minutes ago and that no status event settled become `unknown`.
+
+    Run every few minutes (`manage.py requeue_stalled`). Returns how many changed.
+    """
+    cutoff = (now or timezone.now()) - UNKNOWN_AFTER
+    return Message.objects.filter(
+        status=MessageStatus.SENDING, wamid="", send__request_sent_at__lt=cutoff
+    ).update(status=MessageStatus.UNKNOWN)
+
+
+def message_sends_requeue_stalled() -> int:
+    """Queue again the sends whose worker died or whose task was lost (their lease ran out)."""
+    return SENDS.requeue_stalled()
