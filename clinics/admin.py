@@ -18,12 +18,15 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.utils.safestring import SafeString
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+from django.utils.html import format_html_join
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from common.forms import NormalizedFormMixin
+from common.models import AuditEvent
 from whatsapp import services as whatsapp_services
 from whatsapp.admin import WhatsAppAccountInline, status_badge, verdict_badge
 from whatsapp.exceptions import WhatsAppError
@@ -106,6 +109,11 @@ class ClinicAdmin(admin.ModelAdmin):
             return verdict_badge(obj.whatsapp.health)
         except (WhatsAppAccount.DoesNotExist, WhatsAppHealth.DoesNotExist):
             return verdict_badge(None)
+
+    def history_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> HttpResponse:
+        """A clinic's history is its audit trail (every door writes it; admin's own log saw only admin)."""
+        url = reverse("admin:common_auditevent_changelist")
+        return HttpResponseRedirect(f"{url}?clinic_id={object_id}")
 
     def get_inlines(self, request: HttpRequest, obj: Clinic | None) -> list[type]:
         # clinic_create makes the WhatsApp account: none on the add page.
@@ -277,4 +285,53 @@ class ApiTokenAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def delete_model(self, request: HttpRequest, obj: ApiToken) -> None:
+        services.api_token_revoke(token=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        for token in queryset.select_related("user"):
+            services.api_token_revoke(token=token)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Every clinic's history, read-only: rows are never added, changed or deleted here."""
+
+    list_display = ("at", "clinic", "actor", "door", "action", "changes_shown", "address", "request_id")
+    list_filter = ("door", "action")
+    search_fields = ("actor", "action", "request_id")
+    fields = (
+        "at",
+        "clinic",
+        "actor",
+        "door",
+        "action",
+        "changes_shown",
+        "address",
+        "request_id",
+        "seq",
+        "hash",
+    )
+    readonly_fields = fields
+    ordering = ("-id",)
+
+    @admin.display(description=_("clinic"))
+    def clinic(self, obj: AuditEvent) -> str:
+        if obj.clinic_id is None:
+            return "—"
+        return str(Clinic.objects.filter(pk=obj.clinic_id).values_list("name", flat=True).first() or "—")
+
+    @admin.display(description=_("changes"))
+    def changes_shown(self, obj: AuditEvent) -> SafeString:
+        return format_html_join(mark_safe("<br>"), "{}: {}", obj.change_lines())
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import re_path
 
-from . import views
+from . import activity, views
 
 app_name = "clinics-api"
 
@@ -14,6 +14,7 @@ urlpatterns = [
     re_path(r"^auth/logout/?$", views.LogoutView.as_view(), name="logout"),
     re_path(r"^clinics/settings/?$", views.ClinicSettingsView.as_view(), name="settings"),
     re_path(r"^clinics/me/?$", views.ClinicProfileView.as_view(), name="profile"),
+    re_path(r"^clinics/activity/?$", activity.ClinicActivityView.as_view(), name="activity"),
     re_path(
         r"^clinics/whatsapp/?$",
         whatsapp({"put": "configure", "delete": "deregister"}),

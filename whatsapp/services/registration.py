@@ -44,7 +44,16 @@ from .limits import (
     wrong_codes_forget,
     wrong_codes_guard,
 )
-from .state import acting_on, ask_meta, client_for, ensure_not_owned_elsewhere, recorded, save, set_status
+from .state import (
+    acting_on,
+    ask_meta,
+    client_for,
+    ensure_not_owned_elsewhere,
+    recorded,
+    save,
+    set_status,
+    snapshot,
+)
 from .status import e164_from_meta, phone_status_outcome, subscribe_if_needed
 
 META_LANGUAGES = {"es": "es", "en": "en_US"}
@@ -119,6 +128,7 @@ def _register_number(
     token = require_access_token(account, secret_change(access_token))
     waba_id = require_business_account(account, business_account_id)
     client = client_for(account, token)
+    before = snapshot(account)
 
     def ask_for_code() -> tuple[str, int]:
         number_id = _find_or_add_number(client, waba_id, number, verified_name)
@@ -154,7 +164,7 @@ def _register_number(
     account.subscribed_at = None
     account.status_checked_at = None
     account.full_clean(validate_constraints=False)
-    save_credentials(account, changed, everything=True)
+    save_credentials(account, changed, action="whatsapp.code_requested", before=before, everything=True)
     return account
 
 
@@ -243,13 +253,14 @@ def _register(account: WhatsAppAccount, client: MetaClient, pin: str) -> None:
         account.status_checked_at = None
         return recorded(account, error)
 
+    before = snapshot(account)
     ask_meta(lambda: client.register(number_id, pin), on_failure=not_registered)
     # Meta accepted this PIN for this number: it is the one to keep, recorded before anything
     # else is asked, with `verifying` until Meta's status of the number is read.
     account.registration_pin = pin
     account.pin_phone_number_id = number_id
     set_status(account, WhatsAppStatus.VERIFYING, detail=Detail.of("verify.waiting"))
-    save(account)
+    save(account, action="whatsapp.registered", before=before)
     try:
         info = client.get_phone_number(number_id)
     except MetaError:
@@ -278,8 +289,9 @@ def _change_pin(account: WhatsAppAccount, client: MetaClient, pin: str) -> None:
             account, error.explained(status=account.status, reason=Detail.of("deadline.verifying"))
         )
 
+    before = snapshot(account)
     ask_meta(lambda: client.set_pin(account.phone_number_id, pin), on_failure=not_changed)
     account.registration_pin = pin
     account.pin_phone_number_id = account.phone_number_id
     account.detail_parts = Detail.of("pin.changed").as_json()
-    save(account)
+    save(account, action="whatsapp.pin_changed", before=before)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -32,6 +32,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
+
+from common.audit import audit_changes, audit_record
 
 from ..details import NO_DETAIL, Detail
 from ..exceptions import MetaError, NumberOwnedElsewhereError, StatusConflictError, WhatsAppError
@@ -174,15 +176,45 @@ def _all_fields() -> list[str]:
     ]
 
 
-def save(account: WhatsAppAccount, fields: list[str] | None = None) -> None:
+# What the audit trail shows of a change to the connection (secrets by the model's `audit_secrets`).
+AUDITED_FIELDS = (
+    "phone_number_id",
+    "business_account_id",
+    "access_token",
+    "verify_token",
+    "app_secret",
+    "registration_pin",
+    "number",
+    "status",
+)
+
+
+def snapshot(account: WhatsAppAccount) -> dict[str, Any]:
+    """The audited fields as they are now: taken before a change, compared when it is saved."""
+    return {name: getattr(account, name) for name in AUDITED_FIELDS}
+
+
+def save(
+    account: WhatsAppAccount,
+    fields: list[str] | None = None,
+    *,
+    action: str = "",
+    before: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> None:
     """Save `fields` (default: all but the lease) in a short transaction of its own, at once.
 
-    A number another clinic took in the meantime is a 409, never a 500.
+    With an `action`, its audit row (what changed since `before`, plus `extra`)
+    is written in the same transaction. A number another clinic took in the
+    meantime is a 409, never a 500.
     """
     update_fields = [*fields, "updated_at"] if fields is not None else _all_fields()
     try:
         with transaction.atomic():
             account.save(update_fields=update_fields)
+            if action:
+                changes = audit_changes(WhatsAppAccount, before or snapshot(account), snapshot(account))
+                audit_record(clinic_id=account.clinic_id, action=action, changes={**changes, **(extra or {})})
     except IntegrityError:
         raise NumberOwnedElsewhereError(
             status=account.status, reason=Detail.of("conflict.number_owned")
