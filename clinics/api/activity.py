@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from django.db.models import QuerySet
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -36,6 +38,24 @@ def page_arguments(query: Any) -> tuple[int | None, int]:
     return cursor, limit
 
 
+def cursor_page(
+    request: Request, rows: Sequence[Any] | QuerySet[Any], cursor: int | None, limit: int, serializer: Any
+) -> Response:
+    """`{"results", "next"}` of a list newest first by id: `rows` already ordered `-id`.
+
+    `cursor` (when `rows` is not cut yet) keeps the rows older than it; `next` is
+    this URL with the last row's id, while a page comes back full.
+    """
+    size = max(1, min(limit, services.ACTIVITY_PAGE_SIZE))
+    if isinstance(rows, QuerySet):
+        rows = list((rows.filter(id__lt=cursor) if cursor is not None else rows)[:size])
+    full = len(rows) == size
+    following = (
+        replace_query_param(request.build_absolute_uri(), "cursor", rows[-1].pk) if rows and full else None
+    )
+    return Response({"results": serializer(rows, many=True).data, "next": following})
+
+
 class ClinicActivityView(NoStoreMixin, APIView):
     """Admins only: who changed what, when and through which door. Each reading is recorded too."""
 
@@ -52,10 +72,4 @@ class ClinicActivityView(NoStoreMixin, APIView):
     def get(self, request: Request) -> Response:
         cursor, limit = page_arguments(request.query_params)
         rows = services.clinic_activity(clinic=request.clinic, before=cursor, limit=limit)  # type: ignore[attr-defined]
-        full = len(rows) == min(max(limit, 1), services.ACTIVITY_PAGE_SIZE)
-        following = (
-            replace_query_param(request.build_absolute_uri(), "cursor", rows[-1].pk)
-            if rows and full
-            else None
-        )
-        return Response({"results": AuditEventOutputSerializer(rows, many=True).data, "next": following})
+        return cursor_page(request, rows, None, limit, AuditEventOutputSerializer)
