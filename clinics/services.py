@@ -163,9 +163,18 @@ def clinic_add_user(
 ) -> User:
     if role not in User.Role.values:
         raise ValueError(f"Role must be one of {', '.join(User.Role.values)}.")
-    return User.objects.create_user(
-        email=user_check_new_email(email), password=password, clinic=clinic, role=role, full_name=full_name
-    )
+    with transaction.atomic():
+        user = User.objects.create_user(
+            email=user_check_new_email(email),
+            password=password,
+            clinic=clinic,
+            role=role,
+            full_name=full_name,
+        )
+        audit_record(
+            clinic_id=clinic.pk, action="member.added", changes={"member": user.email, "role": [None, role]}
+        )
+    return user
 
 
 def api_token_issue(*, user: User) -> str:

@@ -103,16 +103,30 @@ def test_it_records_an_admin_change_once_as_the_superuser(clinic, superuser):
     assert row.changes == {"city": ["San Salvador", "Sonsonate"]}
 
 
-def test_it_records_a_command_once_as_the_system(db, monkeypatch):
+def test_it_records_a_command_once_as_the_system(clinic, monkeypatch):
+    monkeypatch.setenv("CLINIC_USER_PASSWORD", "Tamarindo-Verde-2031")
+    start = last_id()
+
+    call_command("add_clinic_user", clinic.slug, "nurse@example.com", role="staff", stdout=StringIO())
+
+    [row] = new_rows(clinic, start)
+    assert (row.door, row.actor, row.action) == ("command", "system", "member.added")
+    assert row.changes == {"member": "nurse@example.com", "role": [None, "staff"]}
+    assert (row.address, row.request_id) == ("", "")
+
+
+def test_create_clinic_records_the_clinic_and_its_admin(db, monkeypatch):
     monkeypatch.setenv("CLINIC_USER_PASSWORD", "Tamarindo-Verde-2031")
     start = last_id()
 
     call_command("create_clinic", "Clínica del Puerto", admin_email="puerto@example.com", stdout=StringIO())
 
     clinic = Clinic.objects.get(name="Clínica del Puerto")
-    [row] = new_rows(clinic, start)
-    assert (row.door, row.actor, row.action) == ("command", "system", "clinic.created")
-    assert row.address == ""
+    rows = new_rows(clinic, start)
+    assert [(row.action, row.door, row.actor) for row in rows] == [
+        ("clinic.created", "command", "system"),
+        ("member.added", "command", "system"),
+    ]
 
 
 def test_it_records_metas_disconnecting_event_as_meta_through_the_webhook(clinic, queued_tasks):
