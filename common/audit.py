@@ -231,7 +231,8 @@ def audit_record(
     """
     context = current_context()
     chain = str(clinic_id) if clinic_id else PLATFORM_CHAIN
-    with transaction.atomic():
+    # No savepoint of its own: a row that fails to write fails the change it records.
+    with transaction.atomic(savepoint=False):
         head, _created = AuditChainHead.objects.select_for_update().get_or_create(chain=chain)
         event = AuditEvent(
             chain=chain,
