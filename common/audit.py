@@ -36,8 +36,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.db import models, transaction
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
+from django_tasks.signals import task_finished, task_started
 
 from .fields import EncryptedTextField
 from .http import client_address
@@ -93,15 +95,35 @@ def audit_context(*, door: str, actor: str = "system", **overrides: Any) -> Iter
         _current.reset(token)
 
 
+# A task runs under the `task` door (django-tasks announces each one it starts and ends, in the
+# thread that runs it); a context the task sets itself (the webhook worker's `meta`) wins inside.
+_task_tokens: dict[str, contextvars.Token[AuditContext | None]] = {}
+
+
+@receiver(task_started)
+def _task_started(sender: Any, task_result: Any, **kwargs: Any) -> None:
+    context = AuditContext(door=Door.TASK, request_id=str(task_result.id)[:64])
+    _task_tokens[str(task_result.id)] = _current.set(context)
+
+
+@receiver(task_finished)
+def _task_finished(sender: Any, task_result: Any, **kwargs: Any) -> None:
+    token = _task_tokens.pop(str(task_result.id), None)
+    if token is not None:
+        _current.reset(token)
+
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
 def door_of(request: HttpRequest) -> str:
-    """By URL: `/api/` is the API, `/admin/` admin, anything else the settings page."""
+    """By URL: `/api/` is the API, `/admin/` admin, `/whatsapp/` Meta's webhook, anything else the page."""
     if request.path.startswith("/api/"):
         return Door.API
     if request.path.startswith("/admin/"):
         return Door.ADMIN
+    if request.path.startswith("/whatsapp/"):
+        return Door.WEBHOOK
     return Door.PAGE
 
 

@@ -12,6 +12,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
+from django_tasks import task
 
 from clinics import services
 from clinics.models import Clinic
@@ -391,3 +392,19 @@ def test_each_row_links_to_the_one_before(clinic):
 
     assert second.seq == first.seq + 1
     assert second.prev_hash == first.hash
+
+
+@task()
+def write_in_a_task(clinic_id: str) -> str:
+    """A task that changes something the trail records, to see which door it is written under."""
+    return audit_record(clinic_id=clinic_id, action="test.in_task").door
+
+
+def test_a_task_writes_under_the_task_door_and_the_door_ends_with_it(clinic, tasks_run_inline):
+    result = write_in_a_task.enqueue(str(clinic.pk))
+    after = audit_record(clinic_id=clinic.pk, action="test.after_task")
+
+    inside = AuditEvent.objects.get(clinic_id=clinic.pk, action="test.in_task")
+    assert result.return_value == "task"
+    assert (inside.door, inside.actor, inside.request_id) == ("task", "system", str(result.id))
+    assert after.door == "command"
