@@ -9,6 +9,7 @@ as the API and the page.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -295,6 +296,13 @@ class ApiTokenAdmin(admin.ModelAdmin):
             services.api_token_revoke(token=token)
 
 
+def _uuid_or_none(value: str | None) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):
     """Every clinic's history, read-only: rows are never added, changed or deleted here."""
@@ -316,6 +324,14 @@ class AuditEventAdmin(admin.ModelAdmin):
     )
     readonly_fields = fields
     ordering = ("-id",)
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        # One clinic's history opened (from its "History" button): the reading is recorded too.
+        clinic_id = _uuid_or_none(request.GET.get("clinic_id"))
+        clinic = Clinic.objects.filter(pk=clinic_id).first() if clinic_id is not None else None
+        if clinic is not None:
+            services.clinic_activity_record_reading(clinic=clinic)
+        return super().changelist_view(request, extra_context)
 
     @admin.display(description=_("clinic"))
     def clinic(self, obj: AuditEvent) -> str:

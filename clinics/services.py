@@ -241,14 +241,8 @@ ACTIVITY_READ_RESOLUTION = timedelta(minutes=1)
 ACTIVITY_PAGE_SIZE = 50
 
 
-def clinic_activity(
-    *, clinic: Clinic, before: int | None = None, limit: int = ACTIVITY_PAGE_SIZE
-) -> list[AuditEvent]:
-    """The clinic's audit rows, newest first, older than row `before`; the reading is recorded too.
-
-    Reading who changed what is itself a fact the clinic may need later, so it
-    is written to the trail (once a minute per reader) before the rows are read.
-    """
+def clinic_activity_record_reading(*, clinic: Clinic) -> None:
+    """Record that the current reader opened the clinic's trail (at most once a minute per reader)."""
     who = current_context().who()
     since = timezone.now() - ACTIVITY_READ_RESOLUTION
     with transaction.atomic():
@@ -257,6 +251,17 @@ def clinic_activity(
         )
         if not recent.exists():
             audit_record(clinic_id=clinic.pk, action="audit.viewed")
+
+
+def clinic_activity(
+    *, clinic: Clinic, before: int | None = None, limit: int = ACTIVITY_PAGE_SIZE
+) -> list[AuditEvent]:
+    """The clinic's audit rows, newest first, older than row `before`; the reading is recorded too.
+
+    Reading who changed what is itself a fact the clinic may need later, so it
+    is written to the trail (once a minute per reader) before the rows are read.
+    """
+    clinic_activity_record_reading(clinic=clinic)
     rows = AuditEvent.objects.filter(clinic_id=clinic.pk).order_by("-id")
     if before is not None:
         rows = rows.filter(id__lt=before)

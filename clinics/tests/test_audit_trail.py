@@ -319,6 +319,8 @@ def test_admin_shows_the_clinic_history_read_only(clinic, superuser):
 
     assert history.status_code == 200
     assert "clinic.profile_updated" in history.content.decode()
+    reading = AuditEvent.objects.get(clinic_id=clinic.pk, action="audit.viewed")
+    assert (reading.actor, reading.door) == (superuser.email, "admin")
     row = AuditEvent.objects.filter(clinic_id=clinic.pk).first()
     assert client.get("/admin/common/auditevent/add/").status_code == 403
     assert client.post(f"/admin/common/auditevent/{row.pk}/delete/", {"post": "yes"}).status_code == 403
