@@ -410,3 +410,17 @@ def test_a_task_writes_under_the_task_door_and_the_door_ends_with_it(clinic, tas
     assert result.return_value == "task"
     assert (inside.door, inside.actor, inside.request_id) == ("task", "system", str(result.id))
     assert after.door == "command"
+
+
+def test_the_request_id_comes_from_a_trusted_proxy_only(clinic, clinic_admin, api_client, settings):
+    client = api_client(clinic_admin)
+    start = last_id()
+
+    settings.NUM_PROXIES = 0
+    ignored = client.patch(SETTINGS_URL, {"city": "A"}, format="json", HTTP_X_REQUEST_ID="forged-id")
+    settings.NUM_PROXIES = 1
+    kept = client.patch(SETTINGS_URL, {"city": "B"}, format="json", HTTP_X_REQUEST_ID="proxy-id-42")
+
+    first, second = new_rows(clinic, start)
+    assert first.request_id == ignored["X-Request-ID"] != "forged-id"
+    assert second.request_id == kept["X-Request-ID"] == "proxy-id-42"
