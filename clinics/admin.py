@@ -35,6 +35,7 @@ from whatsapp.models import WhatsAppAccount, WhatsAppHealth, WhatsAppStatus
 
 from . import services, validators
 from .forms import CanonicalEmailField
+from .members import LastAdminError, member_update
 from .models import ApiToken, Clinic, User
 from .selectors import whatsapp_account_of
 
@@ -265,6 +266,24 @@ class UserAdmin(DjangoUserAdmin):
             },
         ),
     )
+
+    def save_model(self, request: HttpRequest, obj: User, form: forms.ModelForm, change: bool) -> None:
+        """A member's role and activity change through the team's service (its rules, its audit row)."""
+        team = {"role", "is_active"} & set(form.changed_data)
+        if not change or obj.clinic is None or not team or "clinic" in form.changed_data:
+            super().save_model(request, obj, form, change)
+            return
+        stored = User.objects.get(pk=obj.pk)
+        wanted = {name: getattr(obj, name) for name in team}
+        for name in team:
+            setattr(obj, name, getattr(stored, name))
+        super().save_model(request, obj, form, change)
+        try:
+            updated = member_update(clinic=obj.clinic, member_id=obj.pk, **wanted)
+        except LastAdminError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        obj.role, obj.is_active = updated.role, updated.is_active
 
 
 @admin.register(ApiToken)

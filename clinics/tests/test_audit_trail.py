@@ -424,3 +424,48 @@ def test_the_request_id_comes_from_a_trusted_proxy_only(clinic, clinic_admin, ap
     first, second = new_rows(clinic, start)
     assert first.request_id == ignored["X-Request-ID"] != "forged-id"
     assert second.request_id == kept["X-Request-ID"] == "proxy-id-42"
+
+
+def _user_form(user, **overrides: str) -> dict:
+    data = {
+        "email": user.email,
+        "full_name": "",
+        "clinic": str(user.clinic_id),
+        "role": user.role,
+        "is_active": "on",
+        "date_joined_0": "2025-01-01",
+        "date_joined_1": "00:00:00",
+    }
+    data.update(overrides)
+    return {key: value for key, value in data.items() if value is not None}
+
+
+def test_admin_deactivates_a_member_through_the_team_service(clinic, clinic_staff, superuser):
+    client = Client(HTTP_ACCEPT_LANGUAGE="en")
+    client.force_login(superuser)
+    start = last_id()
+
+    response = client.post(
+        f"/admin/clinics/user/{clinic_staff.pk}/change/", _user_form(clinic_staff, is_active=None)
+    )
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    clinic_staff.refresh_from_db()
+    assert not clinic_staff.is_active
+    [row] = new_rows(clinic, start)
+    assert (row.action, row.door, row.actor) == ("member.deactivated", "admin", superuser.email)
+
+
+def test_admin_cannot_demote_the_last_admin(clinic, clinic_admin, superuser):
+    client = Client(HTTP_ACCEPT_LANGUAGE="en")
+    client.force_login(superuser)
+    start = last_id()
+
+    response = client.post(
+        f"/admin/clinics/user/{clinic_admin.pk}/change/", _user_form(clinic_admin, role="staff"), follow=True
+    )
+
+    assert "last active administrator" in response.content.decode()
+    clinic_admin.refresh_from_db()
+    assert clinic_admin.role == "admin"
+    assert new_rows(clinic, start) == []
