@@ -27,7 +27,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -110,7 +110,9 @@ def _task_started(sender: Any, task_result: Any, **kwargs: Any) -> None:
 def _task_finished(sender: Any, task_result: Any, **kwargs: Any) -> None:
     token = _task_tokens.pop(str(task_result.id), None)
     if token is not None:
-        _current.reset(token)
+        # A backend that ends a task in another context than it started it: nothing to undo there.
+        with suppress(ValueError):
+            _current.reset(token)
 
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
