@@ -9,6 +9,7 @@ as the API and the page.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -18,15 +19,17 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
-from django.utils.html import format_html
-from django.utils.safestring import SafeString
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from common.forms import NormalizedFormMixin
+from common.models import AuditEvent
 from whatsapp import services as whatsapp_services
 from whatsapp.admin import WhatsAppAccountInline, status_badge, verdict_badge
 from whatsapp.exceptions import WhatsAppError
@@ -34,6 +37,7 @@ from whatsapp.models import WhatsAppAccount, WhatsAppHealth, WhatsAppStatus
 
 from . import bot_keys, choices, services, validators
 from .forms import CanonicalEmailField, PickerField
+from .members import LastAdminError, member_update
 from .models import ApiToken, BotKey, Clinic, User
 from .selectors import whatsapp_account_of
 
@@ -129,6 +133,11 @@ class ClinicAdmin(admin.ModelAdmin):
             health = None
         # The health verdict under the status: one column for the connection.
         return format_html("{}<br>{}", status_badge(account.status), verdict_badge(health))
+
+    def history_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> HttpResponse:
+        """A clinic's history is its audit trail (every door writes it; admin's own log saw only admin)."""
+        url = reverse("admin:common_auditevent_changelist")
+        return HttpResponseRedirect(f"{url}?clinic_id={object_id}")
 
     def get_inlines(self, request: HttpRequest, obj: Clinic | None) -> list[type]:
         # clinic_create makes the WhatsApp account: none on the add page.
@@ -297,6 +306,24 @@ class UserAdmin(DjangoUserAdmin):
         ),
     )
 
+    def save_model(self, request: HttpRequest, obj: User, form: forms.ModelForm, change: bool) -> None:
+        """A member's role and activity change through the team's service (its rules, its audit row)."""
+        team = {"role", "is_active"} & set(form.changed_data)
+        if not change or obj.clinic is None or not team or "clinic" in form.changed_data:
+            super().save_model(request, obj, form, change)
+            return
+        stored = User.objects.get(pk=obj.pk)
+        wanted = {name: getattr(obj, name) for name in team}
+        for name in team:
+            setattr(obj, name, getattr(stored, name))
+        super().save_model(request, obj, form, change)
+        try:
+            updated = member_update(clinic=obj.clinic, member_id=obj.pk, **wanted)
+        except LastAdminError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        obj.role, obj.is_active = updated.role, updated.is_active
+
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
@@ -343,3 +370,60 @@ class BotKeyAdmin(ApiTokenAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[BotKey]) -> None:  # type: ignore[override]
         for key in queryset.select_related("clinic"):
             bot_keys.bot_key_revoke(clinic=key.clinic, prefix=key.prefix)
+
+
+def _uuid_or_none(value: str | None) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Every clinic's history, read-only: rows are never added, changed or deleted here."""
+
+    list_display = ("at", "clinic", "actor", "door", "action", "changes_shown", "address", "request_id")
+    list_filter = ("door", "action")
+    search_fields = ("actor", "action", "request_id")
+    fields = (
+        "at",
+        "clinic",
+        "actor",
+        "door",
+        "action",
+        "changes_shown",
+        "address",
+        "request_id",
+        "seq",
+        "hash",
+    )
+    readonly_fields = fields
+    ordering = ("-id",)
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        # One clinic's history opened (from its "History" button): the reading is recorded too.
+        clinic_id = _uuid_or_none(request.GET.get("clinic_id"))
+        clinic = Clinic.objects.filter(pk=clinic_id).first() if clinic_id is not None else None
+        if clinic is not None:
+            services.clinic_activity_record_reading(clinic=clinic)
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description=_("clinic"))
+    def clinic(self, obj: AuditEvent) -> str:
+        if obj.clinic_id is None:
+            return "—"
+        return str(Clinic.objects.filter(pk=obj.clinic_id).values_list("name", flat=True).first() or "—")
+
+    @admin.display(description=_("changes"))
+    def changes_shown(self, obj: AuditEvent) -> SafeString:
+        return format_html_join(mark_safe("<br>"), "{}: {}", obj.change_lines())
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -17,6 +17,8 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from common.audit import audit_changes, audit_record, current_context
+from common.models import AuditEvent
 from common.validators import validate_plain_text
 from whatsapp.models import WhatsAppAccount
 from whatsapp.services import (
@@ -62,6 +64,7 @@ def clinic_create(
             with transaction.atomic():
                 clinic.save()
                 clinic.whatsapp = whatsapp_account_create(clinic_id=clinic.pk)
+                audit_record(clinic_id=clinic.pk, action="clinic.created", changes={"name": [None, name]})
         except IntegrityError:
             # Two clinics drew the same 6-character suffix: draw again.
             if Clinic.objects.filter(slug=clinic.slug).exists():
@@ -71,12 +74,15 @@ def clinic_create(
     raise RuntimeError("Could not find a free slug for the clinic.")
 
 
-def _apply_clinic_fields(clinic: Clinic, data: Mapping[str, Any], allowed: tuple[str, ...]) -> Clinic:
-    """Write the fields whose value changes, in one UPDATE; returns the clinic with them applied.
+def _apply_clinic_fields(
+    clinic: Clinic, data: Mapping[str, Any], allowed: tuple[str, ...], *, action: str
+) -> Clinic:
+    """Write the fields whose value changes, in one UPDATE with its audit row; returns the clinic.
 
     Only those columns are written, so two admins editing different fields at the
     same time both keep their change (no read-modify-write of the whole row), and
-    a body sent back unchanged writes nothing at all.
+    a body sent back unchanged writes nothing at all (and records nothing). A
+    change of the bot switch is recorded as `bot.enabled` or `bot.disabled`.
     """
     sent = {key: data[key] for key in allowed if key in data and getattr(clinic, key) != data[key]}
     if not sent:
@@ -92,19 +98,23 @@ def _apply_clinic_fields(clinic: Clinic, data: Mapping[str, Any], allowed: tuple
             setattr(clinic, key, value)
         raise
     clinic.updated_at = timezone.now()
-    Clinic.objects.filter(pk=clinic.pk).update(**sent, updated_at=clinic.updated_at)
-    clinic_tokens_forget(clinic.pk)
+    if "bot_enabled" in sent:
+        action = "bot.enabled" if sent["bot_enabled"] else "bot.disabled"
+    with transaction.atomic():
+        Clinic.objects.filter(pk=clinic.pk).update(**sent, updated_at=clinic.updated_at)
+        audit_record(clinic_id=clinic.pk, action=action, changes=audit_changes(Clinic, previous, sent))
+        clinic_tokens_forget(clinic.pk)
     return clinic
 
 
 def clinic_update_profile(*, clinic: Clinic, data: Mapping[str, Any]) -> Clinic:
     """Name, contact and location. `data` holds already-validated values; omitted keys stay."""
-    return _apply_clinic_fields(clinic, data, PROFILE_FIELDS)
+    return _apply_clinic_fields(clinic, data, PROFILE_FIELDS, action="clinic.profile_updated")
 
 
 def clinic_update_platform_fields(*, clinic: Clinic, data: Mapping[str, Any]) -> Clinic:
     """Plan, expiry, activity, country and logo: the platform's side of a clinic (superusers only)."""
-    return _apply_clinic_fields(clinic, data, PLATFORM_FIELDS)
+    return _apply_clinic_fields(clinic, data, PLATFORM_FIELDS, action="clinic.platform_updated")
 
 
 def clinic_update_settings(
@@ -121,9 +131,9 @@ def clinic_update_settings(
     credentials = {key: value for key, value in (credentials or {}).items() if key in CREDENTIAL_FIELDS}
     if not credentials:
         # One UPDATE at most: no transaction needed around a single statement.
-        return _apply_clinic_fields(clinic, data, SETTINGS_CLINIC_FIELDS)
+        return _apply_clinic_fields(clinic, data, SETTINGS_CLINIC_FIELDS, action="clinic.settings_updated")
     with transaction.atomic():
-        updated = _apply_clinic_fields(clinic, data, SETTINGS_CLINIC_FIELDS)
+        updated = _apply_clinic_fields(clinic, data, SETTINGS_CLINIC_FIELDS, action="clinic.settings_updated")
         updated.whatsapp, meta_facing = whatsapp_store_credentials(
             account=whatsapp_account_of(updated), **credentials
         )
@@ -161,15 +171,37 @@ def clinic_add_user(
         validate_plain_text(full_name)  # free text, shown to the clinic's people
     except ValidationError as refused:
         raise ValidationError({"full_name": refused}) from None
-    return User.objects.create_user(
-        email=user_check_new_email(email), password=password, clinic=clinic, role=role, full_name=full_name
-    )
+    with transaction.atomic():
+        user = User.objects.create_user(
+            email=user_check_new_email(email),
+            password=password,
+            clinic=clinic,
+            role=role,
+            full_name=full_name,
+        )
+        audit_record(
+            clinic_id=clinic.pk, action="member.added", changes={"member": user.email, "role": [None, role]}
+        )
+    return user
 
 
 def api_token_issue(*, user: User) -> str:
     """A new API key for the user; only its hash is stored, so it is shown once."""
-    _token, key = ApiToken.issue(user)
+    with transaction.atomic():
+        token, key = ApiToken.issue(user)
+        # Issued at sign-in, before the request has a user: the actor is the one signing in.
+        _audit_token(token, "api_token.issued", actor=user.email)
     return key
+
+
+def _audit_token(token: ApiToken, action: str, *, actor: str | None = None) -> None:
+    """A token is named by its owner and the prefix admin shows, never by its key."""
+    audit_record(
+        clinic_id=token.user.clinic_id,
+        action=action,
+        changes={"user": token.user.email, "token": f"{token.prefix}…"},
+        actor=actor,
+    )
 
 
 def api_token_revoke(*, token: ApiToken) -> None:
@@ -181,15 +213,18 @@ def api_tokens_revoke(*, user: User, token_id: int | None = None) -> int:
 
     Scoped by `user` first: an id of someone else's token ends nothing.
     """
-    tokens = ApiToken.objects.filter(user=user)
+    tokens = ApiToken.objects.filter(user=user).select_related("user")
     if token_id is not None:
         tokens = tokens.filter(pk=token_id)
     return api_tokens_end(tokens)
 
 
 def api_tokens_end(tokens: QuerySet[ApiToken]) -> int:
-    """Delete these tokens and every cached copy of them: the next request with one is refused."""
+    """Delete these tokens, each with its audit row, and every cached copy of them: the next
+    request with one is refused."""
     with transaction.atomic():
+        for token in tokens.select_related("user"):
+            _audit_token(token, "api_token.revoked")
         token_cache.forget(tokens.values_list("digest", flat=True))
         deleted, _by_model = tokens.delete()
     return deleted
@@ -223,3 +258,35 @@ def api_token_record_use(*, token: ApiToken, now: datetime) -> None:
     token.last_used_at = now
     # Whoever wrote it, the cached copy's last use is old: the next request reads the token again.
     token_cache.forget_use(token.digest)
+
+
+# A reader refreshing the activity page is one reading, not one row per refresh.
+ACTIVITY_READ_RESOLUTION = timedelta(minutes=1)
+ACTIVITY_PAGE_SIZE = 50
+
+
+def clinic_activity_record_reading(*, clinic: Clinic) -> None:
+    """Record that the current reader opened the clinic's trail (at most once a minute per reader)."""
+    who = current_context().who()
+    since = timezone.now() - ACTIVITY_READ_RESOLUTION
+    with transaction.atomic():
+        recent = AuditEvent.objects.filter(
+            clinic_id=clinic.pk, action="audit.viewed", actor=who, at__gte=since
+        )
+        if not recent.exists():
+            audit_record(clinic_id=clinic.pk, action="audit.viewed")
+
+
+def clinic_activity(
+    *, clinic: Clinic, before: int | None = None, limit: int = ACTIVITY_PAGE_SIZE
+) -> list[AuditEvent]:
+    """The clinic's audit rows, newest first, older than row `before`; the reading is recorded too.
+
+    Reading who changed what is itself a fact the clinic may need later, so it
+    is written to the trail (once a minute per reader) before the rows are read.
+    """
+    clinic_activity_record_reading(clinic=clinic)
+    rows = AuditEvent.objects.filter(clinic_id=clinic.pk).order_by("-id")
+    if before is not None:
+        rows = rows.filter(id__lt=before)
+    return list(rows[: max(1, min(limit, ACTIVITY_PAGE_SIZE))])

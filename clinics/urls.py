@@ -10,6 +10,7 @@ app_name = "clinics"
 
 urlpatterns = [
     path("settings/", views.settings_page, name="settings"),
+    path("activity/", views.activity_page, name="activity"),
     path("settings/profile/", views.profile_update, name="profile-update"),
     path("settings/bot/", views.bot_update, name="bot-update"),
     path("settings/api-tokens/revoke/", views.api_tokens_revoke, name="api-tokens-revoke"),

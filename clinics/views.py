@@ -531,3 +531,18 @@ class SignInView(LoginView):
 
     authentication_form = EmailAuthenticationForm
     redirect_authenticated_user = True
+
+
+@never_cache
+@login_required
+@require_GET
+def activity_page(request: HttpRequest) -> HttpResponse:
+    """The clinic's activity (its audit trail), newest first, for its admins; staff get 403."""
+    try:
+        clinic = clinic_for_admin(request.user)
+    except ClinicAccessDenied as denied:
+        return render(request, "clinics/no_clinic.html", {"problem": denied.message}, status=403)
+    before = request.GET.get("before", "")
+    rows = services.clinic_activity(clinic=clinic, before=int(before) if before.isdigit() else None)
+    older = rows[-1].pk if len(rows) == services.ACTIVITY_PAGE_SIZE else None
+    return render(request, "clinics/activity.html", {"clinic": clinic, "rows": rows, "older": older})

@@ -44,6 +44,9 @@ else:
 # Newest key first; every listed key still decrypts. Parsed and checked by
 # common.crypto at start-up (see docs in README and common/crypto.py).
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
+# The audit trail's fingerprints of secrets use a key of their own (never the encryption keys).
+# Empty: derived from SECRET_KEY under its own label.
+AUDIT_FINGERPRINT_KEY = env("AUDIT_FINGERPRINT_KEY", default="")
 
 META_GRAPH_URL = env("META_GRAPH_URL", default="https://graph.facebook.com/v26.0").rstrip("/")
 # Development only: Meta is the fake Graph server scripts/run starts (devtools/fake_graph.py).
@@ -111,6 +114,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Who, through which door, from where: what the audit trail's rows record.
+    "common.audit.AuditContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, so it sees every door's answer: a locked-out sign-in becomes a 429.

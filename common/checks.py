@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.core import checks
 
+from .audit import RULES, encrypted_fields_without_rule
 from .crypto import Keyring, KeyringError
 
 
@@ -30,3 +32,16 @@ def check_encryption_keys(app_configs: Any = None, **kwargs: Any) -> list[checks
             )
         ]
     return []
+
+
+@checks.register(checks.Tags.security)
+def check_audit_rules(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Fail closed: every encrypted field says how the audit trail shows it (see common.audit)."""
+    return [
+        checks.Error(
+            f"{label} is encrypted but has no rule for how the audit trail shows it.",
+            hint=f"Add it to the model's `audit_secrets` with one of: {', '.join(RULES)}.",
+            id="clinics.E003",
+        )
+        for label in encrypted_fields_without_rule(apps.get_models())
+    ]

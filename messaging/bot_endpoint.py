@@ -17,6 +17,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from common.audit import audit_changes, audit_record
+
 from .exceptions import BotAddressRefusedError, BotError, BotResolutionError, BotTimeoutError
 from .models import BotEndpoint, BotEndpointStatus
 from .outbox import encode, new_ping_id, ping_body
@@ -88,6 +90,7 @@ def bot_endpoint_save_url(*, clinic_id: Any, url: str) -> SavedBotEndpoint:
         bot_endpoint_check_url(url)  # resolves the host: before the transaction
     with transaction.atomic():
         endpoint, _created = BotEndpoint.objects.select_for_update().get_or_create(clinic_id=clinic_id)
+        before = _audited(endpoint)
         new_secret = None
         if not endpoint.secret:
             new_secret = endpoint.secret = new_signing_secret()
@@ -97,6 +100,8 @@ def bot_endpoint_save_url(*, clinic_id: Any, url: str) -> SavedBotEndpoint:
             endpoint.failing_since = None
         endpoint.full_clean(exclude=["clinic", "url"])
         endpoint.save()
+        if changes := audit_changes(BotEndpoint, before, _audited(endpoint)):
+            audit_record(clinic_id=clinic_id, action="bot_endpoint.updated", changes=changes)
     return SavedBotEndpoint(endpoint=endpoint, new_secret=new_secret)
 
 
@@ -104,13 +109,24 @@ def bot_endpoint_rotate_secret(*, clinic_id: Any) -> str:
     """A new signing secret, returned in full this once; the previous one keeps signing for 24 hours."""
     with transaction.atomic():
         endpoint, _created = BotEndpoint.objects.select_for_update().get_or_create(clinic_id=clinic_id)
+        before = _audited(endpoint)
         secret = new_signing_secret()
         if endpoint.secret:
             endpoint.previous_secret = endpoint.secret
             endpoint.rotated_at = timezone.now()
         endpoint.secret = secret
         endpoint.save()
+        audit_record(
+            clinic_id=clinic_id,
+            action="bot_endpoint.secret_rotated",
+            changes=audit_changes(BotEndpoint, before, _audited(endpoint)),
+        )
     return secret
+
+
+def _audited(endpoint: BotEndpoint) -> dict[str, Any]:
+    """What the audit trail compares (the secret by its fingerprint: `BotEndpoint.audit_secrets`)."""
+    return {"url": endpoint.url, "status": endpoint.status, "secret": endpoint.secret}
 
 
 @dataclass(frozen=True)

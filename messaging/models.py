@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from common import audit
 from common.fields import EncryptedFieldsQuerySet, EncryptedTextField
 from common.masking import mask_secret
 from common.outbox import OutboxRow, OutboxState
@@ -89,6 +90,8 @@ class Conversation(models.Model):
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     objects = EncryptedFieldsQuerySet.as_manager()
+    # Patients' data never enters the audit trail.
+    audit_secrets: ClassVar[dict[str, str]] = {"profile_name": audit.NEVER}
 
     class Meta:
         verbose_name = _("conversation")
@@ -154,6 +157,12 @@ class Message(models.Model):
     created_at = models.DateTimeField(_("created at"), db_index=True)
 
     objects = EncryptedFieldsQuerySet.as_manager()
+    # Patients' messages never enter the audit trail.
+    audit_secrets: ClassVar[dict[str, str]] = {
+        "text": audit.NEVER,
+        "media": audit.NEVER,
+        "details": audit.NEVER,
+    }
 
     class Meta:
         verbose_name = _("message")
@@ -216,6 +225,11 @@ class BotEndpoint(models.Model):
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     objects = EncryptedFieldsQuerySet.as_manager()
+    # How the audit trail shows the signing secrets (common.audit).
+    audit_secrets: ClassVar[dict[str, str]] = {
+        "secret": audit.FINGERPRINT,
+        "previous_secret": audit.FINGERPRINT,
+    }
 
     class Meta:
         verbose_name = _("bot endpoint")

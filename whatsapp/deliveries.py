@@ -40,6 +40,7 @@ from django.db.models import F
 from django.utils import timezone
 from django_tasks import task
 
+from common.audit import Door, audit_context
 from common.outbox import Outbox
 
 from . import services
@@ -362,7 +363,9 @@ def _apply_chunk(delivery: WebhookDelivery, chunk: list[RoutedEvent]) -> list[st
             )
             continue
         for target in routes[ids]:
-            outcome = services.whatsapp_apply_account_event(account=target, event=routed.event)
+            # Meta's own change of the connection: the trail records it as Meta's, through the webhook.
+            with audit_context(door=Door.WEBHOOK, actor="meta"):
+                outcome = services.whatsapp_apply_account_event(account=target, event=routed.event)
             outcomes.append(outcome)
             if routed.event.disconnects and outcome != "stored":
                 whatsapp_alert_record(

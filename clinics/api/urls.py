@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import re_path
 
-from . import messaging_views, sending_views, views
+from . import activity, members, messaging_views, sending_views, views
 
 app_name = "clinics-api"
 
@@ -14,6 +14,9 @@ urlpatterns = [
     re_path(r"^auth/logout/?$", views.LogoutView.as_view(), name="logout"),
     re_path(r"^clinics/settings/?$", views.ClinicSettingsView.as_view(), name="settings"),
     re_path(r"^clinics/me/?$", views.ClinicProfileView.as_view(), name="profile"),
+    re_path(r"^clinics/activity/?$", activity.ClinicActivityView.as_view(), name="activity"),
+    re_path(r"^clinics/members/?$", members.MembersView.as_view(), name="members"),
+    re_path(r"^clinics/members/(?P<member_id>[0-9]+)/?$", members.MemberView.as_view(), name="member"),
     re_path(
         r"^clinics/whatsapp/?$",
         whatsapp({"put": "configure", "delete": "deregister"}),

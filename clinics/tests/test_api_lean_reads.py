@@ -13,6 +13,7 @@ from clinics import services
 from clinics.models import ApiToken
 from common.crypto import Keyring
 from common.masking import mask_secret
+from common.models import AuditEvent
 
 from .factories import LONG_TOKEN, PROFILE_URL, SETTINGS_URL, fill_active_connection
 
@@ -73,11 +74,17 @@ def test_a_status_poll_decrypts_nothing(token_client, decrypted):
     assert decrypted == []
 
 
-def test_signing_out_decrypts_nothing(token_client, clinic_admin, decrypted):
+def test_signing_out_decrypts_nothing_and_records_the_revocation(token_client, clinic_admin, decrypted):
     response = token_client.post("/api/auth/logout/")
 
     assert response.status_code == 204
     assert not ApiToken.objects.filter(user=clinic_admin).exists()
+    revoked = AuditEvent.objects.get(action="api_token.revoked")
+    assert (revoked.clinic_id, revoked.door, revoked.actor) == (
+        clinic_admin.clinic_id,
+        "api",
+        clinic_admin.email,
+    )
     assert decrypted == []
 
 

@@ -236,3 +236,40 @@ def test_it_keeps_the_canary_out_of_repr_and_str(clinic, clinic_admin, api_clien
     assert canary not in repr(list(WhatsAppAccount.objects.filter(pk=loaded.pk)))
     stored = WhatsAppAccount.objects.values_list("access_token", flat=True).get(pk=loaded.pk)
     assert repr(stored) == "Ciphertext(<hidden>)"
+
+
+def test_it_keeps_the_canary_out_of_the_audit_trail_and_everywhere_it_is_shown(
+    clinic, clinic_admin, superuser, api_client, canary, caplog
+):
+    from django.test import Client
+
+    from common.audit import fingerprint
+    from common.models import AuditEvent
+
+    caplog.set_level(logging.DEBUG)
+    admin_api = api_client(clinic_admin)
+    with CaptureQueriesContext(connection):
+        assert _patch_token(admin_api, canary).status_code == 200
+        activity = admin_api.get("/api/clinics/activity/")
+    page = Client(HTTP_ACCEPT_LANGUAGE="en")
+    page.force_login(clinic_admin)
+    site_admin = Client(HTTP_ACCEPT_LANGUAGE="en")
+    site_admin.force_login(superuser)
+
+    row = AuditEvent.objects.get(clinic_id=clinic.pk, action="whatsapp.credentials_updated")
+    shown = fingerprint(canary)
+    assert row.changes["access_token"] == [None, shown]
+    assert shown.endswith(canary[-4:])
+    screens = {
+        "api": activity.content.decode(),
+        "page": page.get("/activity/").content.decode(),
+        "admin history": site_admin.get(
+            f"/admin/clinics/clinic/{clinic.pk}/history/", follow=True
+        ).content.decode(),
+        "admin row": site_admin.get(f"/admin/common/auditevent/{row.pk}/change/").content.decode(),
+    }
+    for where, text in screens.items():
+        assert canary not in text, where
+        assert canary[-4:] in text, where  # the fingerprint is there: the screen did show the row
+    assert canary not in json.dumps(list(AuditEvent.objects.values()), default=str)
+    assert canary not in caplog.text

@@ -193,3 +193,27 @@ def test_check_deploy_warns_when_private_bot_urls_are_allowed(settings):
     assert "messaging.W001" in [m.id for m in run_checks(include_deployment_checks=True)]
     settings.BOT_URL_ALLOW_PRIVATE = False
     assert "messaging.W001" not in [m.id for m in run_checks(include_deployment_checks=True)]
+
+
+def test_saving_and_rotating_leave_audit_rows_with_fingerprints_only(clinic, resolves_to):
+    from common.audit import fingerprint
+    from common.models import AuditEvent
+
+    resolves_to("93.184.215.14")
+    first = bot_endpoint_save_url(clinic_id=clinic.pk, url=PUBLIC_URL).new_secret
+    bot_endpoint_save_url(clinic_id=clinic.pk, url=PUBLIC_URL)  # unchanged: no row
+    second = bot_endpoint_rotate_secret(clinic_id=clinic.pk)
+
+    saved, rotated = AuditEvent.objects.filter(
+        clinic_id=clinic.pk, action__startswith="bot_endpoint."
+    ).order_by("id")
+    assert saved.action == "bot_endpoint.updated"
+    assert saved.changes == {
+        "url": ["", PUBLIC_URL],
+        "status": ["none", "unverified"],
+        "secret": [None, fingerprint(first)],
+    }
+    assert rotated.action == "bot_endpoint.secret_rotated"
+    assert rotated.changes == {"secret": [fingerprint(first), fingerprint(second)]}
+    text = json.dumps([saved.changes, rotated.changes])
+    assert first not in text and second not in text

@@ -3,6 +3,9 @@ endpoint, the page and admin)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -16,7 +19,7 @@ from ..exceptions import MetaError, MetaRefusedError
 from ..health import whatsapp_health_queue_check
 from ..models import WhatsAppAccount
 from .failures import apply_meta_failure
-from .state import acting_on, client_for, ensure_not_owned_elsewhere, save, set_status
+from .state import acting_on, client_for, ensure_not_owned_elsewhere, save, set_status, snapshot
 from .status import apply_phone_info, subscribe_if_needed
 
 # A secret as a caller may send it: a new value, the masked value it read
@@ -86,11 +89,19 @@ def assign_credentials(
     return changed, meta_facing
 
 
-def save_credentials(account: WhatsAppAccount, changed: list[str], *, everything: bool = False) -> None:
-    """Save the changed fields (or `everything`); a new token is queued for a health check in the
-    same transaction (the check reads its expiry: a 24-hour token is flagged on the page)."""
+def save_credentials(
+    account: WhatsAppAccount,
+    changed: list[str],
+    *,
+    action: str,
+    before: Mapping[str, Any],
+    everything: bool = False,
+) -> None:
+    """Save the changed fields (or `everything`) with the `action`'s audit row; a new token is queued
+    for a health check in the same transaction (the check reads its expiry: a 24-hour token is
+    flagged on the page)."""
     with transaction.atomic():
-        save(account, None if everything else changed)
+        save(account, None if everything else changed, action=action, before=before)
         if "access_token" in changed and account.access_token:
             whatsapp_health_queue_check(account=account)
 
@@ -106,6 +117,7 @@ def _store(
 ) -> bool:
     if isinstance(phone_number_id, str):
         ensure_not_owned_elsewhere(account, phone_number_id=phone_number_id)
+    before = snapshot(account)
     changed, meta_facing = assign_credentials(
         account,
         phone_number_id=phone_number_id,
@@ -116,7 +128,7 @@ def _store(
     )
     if changed:
         account.full_clean(validate_constraints=False)
-        save_credentials(account, changed)
+        save_credentials(account, changed, action="whatsapp.credentials_updated", before=before)
     return meta_facing
 
 

@@ -8,7 +8,7 @@ from ..meta_errors import NOT_REGISTERED, UNKNOWN_OBJECT
 from ..models import MetaAttempt, WhatsAppAccount, WhatsAppStatus
 from .failures import explain
 from .limits import spend_meta_attempt
-from .state import acting_on, ask_meta, client_for, save, set_status
+from .state import acting_on, ask_meta, client_for, save, set_status, snapshot
 
 # Deregister's refusals that mean there is nothing at Meta to undo: not registered,
 # no such number, or not ours (Graph's 100/33 "does not exist or missing permissions", 200).
@@ -35,6 +35,7 @@ def whatsapp_deregister(*, account: WhatsAppAccount) -> WhatsAppAccount:
     with acting_on(account) as held:
         if not held.may_deregister:
             return held
+        before = snapshot(held)
         needs_meta = held.status not in (WhatsAppStatus.DISCONNECTED, WhatsAppStatus.PENDING_OTP)
         if needs_meta and held.phone_number_id:
             spend_meta_attempt(held, MetaAttempt.Kind.DEREGISTER)
@@ -47,5 +48,5 @@ def whatsapp_deregister(*, account: WhatsAppAccount) -> WhatsAppAccount:
         held.number = ""
         held.subscribed_at = None
         held.status_checked_at = None
-        save(held)
+        save(held, action="whatsapp.deregistered", before=before)
         return held

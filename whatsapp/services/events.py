@@ -17,7 +17,7 @@ from typing import Any
 
 from ..details import NO_DETAIL, Detail, disconnect_detail
 from ..models import WhatsAppAccount, WhatsAppStatus
-from .state import between_actions, save, set_status
+from .state import between_actions, save, set_status, snapshot
 
 # The webhook changes that report on the account or its number (other fields,
 # such as messages, are stored and need nothing applied).
@@ -100,6 +100,7 @@ def whatsapp_apply_account_event(*, account: WhatsAppAccount, event: AccountEven
         return "stored"
     name = event.event if event.field == "account_update" else event.field.upper()
     with between_actions(account) as locked:
+        before = snapshot(locked)
         if event.disconnects:
             # What the event means, on the page and in the admins' e-mail, lives in whatsapp.details.
             set_status(locked, WhatsAppStatus.FAILED, detail=disconnect_detail(name))
@@ -118,5 +119,5 @@ def whatsapp_apply_account_event(*, account: WhatsAppAccount, event: AccountEven
             locked.detail_parts = detail.as_json()
         else:
             return "stored"
-        save(locked)
+        save(locked, action="whatsapp.meta_event", before=before, extra={"event": name})
         return f"{name.lower() or 'event'} -> {locked.status}"

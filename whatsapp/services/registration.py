@@ -61,6 +61,7 @@ from .state import (
     recorded,
     save,
     set_status,
+    snapshot,
 )
 from .status import e164_from_meta, phone_status_outcome, subscribe_if_needed
 
@@ -135,6 +136,7 @@ def _register_number(
     token = require_access_token(account, secret_change(access_token))
     waba_id = require_business_account(account, business_account_id)
     client = client_for(account, token)
+    before = snapshot(account)
     # Counted before anything else is asked: each code is an SMS or a call to a person.
     spend_code_request(account, number)
     ensure_not_owned_elsewhere(account, number=number)
@@ -171,7 +173,7 @@ def _register_number(
     account.subscribed_at = None
     account.status_checked_at = None
     account.full_clean(validate_constraints=False)
-    save_credentials(account, changed, everything=True)
+    save_credentials(account, changed, action="whatsapp.code_requested", before=before, everything=True)
     mark_lapsed_claims(account, number=number, phone_number_id=number_id)
     return account
 
@@ -308,6 +310,7 @@ def _register(account: WhatsAppAccount, client: MetaClient, pins: list[str], *, 
     left. Meta may act even when we time out.
     """
     number_id = account.phone_number_id
+    before = snapshot(account)
     for tried, pin in enumerate(pins, start=1):
         try:
             left = spend_meta_attempt(account, MetaAttempt.Kind.REGISTER)
@@ -327,7 +330,7 @@ def _register(account: WhatsAppAccount, client: MetaClient, pins: list[str], *, 
         _keep_pin(account, number_id, pin)
         break
     set_status(account, WhatsAppStatus.VERIFYING, detail=Detail.of("verify.waiting"))
-    save(account)
+    save(account, action="whatsapp.registered", before=before)
     try:
         info = client.get_phone_number(number_id)
     except MetaError:
@@ -370,6 +373,7 @@ def _change_pin(account: WhatsAppAccount, client: MetaClient, pin: str) -> None:
     """
     spend_meta_attempt(account, MetaAttempt.Kind.REGISTER)
     number_id = account.phone_number_id
+    before = snapshot(account)
     kept, _created = NumberPin.objects.get_or_create(
         clinic_id=account.clinic_id,
         phone_number_id=number_id,
@@ -399,4 +403,4 @@ def _change_pin(account: WhatsAppAccount, client: MetaClient, pin: str) -> None:
     ask_meta(lambda: client.set_pin(number_id, pin), on_failure=not_changed)
     _keep_pin(account, number_id, pin)
     account.detail_parts = Detail.of("pin.changed").as_json()
-    save(account)
+    save(account, action="whatsapp.pin_changed", before=before)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -32,6 +32,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
+
+from common.audit import audit_changes, audit_record
 
 from ..cache import whatsapp_account_changed
 from ..details import NO_DETAIL, Detail
@@ -184,11 +186,38 @@ def _all_fields() -> list[str]:
     ]
 
 
-def save(account: WhatsAppAccount, fields: list[str] | None = None) -> None:
+# What the audit trail shows of a change to the connection (secrets by the model's `audit_secrets`).
+AUDITED_FIELDS = (
+    "phone_number_id",
+    "business_account_id",
+    "access_token",
+    "verify_token",
+    "app_secret",
+    "registration_pin",
+    "number",
+    "status",
+)
+
+
+def snapshot(account: WhatsAppAccount) -> dict[str, Any]:
+    """The audited fields as they are now: taken before a change, compared when it is saved."""
+    return {name: getattr(account, name) for name in AUDITED_FIELDS}
+
+
+def save(
+    account: WhatsAppAccount,
+    fields: list[str] | None = None,
+    *,
+    action: str = "",
+    before: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> None:
     """Save `fields` (default: all but the lease) in a short transaction of its own, at once.
 
-    A number another clinic took in the meantime is a 409, never a 500. A
-    status saved saves its claim with it (`set_status` may have proven it).
+    With an `action`, its audit row (what changed since `before`, plus `extra`)
+    is written in the same transaction. A number another clinic took in the
+    meantime is a 409, never a 500. A status saved saves its claim with it
+    (`set_status` may have proven it).
     """
     if fields is not None and "status" in fields and "claim_expires_at" not in fields:
         fields = [*fields, "claim_expires_at"]
@@ -198,6 +227,9 @@ def save(account: WhatsAppAccount, fields: list[str] | None = None) -> None:
             account.save(update_fields=update_fields)
             # Copies of the connection kept above whatsapp (beside cached API tokens) end with the write.
             whatsapp_account_changed(clinic_id=account.clinic_id)
+            if action:
+                changes = audit_changes(WhatsAppAccount, before or snapshot(account), snapshot(account))
+                audit_record(clinic_id=account.clinic_id, action=action, changes={**changes, **(extra or {})})
     except IntegrityError:
         raise NumberOwnedElsewhereError(
             status=account.status, reason=Detail.of("conflict.number_owned")

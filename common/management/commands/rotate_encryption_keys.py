@@ -6,6 +6,7 @@ from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import models, transaction
 
+from common.audit import audit_record
 from common.crypto import Keyring, get_keyring
 from common.fields import Ciphertext, EncryptedTextField
 
@@ -52,6 +53,15 @@ class Command(BaseCommand):
                 )
             self.stdout.write(f"All values use key '{keyring.primary_kid}'.")
         else:
+            if rotated_total:
+                # The platform's chain: a rotation belongs to no clinic. Each batch commits on its
+                # own, so the row follows the last one (a crash before it leaves values re-encrypted
+                # and a rerun, which re-encrypts nothing, records nothing either).
+                audit_record(
+                    clinic_id=None,
+                    action="encryption.keys_rotated",
+                    changes={"key": keyring.primary_kid, "values": rotated_total},
+                )
             self.stdout.write(f"Re-encrypted {rotated_total} value(s) with key '{keyring.primary_kid}'.")
 
     def _model(
