@@ -37,7 +37,6 @@ import logging
 import re
 import threading
 import time
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -48,6 +47,7 @@ from urllib3.exceptions import NewConnectionError, ReadTimeoutError
 from common import deadline
 
 from .exceptions import MetaError, MetaRefusedError, MetaTimeoutError, MetaUnavailableError
+from .meta_answers import PhoneNumberInfo, SubscribedApp, TemplateInfo, TokenInfo, opt_int, opt_str
 from .validators import META_ID_RE
 
 __all__ = [
@@ -75,6 +75,9 @@ PHONE_NUMBER_FIELDS = (
     "platform_type",
 )
 _FIELDS_PARAM = ",".join(PHONE_NUMBER_FIELDS)
+TEMPLATE_FIELDS = "id,name,language,status,category,quality_score,rejected_reason,components"
+# A WABA has at most 250 template names, in several languages each: "all pages" with room to spare.
+_MAX_TEMPLATE_PAGES = 100
 # The health check also reads the messaging limit. Meta deprecated the field on the
 # number (limits moved to the business portfolio); a version without it refuses
 # the whole request with 100, so the client asks again without it.
@@ -97,170 +100,8 @@ _PIN_RE = re.compile(r"^[0-9]{6}$")
 # Kept back from the request's deadline for our own work after Meta: saving what
 # happened and writing the answer.
 ANSWER_RESERVE_SECONDS = 1.0
-_DIGITS_RE = re.compile(r"[0-9]")
 _CC_RE = re.compile(r"^[0-9]{1,4}$")
 _PHONE_RE = re.compile(r"^\+?[0-9][0-9 ().-]{2,30}$")
-
-
-@dataclass(frozen=True)
-class PhoneNumberInfo:
-    """One WhatsApp business phone number as Graph describes it; absent fields are None."""
-
-    id: str
-    display_phone_number: str | None
-    verified_name: str | None
-    status: str | None
-    code_verification_status: str | None
-    name_status: str | None
-    quality_rating: str | None
-    platform_type: str | None
-    messaging_limit_tier: str | None = None
-
-    @property
-    def display_digits(self) -> str:
-        """Only the digits: Graph GETs say "+1 631-555-5555", webhooks say "16315555555"."""
-        return "".join(_DIGITS_RE.findall(self.display_phone_number or ""))
-
-    @classmethod
-    def from_graph(cls, data: dict[str, Any]) -> PhoneNumberInfo:
-        number_id = data.get("id")
-        if isinstance(number_id, int) and not isinstance(number_id, bool):
-            number_id = str(number_id)
-        if not isinstance(number_id, str) or not META_ID_RE.fullmatch(number_id):
-            raise MetaUnavailableError("Meta returned a phone number without a valid id")
-        return cls(
-            id=number_id,
-            display_phone_number=_opt_str(data.get("display_phone_number")),
-            verified_name=_opt_str(data.get("verified_name")),
-            status=_opt_str(data.get("status")),
-            code_verification_status=_opt_str(data.get("code_verification_status")),
-            name_status=_opt_str(data.get("name_status")),
-            quality_rating=_opt_str(data.get("quality_rating")),
-            platform_type=_opt_str(data.get("platform_type")),
-            messaging_limit_tier=_opt_str(data.get("messaging_limit_tier")),
-        )
-
-
-@dataclass(frozen=True)
-class TokenInfo:
-    """What ``debug_token`` says about an access token; absent values are None.
-
-    ``expires_at`` None with ``is_valid`` means the token never expires (Meta's 0).
-    ``target_ids`` maps a scope to the asset ids it is limited to (None: all assets).
-    """
-
-    is_valid: bool
-    type: str | None
-    app_id: str | None
-    expires_at: int | None
-    issued_at: int | None
-    scopes: tuple[str, ...]
-    target_ids: dict[str, tuple[str, ...] | None]
-
-    @classmethod
-    def from_graph(cls, data: dict[str, Any]) -> TokenInfo:
-        info = data.get("data")
-        if not isinstance(info, dict):
-            raise MetaUnavailableError("Meta answered debug_token without a data object")
-        scopes = info.get("scopes")
-        targets: dict[str, tuple[str, ...] | None] = {}
-        for grant in info.get("granular_scopes") or []:
-            if isinstance(grant, dict) and isinstance(grant.get("scope"), str):
-                ids = grant.get("target_ids")
-                targets[grant["scope"]] = tuple(str(i) for i in ids) if isinstance(ids, list) else None
-        expires_at = _opt_int(info.get("expires_at"))
-        app_id = info.get("app_id")
-        return cls(
-            is_valid=info.get("is_valid") is True,
-            type=_opt_str(info.get("type")),
-            app_id=str(app_id) if isinstance(app_id, str | int) and not isinstance(app_id, bool) else None,
-            expires_at=expires_at or None,  # 0: never
-            issued_at=_opt_int(info.get("issued_at")),
-            scopes=tuple(scope for scope in scopes if isinstance(scope, str))
-            if isinstance(scopes, list)
-            else (),
-            target_ids=targets,
-        )
-
-
-@dataclass(frozen=True)
-class SubscribedApp:
-    """One app subscribed to a WABA's webhooks (``GET /{waba}/subscribed_apps``)."""
-
-    id: str | None
-    name: str | None
-    override_callback_uri: str | None
-
-    @classmethod
-    def from_graph(cls, data: dict[str, Any]) -> SubscribedApp:
-        app = data.get("whatsapp_business_api_data")
-        app = app if isinstance(app, dict) else {}
-        app_id = app.get("id")
-        return cls(
-            id=str(app_id) if isinstance(app_id, str | int) and not isinstance(app_id, bool) else None,
-            name=_opt_str(app.get("name")),
-            override_callback_uri=_opt_str(data.get("override_callback_uri")),
-        )
-
-
-# A body placeholder: {{1}} (positional) or {{name}} (named).
-_PLACEHOLDER_RE = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
-TEMPLATE_FIELDS = "id,name,language,status,category,quality_score,rejected_reason,components"
-# A WABA has at most 250 template names, in several languages each: "all pages" with room to spare.
-_MAX_TEMPLATE_PAGES = 100
-
-
-@dataclass(frozen=True)
-class TemplateInfo:
-    """One message template in one language (``GET /{waba}/message_templates``)."""
-
-    id: str
-    name: str
-    language: str
-    status: str
-    category: str
-    quality: str
-    params: int
-    rejected_reason: str
-
-    @classmethod
-    def from_graph(cls, data: dict[str, Any]) -> TemplateInfo:
-        name, language = data.get("name"), data.get("language")
-        if not isinstance(name, str) or not name or not isinstance(language, str) or not language:
-            raise MetaUnavailableError("Meta returned a template without a name or language")
-        quality = data.get("quality_score")
-        score = quality.get("score") if isinstance(quality, dict) else None
-        body = ""
-        for component in data.get("components") or []:
-            if isinstance(component, dict) and str(component.get("type", "")).upper() == "BODY":
-                body = _opt_str(component.get("text")) or ""
-        template_id = data.get("id")
-        reason = _opt_str(data.get("rejected_reason")) or ""
-        return cls(
-            id=str(template_id) if isinstance(template_id, str | int) else "",
-            name=name,
-            language=language,
-            status=(_opt_str(data.get("status")) or "").upper(),
-            category=(_opt_str(data.get("category")) or "").upper(),
-            quality=(_opt_str(score) or "").upper(),
-            params=len(set(_PLACEHOLDER_RE.findall(body))),
-            rejected_reason="" if reason == "NONE" else reason,
-        )
-
-
-def _opt_str(value: Any) -> str | None:
-    # Graph sends strings; anything else is a surprise we would rather not store.
-    return value if isinstance(value, str) else None
-
-
-def _opt_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    return None
 
 
 def _check_id(value: str, what: str) -> str:
@@ -619,7 +460,7 @@ class MetaClient:
         return None if left is None else left - ANSWER_RESERVE_SECONDS
 
     def _read_body(self, response: requests.Response, give_up_at: float, method: str, path: str) -> bytes:
-        declared = _opt_int(response.headers.get("Content-Length"))
+        declared = opt_int(response.headers.get("Content-Length"))
         if declared is not None and declared > self.max_body_bytes:
             raise MetaUnavailableError(
                 f"Meta's answer to {method} /{path} is too large ({declared} bytes)",
@@ -704,17 +545,14 @@ class MetaClient:
     def _error_from_envelope(
         self, envelope: dict[str, Any], status: int, fbtrace_id: str | None, *, refused: bool
     ) -> MetaError:
-        code = _opt_int(envelope.get("code"))
-        message = self._scrub(_opt_str(envelope.get("message")) or "")
+        code = opt_int(envelope.get("code"))
+        message = self._scrub(opt_str(envelope.get("message")) or "")
         error_data = envelope.get("error_data")
         # error_data is usually {"details": ...} but some generic errors send a string.
-        if isinstance(error_data, dict):
-            details = _opt_str(error_data.get("details"))
-        else:
-            details = _opt_str(error_data)
+        details = opt_str(error_data.get("details")) if isinstance(error_data, dict) else opt_str(error_data)
         details = self._scrub(details) if details else None
-        subcode = _opt_int(envelope.get("error_subcode"))
-        trace = _opt_str(envelope.get("fbtrace_id")) or fbtrace_id
+        subcode = opt_int(envelope.get("error_subcode"))
+        trace = opt_str(envelope.get("fbtrace_id")) or fbtrace_id
         if refused:
             return MetaRefusedError(
                 code if code is not None else 0,
@@ -791,7 +629,7 @@ def _next_cursor(paging: Any) -> str | None:
         after = (parse_qs(urlsplit(next_url).query).get("after") or [""])[0] or None
     if not after:
         cursors = paging.get("cursors")
-        after = _opt_str(cursors.get("after")) if isinstance(cursors, dict) else None
+        after = opt_str(cursors.get("after")) if isinstance(cursors, dict) else None
     if not after:
         raise MetaUnavailableError("Meta announced a next page without an 'after' cursor")
     return after

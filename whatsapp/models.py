@@ -133,7 +133,7 @@ class WhatsAppAccount(models.Model):
 
     @property
     def has_access_token(self) -> bool:
-        # Without decrypting it: a status poll reads no secret (bench/reports/2026-12-01-issue13.md).
+        # Without decrypting it: a status poll reads no secret.
         return _encrypted_field(self, "access_token").is_set(self)
 
     @property
