@@ -61,7 +61,7 @@ def _write_only(label: StrOrPromise, help_text: StrOrPromise) -> forms.CharField
     )
 
 
-class WhatsAppAccountAdminForm(NormalizedFormMixin, forms.ModelForm):
+class WhatsAppAccountAdminForm(NormalizedFormMixin, forms.ModelForm[WhatsAppAccount]):
     """Ids as ordinary fields; secrets only as empty write-only fields (blank keeps what is stored)."""
 
     new_access_token = _write_only(_("New access token"), _("Leave blank to keep the stored token."))
@@ -79,7 +79,7 @@ class WhatsAppAccountAdminForm(NormalizedFormMixin, forms.ModelForm):
     }
 
 
-class WhatsAppAccountInline(admin.StackedInline):
+class WhatsAppAccountInline(admin.StackedInline[WhatsAppAccount, Any]):
     """Saved by ClinicAdmin.save_formset through whatsapp.services, never by ModelForm.save()."""
 
     model = WhatsAppAccount
@@ -144,7 +144,7 @@ class WhatsAppAccountInline(admin.StackedInline):
         return False
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(admin.ModelAdmin[Any]):
     """Records kept as evidence: nobody adds, edits or deletes them here."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -234,7 +234,7 @@ class DeregisterForm(forms.Form):
         return str(_("Type %(word)s to confirm.") % {"word": self.confirmation_word()})
 
     def clean_confirmation(self) -> str:
-        value = self.cleaned_data["confirmation"]
+        value = str(self.cleaned_data["confirmation"])
         if self.number:
             ok = _digits(value) == _digits(self.number)
         else:

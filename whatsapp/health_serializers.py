@@ -29,27 +29,27 @@ def _checks(health: WhatsAppHealth) -> list[dict[str, Any]]:
     return rendered
 
 
-class HealthCheckSerializer(serializers.Serializer):
+class HealthCheckSerializer(serializers.Serializer[Any]):
     key = serializers.ChoiceField(choices=CHECK_KEYS, read_only=True)
     ok = serializers.BooleanField(allow_null=True, read_only=True)
     detail = serializers.CharField(allow_null=True, read_only=True, help_text="In the reader's language.")
     fix = serializers.CharField(allow_null=True, read_only=True, help_text="In the reader's language.")
 
 
-class HealthTokenSerializer(serializers.Serializer):
+class HealthTokenSerializer(serializers.Serializer[Any]):
     expires_at = serializers.DateTimeField(allow_null=True, read_only=True, help_text="null: never expires")
     type = serializers.CharField(allow_null=True, read_only=True)
     scopes = serializers.ListField(child=serializers.CharField(), read_only=True)
 
 
-class HealthNumberSerializer(serializers.Serializer):
+class HealthNumberSerializer(serializers.Serializer[Any]):
     status = serializers.CharField(allow_null=True, read_only=True)
     name_status = serializers.CharField(allow_null=True, read_only=True)
     quality_rating = serializers.CharField(allow_null=True, read_only=True)
     messaging_limit = serializers.CharField(allow_null=True, read_only=True)
 
 
-class HealthWebhookSerializer(serializers.Serializer):
+class HealthWebhookSerializer(serializers.Serializer[Any]):
     last_event_at = serializers.DateTimeField(allow_null=True, read_only=True)
     signature_failures_24h = serializers.IntegerField(read_only=True)
     volume_refusals_24h = serializers.IntegerField(

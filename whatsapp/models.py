@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from typing import ClassVar, cast
+from typing import Any, ClassVar, cast
 
 from django.db import models
 from django.urls import reverse
@@ -18,8 +18,8 @@ from .details import Detail
 from .meta_errors import PIN_MISMATCH
 
 
-def _encrypted_field(instance: models.Model, name: str) -> EncryptedTextField:
-    return cast(EncryptedTextField, instance._meta.get_field(name))
+def _encrypted_field(instance: models.Model, name: str) -> EncryptedTextField[Any, Any]:
+    return cast("EncryptedTextField[Any, Any]", instance._meta.get_field(name))
 
 
 # The clinic is named, never imported: whatsapp knows nothing of the product above it.

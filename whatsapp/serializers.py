@@ -34,7 +34,7 @@ def _secret(source: str, help_text: str, **kwargs: Any) -> NormalizedCharField:
     )
 
 
-class WhatsAppConfigureInputSerializer(serializers.Serializer):
+class WhatsAppConfigureInputSerializer(serializers.Serializer[Any]):
     phoneNumberId = _meta_id("phone_number_id")
     businessAccountId = _meta_id("business_account_id")
     accessToken = _secret(
@@ -53,7 +53,7 @@ class WhatsAppConfigureInputSerializer(serializers.Serializer):
     )
 
 
-class WhatsAppRegisterInputSerializer(serializers.Serializer):
+class WhatsAppRegisterInputSerializer(serializers.Serializer[Any]):
     phone = NormalizedCharField(validators.normalize_whatsapp_phone, source="number", max_length=40)
     otpMethod = NormalizedCharField(validators.normalize_otp_method, source="otp_method", max_length=10)
     wabaId = _meta_id("business_account_id")
@@ -62,11 +62,11 @@ class WhatsAppRegisterInputSerializer(serializers.Serializer):
     )
 
 
-class WhatsAppVerifyInputSerializer(serializers.Serializer):
+class WhatsAppVerifyInputSerializer(serializers.Serializer[Any]):
     code = NormalizedCharField(validators.normalize_code, max_length=32)
 
 
-class WhatsAppPinInputSerializer(serializers.Serializer):
+class WhatsAppPinInputSerializer(serializers.Serializer[Any]):
     pin = NormalizedCharField(validators.normalize_pin, max_length=16, style={"input_type": "password"})
 
 
