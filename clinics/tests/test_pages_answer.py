@@ -184,3 +184,30 @@ def test_answering_needs_a_signed_in_member_and_csrf(active, clinic_staff):
 
     assert response.status_code == 403
     assert not Message.objects.exists()
+
+
+def test_an_empty_answer_is_refused_next_to_the_form(active, clinic_staff, graph):
+    chat = conversation(active)
+    client = signed_in(clinic_staff, language="es")
+
+    response = answer(client, chat, idempotency_key=form_key(client, chat), text="   ")
+
+    assert response.status_code == 400
+    assert "Escriba una respuesta o elija una plantilla." in response.content.decode()
+    assert not Message.objects.exists() and not graph.mock.calls
+
+
+def test_a_patient_known_only_by_bsuid_cannot_be_answered_here(active, clinic_staff, graph):
+    chat = Conversation.objects.create(
+        clinic=active,
+        phone_number_id=PNID,
+        user_id="US.13491208655302741918",
+        window_open_until=timezone.now() + timedelta(hours=3),
+    )
+    client = signed_in(clinic_staff)
+
+    response = answer(client, chat, idempotency_key=form_key(client, chat), text="Hola")
+
+    assert response.status_code == 422
+    assert "phone number is not known yet" in response.content.decode()
+    assert not Message.objects.exists() and not graph.mock.calls
