@@ -74,6 +74,11 @@ def bot_key_revoke(*, clinic: Clinic, prefix: str) -> bool:
     return bool(deleted)
 
 
+def bot_key_is_current(*, clinic: Clinic, key: str) -> bool:
+    """Whether this key is one of the clinic's, not revoked (e.g. a key a development tool kept in a file)."""
+    return BotKey.looks_like_key(key) and BotKey.objects.filter(clinic=clinic, digest=_digest(key)).exists()
+
+
 def bot_keys_of(clinic: Clinic) -> QuerySet[BotKey]:
     """The clinic's bot keys, newest first."""
     return BotKey.objects.filter(clinic=clinic).order_by("-created_at", "-pk")

@@ -11,7 +11,7 @@ cookie), like the API's 14b.
 from __future__ import annotations
 
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from django import forms
 from django.contrib import messages
@@ -21,6 +21,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.cache import never_cache
@@ -29,9 +30,18 @@ from django.views.decorators.http import require_GET, require_POST
 from common.forms import add_service_errors
 from messaging.bot_endpoint import bot_endpoint_ping, bot_endpoint_rotate_secret, bot_endpoint_save_url
 from messaging.exceptions import BotDeliveryNotDeadError
-from messaging.models import BotDelivery, BotEndpoint, BotEndpointStatus, Conversation, Message
+from messaging.models import (
+    BotDelivery,
+    BotEndpoint,
+    BotEndpointStatus,
+    Conversation,
+    Message,
+    MessageTemplate,
+    TemplateStatus,
+)
 from messaging.outbox import bot_delivery_redeliver
 from messaging.selectors import bot_deliveries_of, bot_delivery_counts, conversations_of
+from messaging.sending import IdempotencyConflictError, SendRefusedError, SendRequest, message_send
 from messaging.services import conversation_clear_needs_human
 
 from .models import Clinic
@@ -45,6 +55,8 @@ CONVERSATIONS_PER_PAGE = 20
 MESSAGES_SHOWN = 50
 # Dead deliveries listed on the settings page (the API's 18 pages through all of them).
 DEAD_SHOWN = 20
+# Parameter inputs offered beside the template picker (a template needs at most this many here).
+TEMPLATE_PARAM_INPUTS = 10
 
 
 class BotUrlForm(forms.Form):
@@ -176,6 +188,68 @@ def _member_clinic(request: HttpRequest) -> Clinic | HttpResponse:
         return render(request, "clinics/no_clinic.html", {"problem": denied.message}, status=403)
 
 
+class AnswerForm(forms.Form):
+    """A member's answer: a text inside the window, otherwise a template ("name" in the clinic's language) and its params."""
+
+    idempotency_key = forms.CharField(max_length=255, widget=forms.HiddenInput)
+    text = forms.CharField(label=gettext_lazy("Answer"), max_length=4096, required=False, strip=False)
+    template = forms.CharField(label=gettext_lazy("Template"), max_length=512, required=False)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if bool(cleaned.get("text", "").strip()) == bool(cleaned.get("template")):
+            raise ValidationError(_("Write an answer, or pick a template."))
+        return cleaned
+
+
+def _answer_templates(clinic: Clinic) -> list[MessageTemplate]:
+    """The templates a member may pick: approved by Meta, in the clinic's language."""
+    return list(
+        MessageTemplate.objects.filter(
+            clinic=clinic, status=TemplateStatus.APPROVED, language=clinic.language
+        ).order_by("name")
+    )
+
+
+def _render_conversations(
+    request: HttpRequest,
+    clinic: Clinic,
+    *,
+    answer_errors: dict[UUID, str] | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    rows = conversations_of(clinic_id=clinic.pk).order_by("-needs_human", "-last_message_at", "pk")
+    page = Paginator(rows, CONVERSATIONS_PER_PAGE).get_page(request.GET.get("page"))
+    now = timezone.now()
+    errors = answer_errors or {}
+    conversations = []
+    for conversation in page:
+        latest = list(
+            Message.objects.filter(conversation=conversation).order_by("-sequence")[:MESSAGES_SHOWN]
+        )
+        answer = {
+            "window_open": conversation.window_is_open(now),
+            # A new key for each form shown: a double submit of this form sends once.
+            "key": uuid4().hex,
+            "error": errors.get(conversation.pk),
+        }
+        conversations.append((conversation, list(reversed(latest)), answer))
+    response = render(
+        request,
+        "clinics/conversations.html",
+        {
+            "clinic": clinic,
+            "page": page,
+            "conversations": conversations,
+            "answer_templates": _answer_templates(clinic),
+            "param_inputs": range(1, TEMPLATE_PARAM_INPUTS + 1),
+        },
+        status=status,
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 @never_cache
 @login_required
 @require_GET
@@ -184,21 +258,64 @@ def conversations_page(request: HttpRequest) -> HttpResponse:
     clinic = _member_clinic(request)
     if isinstance(clinic, HttpResponse):
         return clinic
-    rows = conversations_of(clinic_id=clinic.pk).order_by("-needs_human", "-last_message_at", "pk")
-    page = Paginator(rows, CONVERSATIONS_PER_PAGE).get_page(request.GET.get("page"))
-    conversations = []
-    for conversation in page:
-        latest = list(
-            Message.objects.filter(conversation=conversation).order_by("-sequence")[:MESSAGES_SHOWN]
-        )
-        conversations.append((conversation, list(reversed(latest))))
-    response = render(
-        request,
-        "clinics/conversations.html",
-        {"clinic": clinic, "page": page, "conversations": conversations},
+    return _render_conversations(request, clinic)
+
+
+def _answer_request(
+    conversation: Conversation, form: AnswerForm, params: list[str], language: str
+) -> SendRequest:
+    if form.cleaned_data["text"].strip():
+        return SendRequest(to=conversation.wa_id, text=form.cleaned_data["text"])
+    while params and not params[-1].strip():
+        params.pop()  # the inputs the template does not need
+    return SendRequest(
+        to=conversation.wa_id,
+        template_name=form.cleaned_data["template"],
+        template_language=language,
+        template_params=tuple(params),
     )
-    response["Cache-Control"] = "no-store"
-    return response
+
+
+def _answer(
+    request: HttpRequest, clinic: Clinic, conversation: Conversation, form: AnswerForm
+) -> tuple[str | None, int]:
+    """Send the member's answer; the sentence and HTTP status of a refusal, or `(None, 202)`."""
+    if not form.is_valid():
+        return " ".join(str(error) for errors in form.errors.values() for error in errors), 400
+    if not conversation.wa_id:
+        return _("This patient's phone number is not known yet, so they cannot be answered here."), 422
+    params = [value[:1024] for value in request.POST.getlist("param")[:TEMPLATE_PARAM_INPUTS]]
+    try:
+        message_send(
+            clinic_id=clinic.pk,
+            request=_answer_request(conversation, form, params, clinic.language),
+            idempotency_key=form.cleaned_data["idempotency_key"],
+            sent_by=request.user.email,  # type: ignore[union-attr]
+        )
+    except SendRefusedError as exc:
+        return exc.detail, exc.status
+    except IdempotencyConflictError:
+        return _("This form was already sent with another answer. Write it again."), 409
+    return None, 202
+
+
+@never_cache
+@login_required
+@require_POST
+def conversation_answer(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    """A member answers the patient through the same service as endpoint 16, signed with their e-mail."""
+    clinic = _member_clinic(request)
+    if isinstance(clinic, HttpResponse):
+        return clinic
+    conversation = conversations_of(clinic_id=clinic.pk).filter(pk=conversation_id).first()
+    if conversation is None:
+        raise Http404
+    form = AnswerForm(request.POST)
+    problem, status = _answer(request, clinic, conversation, form)
+    if problem is not None:
+        return _render_conversations(request, clinic, answer_errors={conversation.pk: problem}, status=status)
+    messages.success(request, _("The answer is queued for the patient."))
+    return redirect(reverse("clinics:conversations") + f"#conversation-{conversation_id}")
 
 
 @login_required

@@ -118,6 +118,28 @@ def simulated_patient_payload(account: Any, text: str, *, at: int) -> dict[str, 
     }
 
 
+def simulated_webhook_target(account: Any, *, webhook_url: str) -> bool:
+    """Tell the simulated Meta where this number's webhook is, so each message it accepts gets its statuses.
+
+    The fake then posts signed `sent`, `delivered` and `read` events there after
+    short delays, as Meta would. False when Meta is not simulated, the number has no
+    id yet, or the fake did not take it.
+    """
+    control = _control_url()
+    secret = account.app_secret or settings.META_APP_SECRET
+    if control is None or not account.phone_number_id or not secret:
+        return False
+    try:
+        response = requests.post(
+            f"{control}/webhook_target",
+            json={"phone_number_id": account.phone_number_id, "url": webhook_url, "app_secret": secret},
+            timeout=2.0,
+        )
+    except requests.RequestException:
+        return False
+    return response.ok
+
+
 def simulated_patient_message(account: Any, text: str, *, webhook_url: str) -> bool:
     """Ask the simulated Meta to post a signed patient message to the clinic's webhook, as Meta would.
 
@@ -128,6 +150,7 @@ def simulated_patient_message(account: Any, text: str, *, webhook_url: str) -> b
     secret = account.app_secret or settings.META_APP_SECRET
     if control is None or not account.phone_number_id or not secret:
         return False
+    simulated_webhook_target(account, webhook_url=webhook_url)
     payload = simulated_patient_payload(account, text, at=int(time.time()))
     try:
         response = requests.post(

@@ -39,4 +39,9 @@ urlpatterns = [
         messaging_pages.conversation_clear,
         name="conversation-clear",
     ),
+    path(
+        "conversations/<uuid:conversation_id>/answer/",
+        messaging_pages.conversation_answer,
+        name="conversation-answer",
+    ),
 ]

@@ -25,6 +25,8 @@ import hmac
 import json
 import threading
 import time
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,9 @@ from typing import Any
 # The replay window Standard Webhooks recommends.
 TOLERANCE_SECONDS = 300
 MAX_BODY = 1024 * 1024
+# Endpoint 16, under the API's address.
+SEND_PATH = "/api/clinics/messages/"
+REPLY_PREFIX = "Recibido: "
 
 
 def verify(secrets_: list[str], headers: Any, body: bytes, *, now: float | None = None) -> bool:
@@ -62,13 +67,22 @@ class DemoBot(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(
-        self, port: int, *, secret_file: Path | None = None, secrets_: list[str] | None = None
+        self,
+        port: int,
+        *,
+        secret_file: Path | None = None,
+        secrets_: list[str] | None = None,
+        api_url: str = "",
+        key_file: Path | None = None,
     ) -> None:
         super().__init__(("127.0.0.1", port), _Handler)
         self.secret_file = secret_file
         self.fixed_secrets = secrets_ or []
+        self.api_url = api_url.rstrip("/")
+        self.key_file = key_file
         self.status = 200
         self.received: list[dict[str, Any]] = []
+        self.replies: list[dict[str, Any]] = []
         self.lock = threading.Lock()
 
     @property
@@ -80,6 +94,57 @@ class DemoBot(ThreadingHTTPServer):
         if self.secret_file is not None and self.secret_file.exists():
             found += [line.strip() for line in self.secret_file.read_text().splitlines() if line.strip()]
         return found
+
+    def key(self) -> str:
+        if self.key_file is None or not self.key_file.exists():
+            return ""
+        return self.key_file.read_text().strip()
+
+    def reply(self, webhook_id: str, body: Any) -> None:
+        """Answer a patient's message through endpoint 16, keyed by the delivery's id (see the module)."""
+        request = reply_request(body)
+        key = self.key()
+        if request is None or not (self.api_url and key):
+            return
+        status = post_reply(self.api_url, key, webhook_id, request)
+        with self.lock:
+            self.replies.append({"webhook_id": webhook_id, "status": status})
+        print(f"demo bot: answered {webhook_id} through 16 -> {status}", flush=True)  # noqa: T201
+
+
+def reply_request(body: Any) -> dict[str, str] | None:
+    """Endpoint 16's body answering a `message.received` from a patient, or None for anything else."""
+    if not isinstance(body, dict) or body.get("type") != "message.received":
+        return None
+    conversation, message = body.get("conversation") or {}, body.get("message") or {}
+    to = conversation.get("wa_id") if isinstance(conversation, dict) else None
+    if not to or not isinstance(message, dict) or message.get("direction") != "in":
+        return None
+    said = message.get("text") or f"[{message.get('type')}]"
+    return {"to": str(to), "text": (REPLY_PREFIX + str(said))[:4096]}
+
+
+def post_reply(api_url: str, key: str, webhook_id: str, body: dict[str, str]) -> int:
+    """POST the answer to 16 with the bot key; the HTTP status (0 when the API could not be reached)."""
+    if not api_url.startswith(("http://", "https://")):
+        return 0
+    request = urllib.request.Request(  # noqa: S310 - scheme checked above
+        api_url + SEND_PATH,
+        data=json.dumps(body).encode(),
+        headers={
+            "Authorization": f"Bearer {key}",
+            "Content-Type": "application/json",
+            "Idempotency-Key": webhook_id,
+        },
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+            return int(answer.status)
+    except urllib.error.HTTPError as refused:
+        return int(refused.code)
+    except OSError:
+        return 0
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -100,6 +165,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/_bot/received":
             with self.server.lock:
                 return self._answer(200, self.server.received)
+        if self.path == "/_bot/replies":
+            with self.server.lock:
+                return self._answer(200, self.server.replies)
         return self._answer(404, {"error": "not found"})
 
     def do_POST(self) -> None:
@@ -137,14 +205,21 @@ class _Handler(BaseHTTPRequestHandler):
             flush=True,
         )
         self._answer(status, {"ok": 200 <= status < 300})
+        if verified and 200 <= status < 300:
+            # After the acknowledgement: the product waits for no answer of ours to send it.
+            threading.Thread(target=self.server.reply, args=(webhook_id, parsed), daemon=True).start()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8766)
     parser.add_argument("--secret-file", type=Path, required=True)
+    parser.add_argument("--api-url", default="", help="The API's address, to answer through 16.")
+    parser.add_argument("--key-file", type=Path, default=None, help="Where the bot key is written.")
     options = parser.parse_args()
-    bot = DemoBot(options.port, secret_file=options.secret_file)
+    bot = DemoBot(
+        options.port, secret_file=options.secret_file, api_url=options.api_url, key_file=options.key_file
+    )
     print(f"demo bot listening at {bot.url}", flush=True)  # noqa: T201
     bot.serve_forever()
 

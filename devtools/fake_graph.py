@@ -79,6 +79,11 @@ Control API (JSON, no auth; under ``/_fake``)
                                      "reversed"}``: each accepted message then gets signed ``sent``,
                                      ``delivered`` and ``read`` status events at ``url`` (with its
                                      ``biz_opaque_callback_data``); a fault changes the next one's
+``GET|POST /_fake/webhook_target``   ``{"phone_number_id", "url", "app_secret"}``: where that number's
+                                     app receives Meta's webhooks; each message the number sends then
+                                     gets its status events there (with ``status_webhooks``' delays and
+                                     faults), whatever ``status_webhooks``' own ``url``. ``"url": null``
+                                     forgets it. GET lists the targets (never the secrets).
 ``POST /_fake/webhooks/send``        ``{"url", "app_secret", "payload"}``: POST the payload as Meta
                                      does (ASCII-escaped JSON, ``X-Hub-Signature-256`` over exactly
                                      those bytes); answers ``{"status", "body", "signature"}``.
@@ -1075,6 +1080,8 @@ class FakeGraph:
         self._templates: dict[str, list[dict[str, Any]]] = {}
         self._status_hook: dict[str, Any] = {"url": None, "app_secret": None, "delays": [0.3, 0.8, 1.5]}
         self._status_faults: list[str] = []
+        # Per phone number id: where its app's webhook is, {"url", "app_secret"}.
+        self._webhook_targets: dict[str, dict[str, str]] = {}
 
     def templates_state(self) -> dict[str, Any]:
         with self._lock:
@@ -1140,9 +1147,31 @@ class FakeGraph:
                 self._status_faults.append(str(data["fault"]))
             return self.status_webhooks()
 
+    def webhook_targets(self) -> dict[str, Any]:
+        with self._lock:
+            return {"targets": {pnid: {"url": t["url"]} for pnid, t in self._webhook_targets.items()}}
+
+    def set_webhook_target(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``{"phone_number_id", "url", "app_secret"}``: that number's messages get their statuses there."""
+        pnid, url, secret = data.get("phone_number_id"), data.get("url"), data.get("app_secret")
+        if not isinstance(pnid, str) or not pnid:
+            raise ControlError("phone_number_id is required")
+        with self._lock:
+            if url is None:
+                self._webhook_targets.pop(pnid, None)
+            elif isinstance(url, str) and url.startswith(("http://", "https://")) and isinstance(secret, str):
+                self._webhook_targets[pnid] = {"url": url, "app_secret": secret}
+            else:
+                raise ControlError("url (http or https) and app_secret are required, or url null")
+        return self.webhook_targets()
+
     def _after_send(self, number: dict[str, Any], message_id: str, to: str, reference: str | None) -> None:
-        """Schedule the accepted message's status events, when a webhook URL was given."""
-        url, secret = self._status_hook["url"], self._status_hook["app_secret"]
+        """Schedule the accepted message's status events, when the number's webhook (or a URL) is known."""
+        target = self._webhook_targets.get(number["id"])
+        if target is not None:
+            url, secret = target["url"], target["app_secret"]
+        else:
+            url, secret = self._status_hook["url"], self._status_hook["app_secret"]
         if not url or not secret:
             return
         fault = self._status_faults.pop(0) if self._status_faults else None
@@ -1572,6 +1601,8 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, graph.set_templates(data) if method == "POST" else graph.templates_state()
         if path == "/_fake/status_webhooks" and method in ("GET", "POST"):
             return 200, graph.set_status_webhooks(data) if method == "POST" else graph.status_webhooks()
+        if path == "/_fake/webhook_target" and method in ("GET", "POST"):
+            return 200, graph.set_webhook_target(data) if method == "POST" else graph.webhook_targets()
         if method == "POST" and path == "/_fake/webhooks/send":
             url, secret = data.get("url"), data.get("app_secret")
             if not isinstance(url, str) or not isinstance(secret, str) or "payload" not in data:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from devtools.tests.conftest import WABA
+from devtools.tests.conftest import WABA, control
 
 APP_SECRET = "fake-app-secret-for-statuses"
 
@@ -106,3 +106,65 @@ def test_a_fault_makes_the_next_message_fail(fake, client, number, receiver):
     _wait_for(received, 1)
     [status] = received[0]["body"]["entry"][0]["changes"][0]["value"]["statuses"]
     assert (status["status"], status["errors"][0]["code"]) == ("failed", 131026)
+
+
+def _statuses(received: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [event["body"]["entry"][0]["changes"][0]["value"]["statuses"][0] for event in received]
+
+
+def test_the_numbers_webhook_target_gets_each_accepted_messages_statuses(
+    fake, session, client, number, receiver
+):
+    url, received = receiver
+    control(fake, session, "POST", "status_webhooks", {"delays": [0.05, 0.1, 0.15]})
+    targets = control(
+        fake,
+        session,
+        "POST",
+        "webhook_target",
+        {"phone_number_id": number["id"], "url": url, "app_secret": APP_SECRET},
+    )
+    assert targets == {"targets": {number["id"]: {"url": url}}}  # never the secret
+
+    first = client.send_message(number["id"], {"to": "+50370001111", "type": "text", "text": {"body": "a"}})
+    second = client.send_message(number["id"], {"to": "+50370001111", "type": "text", "text": {"body": "b"}})
+
+    _wait_for(received, 6)
+    assert len(received) == 6 and all(event["signed"] for event in received)
+    by_message = {
+        wamid: sorted(s["status"] for s in _statuses(received) if s["id"] == wamid)
+        for wamid in (first, second)
+    }
+    assert by_message == {first: ["delivered", "read", "sent"], second: ["delivered", "read", "sent"]}
+
+
+def test_a_fault_sends_the_statuses_late_and_out_of_order(fake, session, client, number, receiver):
+    url, received = receiver
+    control(
+        fake,
+        session,
+        "POST",
+        "webhook_target",
+        {"phone_number_id": number["id"], "url": url, "app_secret": APP_SECRET},
+    )
+    control(fake, session, "POST", "status_webhooks", {"delays": [0.05, 0.3, 0.6], "fault": "reversed"})
+
+    client.send_message(number["id"], {"to": "+50370001111", "type": "text", "text": {"body": "a"}})
+
+    _wait_for(received, 3)
+    assert [status["status"] for status in _statuses(received)] == ["read", "delivered", "sent"]
+
+
+def test_without_a_target_nothing_is_posted_and_a_forgotten_target_gets_nothing(
+    fake, session, client, number, receiver
+):
+    url, received = receiver
+    control(fake, session, "POST", "status_webhooks", {"delays": [0.01, 0.01, 0.01]})
+    body = {"phone_number_id": number["id"], "url": url, "app_secret": APP_SECRET}
+    control(fake, session, "POST", "webhook_target", body)
+    control(fake, session, "POST", "webhook_target", {"phone_number_id": number["id"], "url": None})
+
+    client.send_message(number["id"], {"to": "+50370001111", "type": "text", "text": {"body": "a"}})
+
+    time.sleep(0.3)
+    assert received == []

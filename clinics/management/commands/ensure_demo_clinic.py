@@ -12,13 +12,16 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from clinics import services
+from clinics.bot_keys import bot_key_is_current, bot_key_issue
 from clinics.models import Clinic, User
 from clinics.selectors import whatsapp_account_of
+from clinics.simulated_meta import simulated_webhook_target
 from messaging.bot_endpoint import bot_endpoint_ping, bot_endpoint_rotate_secret, bot_endpoint_save_url
 from whatsapp.services import whatsapp_store_credentials
 
 DEMO_EMAIL = "admin@demo.clinic"
 DEMO_SUPERUSER_EMAIL = "superuser@demo.clinic"
+DEMO_BOT_KEY_NAME = "Demo bot"
 
 
 class Command(BaseCommand):
@@ -33,6 +36,9 @@ class Command(BaseCommand):
         parser.add_argument("--bot-url", default="", help="The demo bot's URL (devtools/demo_bot.py).")
         parser.add_argument(
             "--bot-secret-file", default="", help="Where the demo bot reads its signing secret."
+        )
+        parser.add_argument(
+            "--bot-key-file", default="", help="Where the demo bot reads its bot key, to answer through 16."
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -60,6 +66,13 @@ class Command(BaseCommand):
         simulated = self._give_simulated_credentials(clinic)
         bot = self._wire_demo_bot(clinic, options["bot_url"], options["bot_secret_file"])
         base = options["base_url"].rstrip("/")
+        if options["bot_key_file"]:
+            self._give_bot_key(clinic, Path(options["bot_key_file"]))
+            bot += "\n                   it answers each patient's message through 16 with its bot key"
+        if simulated:
+            # A number connected on an earlier run: its messages' statuses come back to its webhook.
+            account = whatsapp_account_of(clinic)
+            simulated_webhook_target(account, webhook_url=f"{base}{account.webhook_path}")
         meta = f"SIMULATED ({settings.META_GRAPH_URL})" if simulated else settings.META_GRAPH_URL
         self.stdout.write(
             "\n  Demo clinic ready.\n"
@@ -90,6 +103,15 @@ class Command(BaseCommand):
         ping = bot_endpoint_ping(clinic_id=clinic.pk)
         state = "live" if ping.live else f"not live ({ping.error or ping.status_code})"
         return f"{url} ({state}; patients' messages are forwarded to it)"
+
+    def _give_bot_key(self, clinic: Clinic, path: Path) -> None:
+        """The demo bot's key: the one written on an earlier run while it is still the clinic's, else a new one."""
+        if path.exists() and bot_key_is_current(clinic=clinic, key=path.read_text().strip()):
+            return
+        _key, secret = bot_key_issue(clinic=clinic, name=DEMO_BOT_KEY_NAME)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secret + "\n")
 
     def _give_simulated_credentials(self, clinic: Clinic) -> bool:
         """With a simulated Meta, the demo clinic starts with credentials it knows (never over yours)."""
