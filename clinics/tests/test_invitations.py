@@ -248,3 +248,18 @@ def test_the_email_is_a_queued_row_sent_by_the_worker_with_retries(
     key = LINK.search(body).group(2)
     assert body.count(key) == 1
     assert EMAILS.model is OutgoingEmail
+
+
+def test_the_token_is_nowhere_but_in_the_email(clinic, clinic_admin, api_client, tasks_run_inline, caplog):
+    caplog.set_level("DEBUG")
+    response = _invite(api_client, clinic_admin)
+    key = LINK.search(mail.outbox[0].body).group(2)
+
+    assert key not in response.content.decode()
+    assert key not in caplog.text
+    assert not any(key in str(row.changes) for row in AuditEvent.objects.filter(clinic_id=clinic.pk))
+    assert not Invitation.objects.filter(digest__contains=key).exists()
+    assert not OutgoingEmail.objects.filter(body__contains=key).exists()
+    page = Client(HTTP_ACCEPT_LANGUAGE="en")
+    page.force_login(clinic_admin)
+    assert key not in page.get("/team/").content.decode()
