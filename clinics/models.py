@@ -16,6 +16,8 @@ from django.utils import timezone
 from django.utils.text import slugify
 from django.utils.translation import gettext_lazy as _
 
+from common.outbox import OutboxRow
+
 from . import token_cache, validators
 
 SLUG_SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
@@ -304,3 +306,85 @@ class BotKey(models.Model):
     @classmethod
     def looks_like_key(cls, key: str) -> bool:
         return key.startswith(cls.KEY_PREFIX) and len(key) == len(cls.KEY_PREFIX) + 43
+
+
+class Invitation(models.Model):
+    """An admin's invitation to join the clinic (endpoint 19's POST, the team page).
+
+    Only the SHA-256 of its link's token is stored. The link is one-use and ends
+    `INVITATION_TTL` after it was (re)sent; resending gives a new token, which ends
+    the old link. Nobody is created until the invited person accepts with a POST.
+    """
+
+    KEY_BYTES = 32
+
+    clinic = models.ForeignKey(
+        Clinic, verbose_name=_("clinic"), on_delete=models.CASCADE, related_name="invitations"
+    )
+    email = models.EmailField(_("email"))
+    role = models.CharField(_("role"), max_length=10, choices=User.Role.choices, default=User.Role.STAFF)
+    digest = models.CharField(_("digest"), max_length=64, unique=True, editable=False)
+    invited_by = models.ForeignKey(
+        User,
+        verbose_name=_("invited by"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    sent_at = models.DateTimeField(_("sent at"), default=timezone.now)
+    expires_at = models.DateTimeField(_("expires at"))
+    accepted_at = models.DateTimeField(_("accepted at"), null=True, blank=True)
+    revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("invitation")
+        verbose_name_plural = _("invitations")
+
+    def __str__(self) -> str:
+        return self.email
+
+    @property
+    def is_pending(self) -> bool:
+        return self.accepted_at is None and self.revoked_at is None and self.expires_at > timezone.now()
+
+    @staticmethod
+    def hash_key(key: str) -> str:
+        return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+    @classmethod
+    def new_key(cls) -> tuple[str, str]:
+        """A fresh token and its digest."""
+        key = secrets.token_urlsafe(cls.KEY_BYTES)
+        return key, cls.hash_key(key)
+
+
+class OutgoingEmail(OutboxRow):
+    """An e-mail written in the transaction that causes it and sent by a worker (`clinics.mail`).
+
+    Its body may hold a one-use link: it is emptied once the mail server accepted it.
+    """
+
+    class Kind(models.TextChoices):
+        INVITATION = "invitation", _("Invitation")
+        PASSWORD_RESET = "password_reset", _("Password reset")
+        SIGN_IN_ALERT = "sign_in_alert", _("Failed sign-ins")
+
+    kind = models.CharField(_("kind"), max_length=20, choices=Kind.choices)
+    clinic = models.ForeignKey(
+        Clinic, verbose_name=_("clinic"), on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    to = models.EmailField(_("to"))
+    subject = models.CharField(_("subject"), max_length=300)
+    body = models.TextField(_("body"), blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("outgoing e-mail")
+        verbose_name_plural = _("outgoing e-mails")
+        indexes = [models.Index(fields=["state", "lease_expires_at"], name="clinics_email_sweep")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} → {self.to}"

@@ -8,7 +8,7 @@ account *and* address together: an attacker at one address stops only
 themselves, and failures from other addresses never keep an account's owner
 out. What an account alone collects from many addresses locks nothing; at
 SIGN_IN_ALERT_FAILURES within an hour its user and the clinic's admins get one
-e-mail (a background task, so no sign-in waits on the mail server). Successful
+e-mail (queued in the e-mail outbox, `clinics.mail`, so no sign-in waits on the mail server). Successful
 sign-ins count against no one.
 """
 
@@ -24,17 +24,17 @@ from axes.helpers import get_client_username
 from django.conf import settings
 from django.core import checks
 from django.core.cache import cache
-from django.core.mail import send_mail
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils import translation
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
-from django_tasks import task
 
 from common.http import client_address_bucket
 
-from .models import Clinic, User, canonical_email
+from .mail import clinic_language, email_queue
+from .models import Clinic, OutgoingEmail, User, canonical_email
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,19 @@ def _account_key(kind: str, account: str) -> str:
     return f"sign-in-{kind}:" + hashlib.sha256(account.encode("utf-8")).hexdigest()
 
 
+def count_in_window(key: str, seconds: int) -> int:
+    """One more in the shared cache's counter `key`; the count in its fixed window of `seconds`.
+
+    The window starts at the first count (`add`); `incr` never extends it.
+    """
+    cache.add(key, 0, timeout=seconds)
+    try:
+        return int(cache.incr(key))
+    except ValueError:  # the window ended between the two calls
+        cache.add(key, 1, timeout=seconds)
+        return 1
+
+
 def count_account_failure(account: str) -> int:
     """One more failure on `account` from any address; at the alert threshold, queue the e-mail once.
 
@@ -84,18 +97,11 @@ def count_account_failure(account: str) -> int:
     """
     if "@" not in account:
         return 0  # not an e-mail: no one to tell
-    key = _account_key("failures", account)
-    # A fixed window from the first failure: `add` starts it, `incr` never extends it.
-    cache.add(key, 0, timeout=ALERT_WINDOW_SECONDS)
-    try:
-        failures = int(cache.incr(key))
-    except ValueError:  # the window ended between the two calls
-        cache.add(key, 1, timeout=ALERT_WINDOW_SECONDS)
-        failures = 1
+    failures = count_in_window(_account_key("failures", account), ALERT_WINDOW_SECONDS)
     if failures == settings.SIGN_IN_ALERT_FAILURES and cache.add(
         _account_key("told", account), 1, timeout=ALERT_QUIET_SECONDS
     ):
-        send_sign_in_alert.enqueue(email=account, failures=failures)
+        sign_in_alert_queue(email=account, failures=failures)
     return failures
 
 
@@ -127,23 +133,29 @@ def check_sign_in_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.C
     return []
 
 
-@task()
-def send_sign_in_alert(email: str, failures: int) -> str:
-    """E-mail the account's user and their clinic's admins: many failed sign-ins, nothing locked."""
+def sign_in_alert_queue(*, email: str, failures: int) -> int:
+    """Queue the e-mail to the account's user and their clinic's admins: many failed sign-ins, nothing locked.
+
+    One row of the e-mail outbox per recipient, in the clinic's language, written in
+    one transaction; the worker sends them. Returns how many were queued.
+    """
     user = User.objects.filter(email=email, is_active=True).select_related("clinic").first()
     if user is None:
-        return "no such account"
+        return 0
     clinic = user.clinic
     recipients = [user.email]
     if clinic is not None:
         admins = User.objects.filter(clinic=clinic, role=User.Role.ADMIN, is_active=True).order_by("email")
         recipients += [admin for admin in admins.values_list("email", flat=True) if admin != user.email]
-    language = clinic.language if clinic is not None else settings.LANGUAGE_CODE
-    with translation.override(language or settings.LANGUAGE_CODE):
+    with translation.override(clinic_language(clinic)):
         subject, body = sign_in_alert_message(user, clinic, failures)
-    send_mail(subject, body, None, recipients)
-    logger.info("sign-in alert for user %s sent to %d recipients", user.pk, len(recipients))
-    return f"sent to {len(recipients)}"
+    with transaction.atomic():
+        for recipient in recipients:
+            email_queue(
+                kind=OutgoingEmail.Kind.SIGN_IN_ALERT, to=recipient, subject=subject, body=body, clinic=clinic
+            )
+    logger.info("sign-in alert for user %s queued for %d recipients", user.pk, len(recipients))
+    return len(recipients)
 
 
 def sign_in_alert_message(user: User, clinic: Clinic | None, failures: int) -> tuple[str, str]:

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import messaging_pages, views
+from . import messaging_pages, team_pages, views
 
 app_name = "clinics"
 
 urlpatterns = [
     path("settings/", views.settings_page, name="settings"),
     path("activity/", views.activity_page, name="activity"),
+    path("team/", team_pages.team_page, name="team"),
+    path("team/invite/", team_pages.invite, name="team-invite"),
+    path(
+        "team/invitations/<int:invitation_id>/resend/", team_pages.invitation_resend_page, name="team-resend"
+    ),
+    path(
+        "team/invitations/<int:invitation_id>/revoke/", team_pages.invitation_revoke_page, name="team-revoke"
+    ),
     path("settings/profile/", views.profile_update, name="profile-update"),
     path("settings/bot/", views.bot_update, name="bot-update"),
     path("settings/api-tokens/revoke/", views.api_tokens_revoke, name="api-tokens-revoke"),

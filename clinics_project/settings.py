@@ -199,6 +199,8 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/settings/"
 LOGOUT_REDIRECT_URL = "login"
+# A password reset link works once (Django's token covers the password) and for an hour.
+PASSWORD_RESET_TIMEOUT = 60 * 60
 
 LANGUAGE_CODE = "es"
 LANGUAGES = [("es", _("Spanish")), ("en", _("English"))]

@@ -6,6 +6,7 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from clinics.team_pages import PasswordResetView, invitation_accept_page
 from clinics.views import SignInView
 from common.health import healthz
 from common.views import favicon
@@ -33,6 +34,23 @@ urlpatterns = [
         auth_views.PasswordChangeDoneView.as_view(),
         name="password_change_done",
     ),
+    # Password reset: Django's views; the e-mail is queued (clinics.forms.QueuedPasswordResetForm).
+    path("accounts/password_reset/", PasswordResetView.as_view(), name="password_reset"),
+    path(
+        "accounts/password_reset/done/",
+        auth_views.PasswordResetDoneView.as_view(),
+        name="password_reset_done",
+    ),
+    path(
+        "accounts/reset/<uidb64>/<token>/",
+        auth_views.PasswordResetConfirmView.as_view(),
+        name="password_reset_confirm",
+    ),
+    path(
+        "accounts/reset/done/", auth_views.PasswordResetCompleteView.as_view(), name="password_reset_complete"
+    ),
+    # An invitation's link: the GET shows a form, the POST accepts (clinics.team_pages).
+    path("accounts/invitation/<str:key>/", invitation_accept_page, name="invitation-accept"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("", include("clinics.urls")),
     path("", RedirectView.as_view(pattern_name="clinics:settings", permanent=False)),

@@ -1,4 +1,4 @@
-"""Endpoint 19: a clinic's admins list their team, change roles, deactivate and reactivate members."""
+"""Endpoint 19: a clinic's admins list their team, invite, change roles, deactivate and reactivate members."""
 
 from __future__ import annotations
 
@@ -12,8 +12,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from clinics.invitations import (
+    InvitationError,
+    clinic_invitations,
+    invitation_create,
+    invitation_resend,
+    invitation_revoke,
+)
 from clinics.members import LastAdminError, clinic_members, member_update
-from clinics.models import User
+from clinics.models import Invitation, User
 from clinics.permissions import IsClinicAdmin
 from common.api.views import NoStoreMixin
 from common.notsent import NOT_SENT
@@ -37,6 +44,26 @@ class MemberInputSerializer(serializers.Serializer[Any]):
         return attrs
 
 
+class InvitationInputSerializer(serializers.Serializer[Any]):
+    email = serializers.EmailField(max_length=254)
+    role = serializers.ChoiceField(choices=User.Role.choices)
+
+
+class InvitationOutputSerializer(serializers.ModelSerializer[Invitation]):
+    class Meta:
+        model = Invitation
+        fields = ("id", "email", "role", "created_at", "sent_at", "expires_at")
+
+
+def site_url(request: Request) -> str:
+    """Where the invitation's link points: this site, as the caller reached it (Host checked by Django)."""
+    return request.build_absolute_uri("/")
+
+
+def _invitation_refused(exc: InvitationError) -> ValidationError:
+    return ValidationError({exc.field or "non_field_errors": [exc.message]})
+
+
 class MembersView(NoStoreMixin, APIView):
     permission_classes = [permissions.IsAuthenticated, IsClinicAdmin]
 
@@ -45,6 +72,73 @@ class MembersView(NoStoreMixin, APIView):
         cursor, limit = page_arguments(request.query_params)
         rows = clinic_members(clinic=request.clinic)  # type: ignore[attr-defined]
         return cursor_page(request, rows, cursor, limit, MemberOutputSerializer)
+
+    @extend_schema(
+        request=InvitationInputSerializer,
+        responses={201: InvitationOutputSerializer},
+        summary="Invite a person by e-mail (a one-use link valid 72 hours)",
+    )
+    def post(self, request: Request) -> Response:
+        serializer = InvitationInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            invitation = invitation_create(
+                clinic=request.clinic,  # type: ignore[attr-defined]
+                email=serializer.validated_data["email"],
+                role=serializer.validated_data["role"],
+                inviter=request.user,  # type: ignore[arg-type]
+                site_url=site_url(request),
+            )
+        except InvitationError as exc:
+            raise _invitation_refused(exc) from None
+        return Response(InvitationOutputSerializer(invitation).data, status=status.HTTP_201_CREATED)
+
+
+class InvitationsView(NoStoreMixin, APIView):
+    permission_classes = [permissions.IsAuthenticated, IsClinicAdmin]
+
+    @extend_schema(
+        responses=InvitationOutputSerializer(many=True), summary="Invitations not yet accepted, newest first"
+    )
+    def get(self, request: Request) -> Response:
+        cursor, limit = page_arguments(request.query_params)
+        rows = clinic_invitations(clinic=request.clinic)  # type: ignore[attr-defined]
+        return cursor_page(request, rows, cursor, limit, InvitationOutputSerializer)
+
+
+class InvitationView(NoStoreMixin, APIView):
+    permission_classes = [permissions.IsAuthenticated, IsClinicAdmin]
+
+    @extend_schema(request=None, responses={204: None}, summary="Revoke an invitation (its link ends)")
+    def delete(self, request: Request, invitation_id: int) -> Response:
+        try:
+            invitation_revoke(clinic=request.clinic, invitation_id=invitation_id)  # type: ignore[attr-defined]
+        except Invitation.DoesNotExist:
+            raise NotFound(_("Your clinic has no open invitation with this id.")) from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class InvitationResendView(NoStoreMixin, APIView):
+    permission_classes = [permissions.IsAuthenticated, IsClinicAdmin]
+
+    @extend_schema(
+        request=None,
+        responses=InvitationOutputSerializer,
+        summary="Send an invitation again: a new link for 72 hours, the old one ends",
+    )
+    def post(self, request: Request, invitation_id: int) -> Response:
+        try:
+            invitation = invitation_resend(
+                clinic=request.clinic,  # type: ignore[attr-defined]
+                invitation_id=invitation_id,
+                inviter=request.user,  # type: ignore[arg-type]
+                site_url=site_url(request),
+            )
+        except Invitation.DoesNotExist:
+            raise NotFound(_("Your clinic has no open invitation with this id.")) from None
+        except InvitationError as exc:
+            raise _invitation_refused(exc) from None
+        return Response(InvitationOutputSerializer(invitation).data)
 
 
 class MemberView(NoStoreMixin, APIView):

@@ -17,6 +17,17 @@ urlpatterns = [
     re_path(r"^clinics/activity/?$", activity.ClinicActivityView.as_view(), name="activity"),
     re_path(r"^clinics/members/?$", members.MembersView.as_view(), name="members"),
     re_path(r"^clinics/members/(?P<member_id>[0-9]+)/?$", members.MemberView.as_view(), name="member"),
+    re_path(r"^clinics/members/invitations/?$", members.InvitationsView.as_view(), name="invitations"),
+    re_path(
+        r"^clinics/members/invitations/(?P<invitation_id>[0-9]+)/?$",
+        members.InvitationView.as_view(),
+        name="invitation",
+    ),
+    re_path(
+        r"^clinics/members/invitations/(?P<invitation_id>[0-9]+)/resend/?$",
+        members.InvitationResendView.as_view(),
+        name="invitation-resend",
+    ),
     re_path(
         r"^clinics/whatsapp/?$",
         whatsapp({"put": "configure", "delete": "deregister"}),
