@@ -8,7 +8,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import permissions, serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -26,6 +26,17 @@ class AuditEventOutputSerializer(serializers.ModelSerializer[AuditEvent]):
     class Meta:
         model = AuditEvent
         fields = ("id", "at", "actor", "door", "action", "changes", "address", "request_id")
+
+
+def page_of(serializer: type[serializers.Serializer[Any]], name: str) -> Any:
+    """A list's documented body: `{"results": [...], "next": url or null}` (the contract's "Lists")."""
+    return inline_serializer(
+        name,
+        {
+            "results": serializer(many=True),
+            "next": serializers.URLField(allow_null=True, help_text="The next page, or null at the end."),
+        },
+    )
 
 
 def page_arguments(query: Any) -> tuple[int | None, int]:
@@ -66,7 +77,7 @@ class ClinicActivityView(NoStoreMixin, APIView):
             OpenApiParameter("cursor", OpenApiTypes.INT, description="From `next`"),
             OpenApiParameter("limit", OpenApiTypes.INT, description="At most 50"),
         ],
-        responses=AuditEventOutputSerializer(many=True),
+        responses={200: page_of(AuditEventOutputSerializer, "AuditEventPage"), 400: OpenApiTypes.OBJECT},
         summary="The clinic's activity: its audit trail, newest first",
     )
     def get(self, request: Request) -> Response:

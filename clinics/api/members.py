@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import permissions, serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
@@ -25,7 +27,7 @@ from clinics.permissions import IsClinicAdmin
 from common.api.views import NoStoreMixin
 from common.notsent import NOT_SENT
 
-from .activity import cursor_page, page_arguments
+from .activity import cursor_page, page_arguments, page_of
 
 
 class MemberOutputSerializer(serializers.ModelSerializer[User]):
@@ -64,10 +66,25 @@ def _invitation_refused(exc: InvitationError) -> ValidationError:
     return ValidationError({exc.field or "non_field_errors": [exc.message]})
 
 
+def _row_id(value: str, not_found: str) -> int:
+    """A row id from the path: anything but a plain positive number is no row of this clinic (JSON 404)."""
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise NotFound(not_found)
+    return int(value)
+
+
+NO_INVITATION = gettext_lazy("Your clinic has no open invitation with this id.")
+NO_MEMBER = gettext_lazy("No member of your clinic has this id.")
+ID_NOT_FOUND = {404: OpenApiTypes.OBJECT}
+
+
 class MembersView(NoStoreMixin, APIView):
     permission_classes = [permissions.IsAuthenticated, IsClinicAdmin]
 
-    @extend_schema(responses=MemberOutputSerializer(many=True), summary="The clinic's members, newest first")
+    @extend_schema(
+        responses={200: page_of(MemberOutputSerializer, "MemberPage"), 400: OpenApiTypes.OBJECT},
+        summary="The clinic's members, newest first",
+    )
     def get(self, request: Request) -> Response:
         cursor, limit = page_arguments(request.query_params)
         rows = clinic_members(clinic=request.clinic)  # type: ignore[attr-defined]
@@ -75,7 +92,7 @@ class MembersView(NoStoreMixin, APIView):
 
     @extend_schema(
         request=InvitationInputSerializer,
-        responses={201: InvitationOutputSerializer},
+        responses={201: InvitationOutputSerializer, 400: OpenApiTypes.OBJECT},
         summary="Invite a person by e-mail (a one-use link valid 72 hours)",
     )
     def post(self, request: Request) -> Response:
@@ -98,7 +115,8 @@ class InvitationsView(NoStoreMixin, APIView):
     permission_classes = [permissions.IsAuthenticated, IsClinicAdmin]
 
     @extend_schema(
-        responses=InvitationOutputSerializer(many=True), summary="Invitations not yet accepted, newest first"
+        responses={200: page_of(InvitationOutputSerializer, "InvitationPage"), 400: OpenApiTypes.OBJECT},
+        summary="Invitations not yet accepted, newest first",
     )
     def get(self, request: Request) -> Response:
         cursor, limit = page_arguments(request.query_params)
@@ -109,12 +127,17 @@ class InvitationsView(NoStoreMixin, APIView):
 class InvitationView(NoStoreMixin, APIView):
     permission_classes = [permissions.IsAuthenticated, IsClinicAdmin]
 
-    @extend_schema(request=None, responses={204: None}, summary="Revoke an invitation (its link ends)")
-    def delete(self, request: Request, invitation_id: int) -> Response:
+    @extend_schema(
+        request=None, responses={204: None, **ID_NOT_FOUND}, summary="Revoke an invitation (its link ends)"
+    )
+    def delete(self, request: Request, invitation_id: str) -> Response:
         try:
-            invitation_revoke(clinic=request.clinic, invitation_id=invitation_id)  # type: ignore[attr-defined]
+            invitation_revoke(
+                clinic=request.clinic,  # type: ignore[attr-defined]
+                invitation_id=_row_id(invitation_id, str(NO_INVITATION)),
+            )
         except Invitation.DoesNotExist:
-            raise NotFound(_("Your clinic has no open invitation with this id.")) from None
+            raise NotFound(NO_INVITATION) from None
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -123,19 +146,19 @@ class InvitationResendView(NoStoreMixin, APIView):
 
     @extend_schema(
         request=None,
-        responses=InvitationOutputSerializer,
+        responses={200: InvitationOutputSerializer, 400: OpenApiTypes.OBJECT, **ID_NOT_FOUND},
         summary="Send an invitation again: a new link for 72 hours, the old one ends",
     )
-    def post(self, request: Request, invitation_id: int) -> Response:
+    def post(self, request: Request, invitation_id: str) -> Response:
         try:
             invitation = invitation_resend(
                 clinic=request.clinic,  # type: ignore[attr-defined]
-                invitation_id=invitation_id,
+                invitation_id=_row_id(invitation_id, str(NO_INVITATION)),
                 inviter=request.user,  # type: ignore[arg-type]
                 site_url=site_url(request),
             )
         except Invitation.DoesNotExist:
-            raise NotFound(_("Your clinic has no open invitation with this id.")) from None
+            raise NotFound(NO_INVITATION) from None
         except InvitationError as exc:
             raise _invitation_refused(exc) from None
         return Response(InvitationOutputSerializer(invitation).data)
@@ -144,21 +167,30 @@ class InvitationResendView(NoStoreMixin, APIView):
 class MemberView(NoStoreMixin, APIView):
     permission_classes = [permissions.IsAuthenticated, IsClinicAdmin]
 
-    def _update(self, request: Request, member_id: int, **changes: Any) -> Response:
+    def _update(self, request: Request, member_id: str, **changes: Any) -> Response:
         try:
-            member = member_update(clinic=request.clinic, member_id=member_id, **changes)  # type: ignore[attr-defined]
+            member = member_update(
+                clinic=request.clinic,  # type: ignore[attr-defined]
+                member_id=_row_id(member_id, str(NO_MEMBER)),
+                **changes,
+            )
         except User.DoesNotExist:
-            raise NotFound(_("No member of your clinic has this id.")) from None
+            raise NotFound(NO_MEMBER) from None
         except LastAdminError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(MemberOutputSerializer(member).data)
 
     @extend_schema(
         request=MemberInputSerializer,
-        responses=MemberOutputSerializer,
+        responses={
+            200: MemberOutputSerializer,
+            400: OpenApiTypes.OBJECT,
+            404: OpenApiTypes.OBJECT,
+            409: OpenApiTypes.OBJECT,
+        },
         summary="Change a role, or (de)activate",
     )
-    def patch(self, request: Request, member_id: int) -> Response:
+    def patch(self, request: Request, member_id: str) -> Response:
         serializer = MemberInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -167,7 +199,9 @@ class MemberView(NoStoreMixin, APIView):
         )
 
     @extend_schema(
-        request=None, responses=MemberOutputSerializer, summary="Deactivate a member (never deleted)"
+        request=None,
+        responses={200: MemberOutputSerializer, 404: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT},
+        summary="Deactivate a member (never deleted)",
     )
-    def delete(self, request: Request, member_id: int) -> Response:
+    def delete(self, request: Request, member_id: str) -> Response:
         return self._update(request, member_id, is_active=False)

@@ -67,7 +67,7 @@ class BotKeysView(_AdminView):
 
     @extend_schema(
         request=BotKeyInputSerializer,
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT},
         summary="Create a bot key (shown this once)",
     )
     def post(self, request: Request) -> Response:
@@ -117,7 +117,12 @@ class TemplatesView(_ClinicView):
 class TemplatesSyncView(_AdminView):
     @extend_schema(
         request=None,
-        responses={200: OpenApiTypes.OBJECT, 429: OpenApiTypes.OBJECT},
+        responses={
+            200: OpenApiTypes.OBJECT,
+            409: OpenApiTypes.OBJECT,
+            429: OpenApiTypes.OBJECT,
+            502: OpenApiTypes.OBJECT,
+        },
         summary="Sync the templates from Meta now (once a minute)",
     )
     def post(self, request: Request) -> Response:

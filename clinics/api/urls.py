@@ -16,18 +16,19 @@ urlpatterns = [
     re_path(r"^clinics/me/?$", views.ClinicProfileView.as_view(), name="profile"),
     re_path(r"^clinics/activity/?$", activity.ClinicActivityView.as_view(), name="activity"),
     re_path(r"^clinics/members/?$", members.MembersView.as_view(), name="members"),
-    re_path(r"^clinics/members/(?P<member_id>[0-9]+)/?$", members.MemberView.as_view(), name="member"),
     re_path(r"^clinics/members/invitations/?$", members.InvitationsView.as_view(), name="invitations"),
     re_path(
-        r"^clinics/members/invitations/(?P<invitation_id>[0-9]+)/?$",
+        r"^clinics/members/invitations/(?P<invitation_id>[^/]+)/?$",
         members.InvitationView.as_view(),
         name="invitation",
     ),
     re_path(
-        r"^clinics/members/invitations/(?P<invitation_id>[0-9]+)/resend/?$",
+        r"^clinics/members/invitations/(?P<invitation_id>[^/]+)/resend/?$",
         members.InvitationResendView.as_view(),
         name="invitation-resend",
     ),
+    # After the invitations' paths: a member's id is anything else under members/.
+    re_path(r"^clinics/members/(?P<member_id>[^/]+)/?$", members.MemberView.as_view(), name="member"),
     re_path(
         r"^clinics/whatsapp/?$",
         whatsapp({"put": "configure", "delete": "deregister"}),
@@ -65,7 +66,7 @@ urlpatterns = [
     # Endpoints 14c, 16 and 17 (clinics.api.sending_views).
     re_path(r"^clinics/bot/keys/?$", sending_views.BotKeysView.as_view(), name="bot-keys"),
     re_path(
-        r"^clinics/bot/keys/(?P<prefix>[A-Za-z0-9_-]{1,12})/?$",
+        r"^clinics/bot/keys/(?P<prefix>[^/]+)/?$",
         sending_views.BotKeyDetailView.as_view(),
         name="bot-key",
     ),
