@@ -617,10 +617,9 @@ def whatsapp_health_run_now(*, account: WhatsAppAccount) -> WhatsAppHealth:
     """On demand (endpoint 13's POST, the page's "check now"): at most once a minute per clinic.
 
     Meta is asked without the client's retries: a person is waiting. With no number to
-    check, Meta is not asked and the allowance is not used.
+    check Meta is not asked (the result is `unknown`), but the request still counts: the
+    allowance is the caller's, whatever the connection's state.
     """
-    if not is_checkable(WhatsAppAccount.objects.get(pk=account.pk)):
-        return whatsapp_health_check(account=account)
     wait = whatsapp_health_claim_run(account=account)
     if wait is not None:
         raise AttemptsExhaustedError(
