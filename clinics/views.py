@@ -22,7 +22,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils import translation
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.cache import never_cache
@@ -31,6 +31,7 @@ from django.views.decorators.http import require_GET
 from common.forms import add_service_errors
 from common.validators import format_international
 from whatsapp import health as whatsapp_health
+from whatsapp import health_words
 from whatsapp import services as whatsapp_services
 from whatsapp.exceptions import WhatsAppError
 from whatsapp.forms import (
@@ -167,14 +168,20 @@ def render_settings(
             "otp_method": "sms",
         }
     )
-    health = whatsapp_health.whatsapp_health_of(account=account)
-    health_body = HEALTH_SHAPE.render(health)
+    panel = whatsapp_health.whatsapp_health_panel(account=account)
+    health_body = HEALTH_SHAPE.render(panel.health)
     context = {
-        "health": health,
+        "health": panel.health,
+        "health_state": panel.state,
         "health_body": health_body,
         "health_verdict_label": HealthVerdict(health_body["verdict"]).label,
-        "health_problems": [check for check in health_body["checks"] if check["detail"]],
-        "health_notes": whatsapp_health.whatsapp_health_notes(account=account),
+        # The last result's problems only while it stands: not while it is being refreshed.
+        "health_problems": [check for check in health_body["checks"] if check["detail"]]
+        if panel.state == "current"
+        else [],
+        "health_quality": health_words.quality_words(panel.health.quality_rating),
+        "health_limit": health_words.limit_words(panel.health.messaging_limit),
+        "health_name": health_words.name_words(panel.health.name_status),
         "clinic": clinic,
         "account": account,
         "report": report,
@@ -216,7 +223,10 @@ def render_settings(
         "token_ttl_days": settings.API_TOKEN_TTL_DAYS,
     }
     status = 400 if bound and not restored else 200
-    response = render(request, "clinics/settings.html", context, status=status)
+    # The page's times in the clinic's time zone.
+    with timezone.override(clinic.timezone):
+        context["health_notes"] = whatsapp_health.whatsapp_health_notes(account=account)
+        response = render(request, "clinics/settings.html", context, status=status)
     response["Cache-Control"] = "no-store"
     return response
 
@@ -403,13 +413,20 @@ def whatsapp_check(request: HttpRequest, clinic: Clinic) -> HttpResponse:
 
 @clinic_admin_action
 def whatsapp_health_check(request: HttpRequest, clinic: Clinic) -> HttpResponse:
-    """ "Check now": the same service and once-a-minute limit as the API's `POST /api/clinics/whatsapp/health/`."""
+    """The page's one "Check now": the number's status at Meta, then the health checks (the same
+    service and once-a-minute limit as the API's `POST /api/clinics/whatsapp/health/`)."""
     try:
-        health = whatsapp_health.whatsapp_health_run_now(account=whatsapp_account_of(clinic))
+        account = whatsapp_account_of(clinic)
+        if account.may_check_connection:
+            account = whatsapp_services.whatsapp_check_connection(account=account)
+        health = whatsapp_health.whatsapp_health_run_now(account=account)
     except WhatsAppError as exc:
         messages.error(request, exc.detail)
     else:
-        messages.info(request, _("Checked: %(verdict)s.") % {"verdict": health.get_verdict_display()})
+        if health.checked_at:
+            messages.info(request, _("Checked: %(verdict)s.") % {"verdict": health.get_verdict_display()})
+        else:
+            messages.info(request, _("No number is connected yet: there is nothing to check."))
     return back_to_settings(HEALTH_ANCHOR)
 
 

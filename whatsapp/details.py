@@ -45,7 +45,7 @@ SENTENCES: dict[str, Promise] = {
     "number.unexpected": _("Meta reported an unexpected status for this number (%(status)s)."),
     "subscribe.refused": _(
         "The number is active, but Meta refused to send its messages to this service, so "
-        "the bot cannot hear patients yet: %(why)s Use 'Check connection' to try again."
+        "the bot cannot hear patients yet: %(why)s Use 'Check now' to try again."
     ),
     # register, code, PIN
     "register.code_sent": _("Meta is sending a code %(how)s to %(number)s. Enter it to continue."),

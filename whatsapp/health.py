@@ -39,6 +39,7 @@ from common.workers import work_waiting_without_worker
 from .alerts import whatsapp_alert_record
 from .details import Detail
 from .exceptions import AttemptsExhaustedError, MetaError, MetaRefusedError, MetaTimeoutError
+from .health_words import name_words
 from .ingress import volume_refusals_24h
 from .meta import ANSWER_RESERVE_SECONDS, MetaClient, PhoneNumberInfo, SubscribedApp, TokenInfo
 from .models import (
@@ -140,7 +141,7 @@ def _sentences(days: int = 0) -> dict[tuple[str, str], tuple[str, str]]:
             _(
                 "This service's app is not subscribed to the WhatsApp Business Account: Meta sends it no messages."
             ),
-            _("Use 'Check connection' on this page: it subscribes the app."),
+            _("Use 'Check now' on this page: it subscribes the app."),
         ),
         ("number_registered", "not_registered"): (
             _("Meta reports the number as %(status)s: it is not registered on the Cloud API."),
@@ -186,6 +187,8 @@ def check_sentences(check: dict[str, Any]) -> tuple[str | None, str | None]:
         return None, None
     if "date" in params:
         params["date"] = formats.date_format(datetime.fromisoformat(params["date"]), "DATE_FORMAT")
+    if check.get("key") == "name_approved" and (words := name_words(str(params.get("status") or ""))):
+        params["status"] = words.label  # Meta's PENDING_REVIEW, DECLINED... in plain words
     detail, fix = pair
     return detail % params, fix
 
@@ -408,12 +411,45 @@ def signature_failures_since(*, clinic_id: Any, since: datetime) -> int:
     return sum(hours.values_list("count", flat=True))
 
 
+def is_checkable(account: WhatsAppAccount) -> bool:
+    """Whether there is a number to check: one is connected, being confirmed, or failed at Meta.
+
+    Before any connection, while a code is awaited and after a disconnection there is
+    nothing to check: no result is shown and the verdict stays `unknown`.
+    """
+    return account.status in CONNECTED_STATUSES and bool(account.phone_number_id)
+
+
+def is_current(account: WhatsAppAccount, health: WhatsAppHealth) -> bool:
+    """Whether the stored result describes the account's number as it is now."""
+    return (
+        is_checkable(account)
+        and health.checked_at is not None
+        and health.checked_phone_number_id == account.phone_number_id
+    )
+
+
+def is_pending(health: WhatsAppHealth, now: datetime | None = None) -> bool:
+    """Whether a check waits for a worker or runs now (a mark older than an hour is taken to be lost)."""
+    now = now or timezone.now()
+    if health.check_queued_at is not None and health.check_queued_at >= now - QUEUED_CHECK_LIMIT:
+        return True
+    started = health.run_started_at
+    return (
+        started is not None
+        and started >= now - QUEUED_CHECK_LIMIT
+        and (health.checked_at is None or started > health.checked_at)
+    )
+
+
 def whatsapp_health_of(*, account: WhatsAppAccount) -> WhatsAppHealth:
-    """The stored result (an unsaved `unknown` one before the first check)."""
+    """The stored result when it describes the account's number now; else an unsaved `unknown` one
+    (nothing to check yet, not checked yet, or a result about a number the clinic no longer has)."""
     try:
-        return account.health
+        health = account.health
     except WhatsAppHealth.DoesNotExist:
         return WhatsAppHealth(account=account)
+    return health if is_current(account, health) else WhatsAppHealth(account=account)
 
 
 def is_connected(account: WhatsAppAccount) -> bool:
@@ -421,13 +457,43 @@ def is_connected(account: WhatsAppAccount) -> bool:
     return account.status in CONNECTED_STATUSES and bool(account.phone_number_id and account.access_token)
 
 
+@dataclass(frozen=True)
+class HealthPanel:
+    """What the page's health panel shows: `state` and the result it may describe.
+
+    `none`: no number to check yet; `pending`: a check waits or runs (the last result,
+    if about this number, is shown as being refreshed); `unchecked`: a number but no
+    result about it; `current`: the last result, about this number.
+    """
+
+    state: str
+    health: WhatsAppHealth
+
+
+def whatsapp_health_panel(*, account: WhatsAppAccount) -> HealthPanel:
+    """The panel's state, from the same rule as endpoint 13 (`whatsapp_health_of`)."""
+    shown = whatsapp_health_of(account=account)
+    if not is_checkable(account):
+        return HealthPanel("none", shown)
+    stored = WhatsAppHealth.objects.filter(pk=account.pk).first()
+    if stored is not None and is_pending(stored):
+        return HealthPanel("pending", shown)
+    return HealthPanel("current" if shown.checked_at else "unchecked", shown)
+
+
 def whatsapp_health_check(*, account: WhatsAppAccount, read_retries: int = 2) -> WhatsAppHealth:
-    """Run every check now and store the result; never raises for Meta (a failure is a check's answer)."""
+    """Run every check now and store the result; never raises for Meta (a failure is a check's answer).
+
+    With no number to check (`is_checkable`), Meta is not asked and the stored result is
+    cleared: the panel, endpoint 13 and admin never describe a number the clinic no longer has.
+    """
     account = WhatsAppAccount.objects.get(pk=account.pk)
     now = timezone.now()
     WhatsAppHealth.objects.get_or_create(account=account)
     # Started: a save from now on queues a new check (this run may already be reading old data).
     WhatsAppHealth.objects.filter(pk=account.pk).update(run_started_at=now, check_queued_at=None)
+    if not is_checkable(account):
+        return _clear(account)
     if account.access_token:
         answers = _ask_meta(account, read_retries=read_retries)
         checks = _token_checks(answers, account, now) + _number_checks(answers, account)
@@ -447,6 +513,7 @@ def whatsapp_health_check(*, account: WhatsAppAccount, read_retries: int = 2) ->
         turned_broken = verdict == HealthVerdict.BROKEN and health.verdict != HealthVerdict.BROKEN
         health.verdict = verdict
         health.checked_at = now
+        health.checked_phone_number_id = account.phone_number_id
         health.checks = checks
         health.token_type = (token.type or "") if token else ""
         health.token_expires_at = (
@@ -468,6 +535,29 @@ def whatsapp_health_check(*, account: WhatsAppAccount, read_retries: int = 2) ->
             _record_alerts(account, health, checks, now, turned_broken=turned_broken)
     logger.info("whatsapp health clinic=%s verdict=%s", account.clinic_id, verdict)
     return health
+
+
+def _clear(account: WhatsAppAccount) -> WhatsAppHealth:
+    """Forget the stored result (no number to check): `unknown`, as before the first check."""
+    blank = WhatsAppHealth(account=account)
+    fields = [
+        "verdict",
+        "checked_at",
+        "checks",
+        "checked_phone_number_id",
+        "token_type",
+        "token_expires_at",
+        "token_scopes",
+        "number_status",
+        "name_status",
+        "quality_rating",
+        "messaging_limit",
+        "last_event_at",
+        "signature_failures_24h",
+        "broken_since",
+    ]
+    WhatsAppHealth.objects.filter(pk=account.pk).update(**{name: getattr(blank, name) for name in fields})
+    return WhatsAppHealth.objects.get(pk=account.pk)
 
 
 def _record_alerts(
@@ -507,25 +597,28 @@ def _record_alerts(
 def whatsapp_health_claim_run(*, account: WhatsAppAccount) -> int | None:
     """Reserve an on-demand run: None when it may start now, else the seconds to wait.
 
-    A conditional UPDATE, so two servers (or two clicks) at once let one run through.
+    A conditional UPDATE of `on_demand_at`, so two servers (or two clicks) at once let one
+    run through. Checks the product queues do not touch it: they use no one's allowance.
     """
     now = timezone.now()
     WhatsAppHealth.objects.get_or_create(account=account)
     claimed = (
         WhatsAppHealth.objects.filter(pk=account.pk)
-        .filter(Q(run_started_at__isnull=True) | Q(run_started_at__lte=now - ON_DEMAND_INTERVAL))
-        .update(run_started_at=now)
+        .filter(Q(on_demand_at__isnull=True) | Q(on_demand_at__lte=now - ON_DEMAND_INTERVAL))
+        .update(on_demand_at=now)
     )
     if claimed:
         return None
-    started = WhatsAppHealth.objects.get(pk=account.pk).run_started_at or now
+    started = WhatsAppHealth.objects.get(pk=account.pk).on_demand_at or now
     return max(1, math.ceil((started + ON_DEMAND_INTERVAL - now).total_seconds()))
 
 
 def whatsapp_health_run_now(*, account: WhatsAppAccount) -> WhatsAppHealth:
     """On demand (endpoint 13's POST, the page's "check now"): at most once a minute per clinic.
 
-    Meta is asked without the client's retries: a person is waiting.
+    Meta is asked without the client's retries: a person is waiting. With no number to
+    check Meta is not asked (the result is `unknown`), but the request still counts: the
+    allowance is the caller's, whatever the connection's state.
     """
     wait = whatsapp_health_claim_run(account=account)
     if wait is not None:
@@ -536,7 +629,8 @@ def whatsapp_health_run_now(*, account: WhatsAppAccount) -> WhatsAppHealth:
 
 
 def whatsapp_health_notes(*, account: WhatsAppAccount) -> list[str]:
-    """What the health panel says beside the last check, read now, in the active language:
+    """What the health panel says beside the last check, read now, in the active language and time
+    zone (the caller activates the clinic's):
     work waiting while no background worker runs, and deliveries refused for the clinic's volume
     in the last 24 hours."""
     notes = []
@@ -544,26 +638,28 @@ def whatsapp_health_notes(*, account: WhatsAppAccount) -> list[str]:
         notes.append(
             _(
                 "Messages are waiting: the background worker is not running (work has waited since "
-                "%(when)s, UTC). Events from Meta and e-mails are applied once it runs again; tell "
+                "%(when)s). Events from Meta and e-mails are applied once it runs again; tell "
                 "whoever runs this service."
             )
-            % {"when": formats.date_format(waiting_since, "DATETIME_FORMAT")}
+            % {"when": formats.date_format(timezone.localtime(waiting_since), "DATETIME_FORMAT")}
         )
     refused, last_at = volume_refusals_24h(clinic_id=account.clinic_id, now=timezone.now())
     if refused:
         notes.append(
             ngettext(
-                "%(count)s delivery from Meta was refused in the last 24 hours, the last at %(when)s "
-                "(UTC): more than %(per_minute)s deliveries a minute or %(megabytes)s MB an hour "
+                "%(count)s delivery from Meta was refused in the last 24 hours, the last at %(when)s: "
+                "more than %(per_minute)s deliveries a minute or %(megabytes)s MB an hour "
                 "came for this clinic. Meta sends refused deliveries again later.",
-                "%(count)s deliveries from Meta were refused in the last 24 hours, the last at %(when)s "
-                "(UTC): more than %(per_minute)s deliveries a minute or %(megabytes)s MB an hour "
+                "%(count)s deliveries from Meta were refused in the last 24 hours, the last at %(when)s: "
+                "more than %(per_minute)s deliveries a minute or %(megabytes)s MB an hour "
                 "came for this clinic. Meta sends refused deliveries again later.",
                 refused,
             )
             % {
                 "count": refused,
-                "when": formats.date_format(last_at, "DATETIME_FORMAT") if last_at else "?",
+                "when": formats.date_format(timezone.localtime(last_at), "DATETIME_FORMAT")
+                if last_at
+                else "?",
                 "per_minute": settings.WHATSAPP_WEBHOOK_DELIVERIES_PER_MINUTE,
                 "megabytes": settings.WHATSAPP_WEBHOOK_BYTES_PER_HOUR // (1024 * 1024),
             }
@@ -626,6 +722,7 @@ def _queue_check(account_id: Any) -> bool:
 
 
 def whatsapp_health_queue_check(*, account: WhatsAppAccount) -> None:
-    """Check the account in the background, soon (a new token: a 24-hour one is flagged on the
-    page). Queued in the caller's transaction; merged with a check already waiting."""
+    """Check the account in the background, soon: after every change of the connection (saved by
+    `whatsapp.services.state.save`) and daily. Queued in the caller's transaction; merged with a
+    check already waiting. Never uses the clinic's on-demand allowance."""
     _queue_check(account.pk)

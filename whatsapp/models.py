@@ -420,8 +420,13 @@ class WhatsAppHealth(models.Model):
     signature_failures_24h = models.PositiveIntegerField(default=0)
     # When the verdict last turned broken: one warning per such episode.
     broken_since = models.DateTimeField(null=True, blank=True)
-    # The on-demand gate: a run may start only a minute after the last one started.
+    # When the last run (any) started: a run later than `checked_at` is still going.
     run_started_at = models.DateTimeField(null=True, blank=True)
+    # The on-demand gate (endpoint 13's POST, the page's "check now"): one such run a minute.
+    # Checks the product queues (a change of the connection, the daily schedule) never set it.
+    on_demand_at = models.DateTimeField(null=True, blank=True)
+    # The phone number id the stored result is about: a result about another number is never shown.
+    checked_phone_number_id = models.CharField(max_length=64, blank=True)
     # The day the scheduler last queued a check: a conditional UPDATE of it lets
     # several schedulers run at once and still queue one check per clinic per day.
     scheduled_on = models.DateField(null=True, blank=True)

@@ -135,9 +135,9 @@ def test_the_page_shows_the_health_panel(clinic_admin, connected, graph):
 
     assert 'id="health-verdict">Needs attention<' in page
     assert "expires in 12 days" in page
-    assert 'id="health-quality">GREEN<' in page
-    assert 'id="health-limit">TIER_1K<' in page
-    assert 'id="health-name">APPROVED<' in page
+    assert 'id="health-quality">Good <' in page
+    assert 'id="health-limit">Up to 1,000 patients a day <' in page
+    assert 'id="health-name">Approved <' in page
     assert "The access token expires in 12 days" in page
     assert 'action="/settings/whatsapp/health/"' in page
 

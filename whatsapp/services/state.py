@@ -38,6 +38,7 @@ from common.audit import audit_changes, audit_record
 from ..cache import whatsapp_account_changed
 from ..details import NO_DETAIL, Detail
 from ..exceptions import MetaError, NumberOwnedElsewhereError, StatusConflictError, WhatsAppError
+from ..health import whatsapp_health_queue_check
 from ..meta import MetaClient
 from ..models import WhatsAppAccount, WhatsAppStatus, new_verify_token
 
@@ -186,6 +187,11 @@ def _all_fields() -> list[str]:
     ]
 
 
+# A change of these (or one of these actions) makes the stored health check stale: a new one is queued.
+HEALTH_FIELDS = ("status", "phone_number_id", "business_account_id")
+HEALTH_ACTIONS = frozenset({"whatsapp.pin_changed"})
+
+
 # What the audit trail shows of a change to the connection (secrets by the model's `audit_secrets`).
 AUDITED_FIELDS = (
     "phone_number_id",
@@ -217,14 +223,21 @@ def save(
     With an `action`, its audit row (what changed since `before`, plus `extra`)
     is written in the same transaction. A number another clinic took in the
     meantime is a 409, never a 500. A status saved saves its claim with it
-    (`set_status` may have proven it).
+    (`set_status` may have proven it). A change of the connection (a new status, phone number
+    id or WhatsApp Business Account, or a PIN change) queues a health check in the same
+    transaction, merged with one already waiting, so the health shown never describes what
+    the clinic no longer has (a new token queues one too: `credentials.save_credentials`).
     """
     if fields is not None and "status" in fields and "claim_expires_at" not in fields:
         fields = [*fields, "claim_expires_at"]
     update_fields = [*fields, "updated_at"] if fields is not None else _all_fields()
     try:
         with transaction.atomic():
+            stored = WhatsAppAccount.objects.filter(pk=account.pk).values_list(*HEALTH_FIELDS).first()
+            changed = action in HEALTH_ACTIONS or stored != tuple(getattr(account, f) for f in HEALTH_FIELDS)
             account.save(update_fields=update_fields)
+            if changed:
+                whatsapp_health_queue_check(account=account)
             # Copies of the connection kept above whatsapp (beside cached API tokens) end with the write.
             whatsapp_account_changed(clinic_id=account.clinic_id)
             if action:

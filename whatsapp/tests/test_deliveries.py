@@ -146,8 +146,10 @@ def test_a_disconnecting_event_queues_the_admins_warning(clinic, queued_tasks):
 
     alert = WhatsAppAlert.objects.get()
     assert (alert.kind, alert.params) == ("disconnected", {"event": "ACCOUNT_DELETED"})
+    # The warning, and a health check: the panel must not keep describing the lost number.
     assert [(r.task.name, r.kwargs) for r in queued_tasks] == [
-        ("send_whatsapp_alert", {"alert_id": alert.pk})
+        ("check_whatsapp_health", {"account_id": str(account_of(clinic).pk)}),
+        ("send_whatsapp_alert", {"alert_id": alert.pk}),
     ]
 
 
