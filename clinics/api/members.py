@@ -23,7 +23,7 @@ from clinics.invitations import (
 )
 from clinics.members import LastAdminError, clinic_members, member_update
 from clinics.models import Invitation, User
-from clinics.permissions import IsClinicAdmin
+from clinics.permissions import IsClinicAdmin, IsClinicMember
 from common.api.views import NoStoreMixin
 from common.notsent import NOT_SENT
 
@@ -79,7 +79,12 @@ ID_NOT_FOUND = {404: OpenApiTypes.OBJECT}
 
 
 class MembersView(NoStoreMixin, APIView):
-    permission_classes = [permissions.IsAuthenticated, IsClinicAdmin]
+    """19: every member reads who is on the team (the contract); only admins invite."""
+
+    def get_permissions(self) -> list[permissions.BasePermission]:
+        if self.request.method in ("GET", "HEAD", "OPTIONS"):
+            return [permissions.IsAuthenticated(), IsClinicMember()]
+        return [permissions.IsAuthenticated(), IsClinicAdmin()]
 
     @extend_schema(
         responses={200: page_of(MemberOutputSerializer, "MemberPage"), 400: OpenApiTypes.OBJECT},

@@ -37,9 +37,14 @@ def test_it_lists_the_clinics_members_newest_first(
     }
 
 
-def test_it_is_for_admins_only(clinic_staff, api_client, anon_client):
+def test_staff_read_the_team_and_change_nothing(clinic_admin, clinic_staff, api_client, anon_client):
     assert anon_client.get(MEMBERS_URL).status_code == 401
-    assert api_client(clinic_staff).get(MEMBERS_URL).status_code == 403
+    listed = api_client(clinic_staff).get(MEMBERS_URL)
+    assert listed.status_code == 200
+    assert {row["email"] for row in listed.json()["results"]} == {clinic_admin.email, clinic_staff.email}
+    assert (
+        api_client(clinic_staff).post(MEMBERS_URL, {"email": "new@x.example", "role": "staff"}, format="json")
+    ).status_code == 403
     assert (
         api_client(clinic_staff).patch(member_url(clinic_staff), {"role": "admin"}, format="json").status_code
         == 403
