@@ -10,7 +10,6 @@ answers through 16 with its key and the delivery's `webhook-id` as the
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -21,8 +20,8 @@ import requests
 
 from devtools.demo_bot import DemoBot
 
-from .conftest import create_throwaway_database, product_env, run_manage
-from .test_relay import APP_SECRET, PASSWORD, WABA, patient_payload, post_webhook, wait_until
+from .conftest import create_throwaway_database, product_env
+from .test_relay import APP_SECRET, patient_payload, post_webhook, start_connected_clinic, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -35,46 +34,16 @@ def round_trip(processes, tmp_path) -> Iterator[dict[str, Any]]:
     bot: DemoBot | None = None
     try:
         env = product_env(DATABASE_URL=db.url, BOT_URL_ALLOW_PRIVATE="true", LOG_LEVEL="INFO")
-        _fake, fake = processes.fake_graph(env)
-        env["META_GRAPH_URL"] = f"{fake}/v26.0"
-        run_manage(env, "migrate", "--no-input")
-        created = run_manage(
-            {**env, "CLINIC_USER_PASSWORD": PASSWORD},
-            "create_clinic",
-            "Clínica Respuesta",
-            "--admin-email",
-            ADMIN,
+        stack = start_connected_clinic(
+            processes, env, admin=ADMIN, name="Clínica Respuesta", phone="77001133"
         )
-        clinic_id = next(
-            line.split(":", 1)[1].strip() for line in created.stdout.splitlines() if "id:" in line
-        )
-        _server, origin = processes.gunicorn(env)
-        processes.worker(env)
-        api = requests.Session()
-        token = api.post(f"{origin}/api/auth/token/", json={"email": ADMIN, "password": PASSWORD}, timeout=30)
-        api.headers["Authorization"] = f"Token {token.json()['token']}"
-        number = requests.post(
-            f"{fake}/_fake/numbers",
-            json={"waba_id": WABA, "cc": "503", "phone_number": "77001133", "status": "CONNECTED"},
-            timeout=5,
-        ).json()
-        connected = api.put(
-            f"{origin}/api/clinics/whatsapp/",
-            json={
-                "phoneNumberId": number["id"],
-                "businessAccountId": WABA,
-                "accessToken": "EAAE2E" + secrets.token_hex(40),
-                "verifyToken": "e2e-verify",
-                "appSecret": APP_SECRET,
-            },
-            timeout=30,
-        ).json()
-        assert connected["status"] == "active", connected
+        fake, origin, api = stack["fake"], stack["origin"], stack["api"]
+        clinic_id, pnid = stack["clinic_id"], stack["pnid"]
         # The simulated Meta posts each accepted message's statuses to the number's webhook.
         requests.post(
             f"{fake}/_fake/webhook_target",
             json={
-                "phone_number_id": number["id"],
+                "phone_number_id": pnid,
                 "url": f"{origin}/whatsapp/webhook/{clinic_id}/",
                 "app_secret": APP_SECRET,
             },
@@ -94,7 +63,7 @@ def round_trip(processes, tmp_path) -> Iterator[dict[str, Any]]:
             "origin": origin,
             "api": api,
             "clinic_id": clinic_id,
-            "pnid": number["id"],
+            "pnid": pnid,
             "bot": bot,
             "fake": fake,
         }

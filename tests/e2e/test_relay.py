@@ -47,6 +47,47 @@ def bot(tmp_path) -> Iterator[DemoBot]:
     server.server_close()
 
 
+def start_connected_clinic(
+    processes: Any, env: dict[str, str], *, admin: str, name: str, phone: str
+) -> dict[str, Any]:
+    """The fake Meta, a migrated database, one clinic with its admin signed in to the API, gunicorn,
+    the worker, and the clinic's number already on the Cloud API (`active`), with APP_SECRET."""
+    _fake, fake = processes.fake_graph(env)
+    env["META_GRAPH_URL"] = f"{fake}/v26.0"
+    run_manage(env, "migrate", "--no-input")
+    created = run_manage(
+        {**env, "CLINIC_USER_PASSWORD": PASSWORD},
+        "create_clinic",
+        name,
+        "--admin-email",
+        admin,
+    )
+    clinic_id = next(line.split(":", 1)[1].strip() for line in created.stdout.splitlines() if "id:" in line)
+    _server, origin = processes.gunicorn(env)
+    processes.worker(env)
+    api = requests.Session()
+    token = api.post(f"{origin}/api/auth/token/", json={"email": admin, "password": PASSWORD}, timeout=30)
+    api.headers["Authorization"] = f"Token {token.json()['token']}"
+    number = requests.post(
+        f"{fake}/_fake/numbers",
+        json={"waba_id": WABA, "cc": "503", "phone_number": phone, "status": "CONNECTED"},
+        timeout=5,
+    ).json()
+    connected = api.put(
+        f"{origin}/api/clinics/whatsapp/",
+        json={
+            "phoneNumberId": number["id"],
+            "businessAccountId": WABA,
+            "accessToken": "EAAE2E" + secrets.token_hex(40),
+            "verifyToken": "e2e-verify",
+            "appSecret": APP_SECRET,
+        },
+        timeout=30,
+    ).json()
+    assert connected["status"] == "active", connected
+    return {"origin": origin, "api": api, "clinic_id": clinic_id, "pnid": number["id"], "fake": fake}
+
+
 @pytest.fixture
 def relay(processes, tmp_path, bot):
     db = create_throwaway_database("clinics_relay", tmp_path)
@@ -54,42 +95,8 @@ def relay(processes, tmp_path, bot):
         env = product_env(
             DATABASE_URL=db.url, BOT_URL_ALLOW_PRIVATE="true", BOT_RETRY_SCALE=RETRY_SCALE, LOG_LEVEL="INFO"
         )
-        _fake, fake = processes.fake_graph(env)
-        env["META_GRAPH_URL"] = f"{fake}/v26.0"
-        run_manage(env, "migrate", "--no-input")
-        created = run_manage(
-            {**env, "CLINIC_USER_PASSWORD": PASSWORD},
-            "create_clinic",
-            "Clínica Relay",
-            "--admin-email",
-            ADMIN,
-        )
-        clinic_id = next(
-            line.split(":", 1)[1].strip() for line in created.stdout.splitlines() if "id:" in line
-        )
-        _server, origin = processes.gunicorn(env)
-        processes.worker(env)
-        api = requests.Session()
-        token = api.post(f"{origin}/api/auth/token/", json={"email": ADMIN, "password": PASSWORD}, timeout=30)
-        api.headers["Authorization"] = f"Token {token.json()['token']}"
-        number = requests.post(
-            f"{fake}/_fake/numbers",
-            json={"waba_id": WABA, "cc": "503", "phone_number": "77001122", "status": "CONNECTED"},
-            timeout=5,
-        ).json()
-        connected = api.put(
-            f"{origin}/api/clinics/whatsapp/",
-            json={
-                "phoneNumberId": number["id"],
-                "businessAccountId": WABA,
-                "accessToken": "EAAE2E" + secrets.token_hex(40),
-                "verifyToken": "e2e-verify",
-                "appSecret": APP_SECRET,
-            },
-            timeout=30,
-        ).json()
-        assert connected["status"] == "active", connected
-        yield {"origin": origin, "api": api, "clinic_id": clinic_id, "pnid": number["id"], "bot": bot}
+        stack = start_connected_clinic(processes, env, admin=ADMIN, name="Clínica Relay", phone="77001122")
+        yield {**stack, "bot": bot}
     finally:
         processes.stop_all()
         db.drop()
