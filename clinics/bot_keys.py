@@ -23,6 +23,8 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
 
+from common.audit import audit_record
+
 from .models import BotKey, Clinic
 
 # The last use is written at most this often per key.
@@ -62,6 +64,12 @@ def bot_key_issue(*, clinic: Clinic, name: str) -> tuple[BotKey, str]:
         try:
             with transaction.atomic():
                 bot_key.save(force_insert=True)
+                # Named by its prefix, as 14c and admin show it; never the key.
+                audit_record(
+                    clinic_id=clinic.pk,
+                    action="bot_key.issued",
+                    changes={"name": bot_key.name, "key": f"{bot_key.prefix}…"},
+                )
         except IntegrityError:
             continue  # the same prefix already names one of this clinic's keys: draw again
         return bot_key, key
@@ -70,7 +78,15 @@ def bot_key_issue(*, clinic: Clinic, name: str) -> tuple[BotKey, str]:
 
 def bot_key_revoke(*, clinic: Clinic, prefix: str) -> bool:
     """End one of the clinic's keys at once; False when the clinic has no key with that prefix."""
-    deleted, _rows = BotKey.objects.filter(clinic=clinic, prefix=prefix).delete()
+    with transaction.atomic():
+        keys = list(BotKey.objects.filter(clinic=clinic, prefix=prefix))
+        for key in keys:
+            audit_record(
+                clinic_id=clinic.pk,
+                action="bot_key.revoked",
+                changes={"name": key.name, "key": f"{key.prefix}…"},
+            )
+        deleted, _rows = BotKey.objects.filter(pk__in=[key.pk for key in keys]).delete()
     return bool(deleted)
 
 

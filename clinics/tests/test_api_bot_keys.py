@@ -8,6 +8,7 @@ from rest_framework.test import APIClient
 
 from clinics.bot_keys import bot_key_issue
 from clinics.models import BotKey
+from common.models import AuditEvent
 from messaging.models import Conversation
 
 KEYS_URL = "/api/clinics/bot/keys/"
@@ -171,3 +172,19 @@ def test_admin_lists_bot_keys_by_prefix_and_never_the_key(superuser, clinic):
         admin_client.post(f"/admin/clinics/botkey/{bot_key.pk}/delete/", {"post": "yes"}).status_code == 302
     )
     assert not BotKey.objects.exists()
+
+
+def test_issuing_and_revoking_a_key_leave_one_audit_row_each_with_its_prefix_only(
+    admin_api, clinic, clinic_admin
+):
+    key = admin_api.post(KEYS_URL, {"name": "demo bot"}, format="json").json()["key"]
+    prefix = key[:12]
+    assert admin_api.delete(f"{KEYS_URL}{prefix}/").status_code == 204
+
+    rows = list(AuditEvent.objects.filter(clinic_id=clinic.pk, action__startswith="bot_key.").order_by("id"))
+    assert [(row.action, row.door, row.actor) for row in rows] == [
+        ("bot_key.issued", "api", clinic_admin.email),
+        ("bot_key.revoked", "api", clinic_admin.email),
+    ]
+    assert all(row.changes == {"name": "demo bot", "key": f"{prefix}…"} for row in rows)
+    assert key not in str([row.changes for row in rows])
