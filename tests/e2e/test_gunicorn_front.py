@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import socket
 import subprocess
 import uuid
 from urllib.parse import urlsplit
@@ -209,15 +210,23 @@ def test_each_instance_has_its_own_control_socket(processes, tmp_path):
     # one per user: the second replaced the first's, and the first to stop deleted it.
     runtime = tmp_path / "runtime"
     runtime.mkdir(mode=0o700)
+    # The database's port stays bound (never listening) for the whole test: connections are
+    # refused at once, and no gunicorn below can be handed the same port by free_port().
+    closed_db = socket.socket()
+    closed_db.bind(("127.0.0.1", 0))
     env = product_env(
-        DATABASE_URL=f"postgres://postgres@127.0.0.1:{free_port()}/clinics", XDG_RUNTIME_DIR=str(runtime)
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:{closed_db.getsockname()[1]}/clinics",
+        XDG_RUNTIME_DIR=str(runtime),
     )
     started = {}
-    for name in ("a", "b"):
-        port = free_port()
-        server = processes.start(f"gunicorn-{name}", gunicorn_argv(port), env)
-        server.wait_ready(f"http://127.0.0.1:{port}/healthz/", statuses=(503,))
-        started[name] = (server, str(runtime / f"gunicorn-127.0.0.1-{port}.ctl"))
+    try:
+        for name in ("a", "b"):
+            port = free_port()
+            server = processes.start(f"gunicorn-{name}", gunicorn_argv(port), env)
+            server.wait_ready(f"http://127.0.0.1:{port}/healthz/", statuses=(503,))
+            started[name] = (server, str(runtime / f"gunicorn-127.0.0.1-{port}.ctl"))
+    finally:
+        closed_db.close()
 
     (server_a, socket_a), (server_b, socket_b) = started["a"], started["b"]
     assert _stats(socket_a)["pid"] == server_a.proc.pid
