@@ -37,7 +37,7 @@ from whatsapp.models import WhatsAppAccount, WhatsAppHealth, WhatsAppStatus
 
 from . import bot_keys, choices, services, validators
 from .forms import CanonicalEmailField, PickerField
-from .members import LastAdminError, member_update
+from .members import LastAdminError, member_change_refusal, user_save_edited
 from .models import ApiToken, BotKey, Clinic, User
 from .selectors import whatsapp_account_of
 
@@ -250,6 +250,20 @@ class ClinicUserChangeForm(UserChangeForm):
         fields = "__all__"
         field_classes = {"email": CanonicalEmailField}
 
+    def clean(self) -> dict[str, Any]:
+        """The team's rule as a form error: the clinic's last active admin stays one, and stays."""
+        cleaned = super().clean() or self.cleaned_data
+        clinic = cleaned.get("clinic")
+        refused = member_change_refusal(
+            member_id=self.instance.pk,
+            clinic_id=clinic.pk if clinic is not None else None,
+            role=cleaned.get("role", ""),
+            is_active=bool(cleaned.get("is_active")),
+        )
+        if refused is not None:
+            raise ValidationError(str(refused), code="last_admin")
+        return cleaned
+
 
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
@@ -307,22 +321,11 @@ class UserAdmin(DjangoUserAdmin):
     )
 
     def save_model(self, request: HttpRequest, obj: User, form: forms.ModelForm, change: bool) -> None:
-        """A member's role and activity change through the team's service (its rules, its audit row)."""
-        team = {"role", "is_active"} & set(form.changed_data)
-        if not change or obj.clinic is None or not team or "clinic" in form.changed_data:
-            super().save_model(request, obj, form, change)
-            return
-        stored = User.objects.get(pk=obj.pk)
-        wanted = {name: getattr(obj, name) for name in team}
-        for name in team:
-            setattr(obj, name, getattr(stored, name))
-        super().save_model(request, obj, form, change)
+        """Saved by the team's service: its rules (the last admin) and its audit rows."""
         try:
-            updated = member_update(clinic=obj.clinic, member_id=obj.pk, **wanted)
-        except LastAdminError as exc:
+            user_save_edited(user=obj)
+        except LastAdminError as exc:  # a change that raced the form's check
             self.message_user(request, str(exc), messages.ERROR)
-            return
-        obj.role, obj.is_active = updated.role, updated.is_active
 
 
 @admin.register(ApiToken)

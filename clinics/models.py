@@ -10,12 +10,13 @@ from typing import Any, ClassVar
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
-from django.db import models
+from django.db import models, transaction
 from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.text import slugify
 from django.utils.translation import gettext_lazy as _
 
+from common.audit import audit_record, current_context
 from common.outbox import OutboxRow
 
 from . import token_cache, validators
@@ -218,13 +219,25 @@ class User(AbstractBaseUser, PermissionsMixin):
         existing = not self._state.adding
         # set_password() keeps the raw password in `_password` until the save (not in django-stubs).
         password_changed = getattr(self, "_password", None) is not None
-        super().save(*args, **kwargs)
-        if existing:
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            if not existing:
+                return
             # Cached copies of the user's tokens hold the user as it was (role, clinic, activity).
             tokens = ApiToken.objects.filter(user=self)
             token_cache.forget(tokens.values_list("digest", flat=True))
+            ended = 0
             if password_changed or not self.is_active:
-                tokens.delete()
+                ended, _by_model = tokens.delete()
+            if password_changed:
+                # Whoever set it (the page, a reset link, admin, `changepassword`): its one row.
+                signed_out = current_context().who() == "anonymous"  # a reset link: the member
+                audit_record(
+                    clinic_id=self.clinic_id,
+                    action="member.password_changed",
+                    changes={"member": self.email, "api_tokens_ended": ended},
+                    actor=self.email if signed_out else None,
+                )
 
     @property
     def is_clinic_admin(self) -> bool:

@@ -19,6 +19,7 @@ from clinics.models import Clinic
 from clinics.tests.test_admin_clinics import clinic_form
 from common.audit import audit_context, audit_record, fingerprint
 from common.models import AuditChainHead, AuditEvent
+from conftest import PASSWORD
 from whatsapp.deliveries import whatsapp_delivery_process, whatsapp_delivery_store
 from whatsapp.tests.helpers import account_deleted, account_of, arrange_active, meta_bytes
 
@@ -469,3 +470,121 @@ def test_admin_cannot_demote_the_last_admin(clinic, clinic_admin, superuser):
     clinic_admin.refresh_from_db()
     assert clinic_admin.role == "admin"
     assert new_rows(clinic, start) == []
+
+
+def _admin_client(superuser) -> Client:
+    client = Client(HTTP_ACCEPT_LANGUAGE="en")
+    client.force_login(superuser)
+    return client
+
+
+def _admin_saves(superuser, user, **fields: str) -> None:
+    """Admin's user form posted with `fields` changed, and saved (a redirect, not the form again)."""
+    response = _admin_client(superuser).post(
+        f"/admin/clinics/user/{user.pk}/change/", _user_form(user, **fields)
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    user.refresh_from_db()
+
+
+def test_admin_changing_a_members_email_and_name_leaves_one_row(clinic, clinic_staff, superuser):
+    start = last_id()
+
+    _admin_saves(superuser, clinic_staff, email="Recepcion@SanSalvador.example", full_name="Ana López")
+
+    assert (clinic_staff.email, clinic_staff.full_name) == ("recepcion@sansalvador.example", "Ana López")
+    [row] = new_rows(clinic, start)
+    assert (row.action, row.door, row.actor) == ("member.updated", "admin", superuser.email)
+    assert row.changes == {
+        "member": "recepcion@sansalvador.example",
+        "email": ["staff@sansalvador.example", "recepcion@sansalvador.example"],
+        "full_name": ["", "Ana López"],
+    }
+
+
+def test_admin_moving_a_member_to_another_clinic_shows_in_both_trails(
+    clinic, other_clinic, clinic_staff, superuser
+):
+    start = last_id()
+
+    _admin_saves(superuser, clinic_staff, clinic=str(other_clinic.pk))
+
+    assert clinic_staff.clinic_id == other_clinic.pk
+    [left] = new_rows(clinic, start)
+    [added] = new_rows(other_clinic, start)
+    assert (left.action, left.door) == ("member.left", "admin")
+    assert left.changes == {"member": clinic_staff.email, "clinic": [clinic.name, other_clinic.name]}
+    assert added.action == "member.added"
+    assert added.changes["clinic"] == [clinic.name, other_clinic.name]
+    assert added.changes["role"] == [None, "staff"]
+
+
+def test_admin_cannot_move_the_last_admin_out_of_the_clinic(clinic, other_clinic, clinic_admin, superuser):
+    start = last_id()
+
+    response = _admin_client(superuser).post(
+        f"/admin/clinics/user/{clinic_admin.pk}/change/",
+        _user_form(clinic_admin, clinic=str(other_clinic.pk), full_name="Moved"),
+    )
+
+    assert response.status_code == 200  # the form again, with the rule as its error
+    assert "last active administrator" in response.content.decode()
+    clinic_admin.refresh_from_db()
+    assert (clinic_admin.clinic_id, clinic_admin.full_name) == (clinic.pk, "")
+    assert AuditEvent.objects.filter(id__gt=start).count() == 0
+
+
+def test_admin_making_a_superuser_is_recorded(clinic, clinic_staff, superuser):
+    start = last_id()
+
+    _admin_saves(superuser, clinic_staff, is_staff="on", is_superuser="on")
+
+    [row] = new_rows(clinic, start)
+    assert row.action == "member.updated"
+    assert (row.changes["is_staff"], row.changes["is_superuser"]) == ([False, True], [False, True])
+
+
+def test_admin_adding_a_user_is_recorded_once(clinic, superuser):
+    start = last_id()
+
+    response = _admin_client(superuser).post(
+        "/admin/clinics/user/add/",
+        {
+            "email": "nuevo@sansalvador.example",
+            "full_name": "Nuevo",
+            "clinic": str(clinic.pk),
+            "role": "staff",
+            "usable_password": "true",
+            "password1": "a-long-enough-Passw0rd!",
+            "password2": "a-long-enough-Passw0rd!",
+        },
+    )
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    [row] = new_rows(clinic, start)
+    assert (row.action, row.door, row.actor) == ("member.added", "admin", superuser.email)
+    assert row.changes["member"] == "nuevo@sansalvador.example"
+    assert row.changes["role"] == [None, "staff"]
+    assert "password" not in json.dumps(row.changes)
+
+
+def test_a_password_change_is_one_row_with_the_tokens_it_ended(clinic, clinic_admin):
+    services.api_token_issue(user=clinic_admin)
+    client = Client(HTTP_ACCEPT_LANGUAGE="en")
+    client.force_login(clinic_admin)
+    start = last_id()
+
+    response = client.post(
+        "/accounts/password_change/",
+        {
+            "old_password": PASSWORD,
+            "new_password1": "an-other-Passw0rd!",
+            "new_password2": "an-other-Passw0rd!",
+        },
+    )
+
+    assert response.status_code == 302
+    [row] = new_rows(clinic, start)
+    assert (row.action, row.door, row.actor) == ("member.password_changed", "page", clinic_admin.email)
+    assert row.changes == {"member": clinic_admin.email, "api_tokens_ended": 1}
+    assert "an-other-Passw0rd" not in json.dumps(row.changes)

@@ -12,6 +12,7 @@ from django.test import Client
 from django.utils import timezone
 
 from clinics.models import ApiToken, OutgoingEmail
+from common.models import AuditEvent
 from conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -73,6 +74,9 @@ def test_a_reset_sets_the_password_and_ends_every_api_token(clinic_admin, api_cl
     clinic_admin.refresh_from_db()
     assert clinic_admin.check_password(NEW_PASSWORD)
     assert not ApiToken.objects.filter(user=clinic_admin).exists()
+    # The trail names the member who followed the link (nobody was signed in).
+    row = AuditEvent.objects.get(clinic_id=clinic_admin.clinic_id, action="member.password_changed")
+    assert (row.door, row.actor, row.changes["api_tokens_ended"]) == ("page", clinic_admin.email, 1)
     assert client.get("/api/clinics/settings/").status_code == 401
     browser = Client()
     assert (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import pytest
@@ -131,3 +132,24 @@ def test_the_admin_lists_the_workers(admin_client):
 
     assert "w-alive" in page
     assert "w-dead" in page
+
+
+@pytest.mark.parametrize(
+    ("root", "verbosity", "shown"), [("WARNING", 1, "WARNING"), ("INFO", 1, "INFO"), ("WARNING", 2, "DEBUG")]
+)
+def test_the_workers_task_lines_follow_the_log_level(root, verbosity, shown):
+    """`scripts/run` asks for WARNING: the worker then prints no line per task unless asked with -v 2."""
+    from django_tasks_db.compat import TASKS_LOGGER
+
+    from common.management.commands.run_worker import Command
+
+    loggers = [logging.getLogger(), logging.getLogger(TASKS_LOGGER), logging.getLogger("django_tasks_db")]
+    saved = [one.level for one in loggers]
+    try:
+        logging.getLogger().setLevel(root)
+        Command().configure_logging(verbosity)
+        assert logging.getLogger(TASKS_LOGGER).getEffectiveLevel() == logging.getLevelName(shown)
+        assert logging.getLogger("django_tasks_db").getEffectiveLevel() == logging.getLevelName(shown)
+    finally:
+        for one, level in zip(loggers, saved, strict=True):
+            one.setLevel(level)

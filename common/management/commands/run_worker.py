@@ -10,6 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections
+from django_tasks_db.compat import TASKS_LOGGER
 from django_tasks_db.management.commands.db_worker import Command as DbWorkerCommand
 
 from common.workers import Heartbeat, worker_gone, worker_release_tasks
@@ -32,6 +33,19 @@ class Command(DbWorkerCommand):
         "on a database error it closes its connections and starts again after a short backoff. "
         "Writes a heartbeat every few seconds (admin, /healthz/?worker=1, manage.py worker_health)."
     )
+
+    def configure_logging(self, verbosity: int) -> None:
+        """At the default verbosity, django-tasks' loggers follow the deployment's `LOG_LEVEL`.
+
+        db_worker sets them to INFO (a line per task) whatever the settings say;
+        `scripts/run` asks for WARNING, so only what needs a person shows there.
+        `-v 2` still shows everything, `-v 0` nothing.
+        """
+        super().configure_logging(verbosity)
+        wanted = logging.getLogger().getEffectiveLevel()
+        if verbosity == 1 and wanted > logging.INFO:
+            for name in (TASKS_LOGGER, "django_tasks_db"):
+                logging.getLogger(name).setLevel(wanted)
 
     def handle(self, *args: Any, **options: Any) -> None:
         # No autoreloader: the loop below is the process's main loop.
