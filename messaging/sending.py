@@ -393,6 +393,8 @@ def _answered(
     by the worker that held it, after the wait the event set.
     """
     with transaction.atomic():
+        # The message's row first, then the send's: the order Meta's status event takes them in.
+        Message.objects.select_for_update().filter(pk=row.message_id).values_list("pk", flat=True).first()
         current = OutboundSend.objects.select_for_update().filter(pk=row.pk).first()
         if current is None:
             return "the message is gone"

@@ -333,3 +333,25 @@ def test_with_the_bot_off_a_settled_send_queues_nothing_for_it(admin_api, open_w
 
     assert Message.objects.get().status == "failed"
     assert not BotDelivery.objects.exists()
+
+
+def test_a_lost_answer_that_meta_failed_asking_to_wait_is_sent_again(
+    admin_api, open_window, graph, bot, queued_tasks
+):
+    graph.add("POST", f"{PNID}/messages", body=requests.exceptions.ReadTimeout("slow"))
+    accepted(graph, "wamid.SECOND")
+    post(admin_api, TEXT)
+    message = Message.objects.get()
+    assert work_the_send() == "answer lost; waiting for Meta's status"
+    message_sends_sweep(now=timezone.now() + timedelta(minutes=11))
+
+    # Meta never took it: its status event, matched by our id, says to wait.
+    meta_says(open_window.clinic, "wamid.FIRST", "failed", our_id=message.pk, code=130429)
+
+    message.refresh_from_db()
+    assert (message.status, message.wamid, message.error_code) == ("queued", "", None)
+    assert work_the_send() == "accepted"
+    message.refresh_from_db()
+    assert (message.status, message.wamid) == ("sending", "wamid.SECOND")
+    assert len(sent_bodies(graph)) == 2
+    assert status_deliveries() == [("unknown", None)]
