@@ -392,8 +392,9 @@ class OutboundSend(OutboxRow):
     """One message to send to Meta: the send outbox's row, and the `Idempotency-Key` it was asked with.
 
     `request_sent_at` is written (and committed) before the request to Meta leaves:
-    once it is set the message is never sent again, whatever happens to the answer.
-    The key is kept 24 hours (then freed, made "": `key_expires_at`).
+    once it is set the message is never sent again, whatever happens to the answer -
+    unless Meta's status event says that try failed with a code meaning "wait" (130429,
+    131056): then the row goes back to the queue, `request_sent_at` cleared. The key is kept 24 hours (then freed, made "": `key_expires_at`).
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -408,6 +409,9 @@ class OutboundSend(OutboxRow):
     body_digest = models.CharField(_("body digest"), max_length=64)
     key_expires_at = models.DateTimeField(_("key kept until"))
     request_sent_at = models.DateTimeField(_("request sent at"), null=True, blank=True)
+    # Meta's ids of earlier tries that Meta failed with a code saying to wait (one a line): their
+    # late or repeated status events must not settle the message sent again.
+    superseded_wamids = models.TextField(_("superseded Meta message ids"), blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:

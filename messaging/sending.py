@@ -25,6 +25,21 @@ leaves, and calls Meta with no transaction open. Our message id goes to Meta as
   `request_sent_at` is never sent again, whatever happens to its worker;
 * refused: `messaging.send_errors` says what the code means: `failed` with the
   code, or wait and try again (130429, 131056).
+
+Meta may also take the message and fail it a moment later in a `failed` status
+event with a code that says to wait: `message_send_again_after_wait` (called by
+`messaging_record_status` in the event's transaction) clears `request_sent_at` and
+puts the row back in the queue after the wait, same message and same id, a few
+times at most; the bot is told nothing of a try that will be made again. While
+the worker that sent it still holds the row (Meta's event came before its
+answer), that worker queues it when it is done, so one send is never in two
+workers' hands.
+
+Every status our side settles without a Meta event - `failed` when the worker
+refuses it (the window closed meanwhile, the number not active for good) or when
+Meta's answer refuses it, `unknown` after a lost answer - goes through
+`messaging.services.messaging_settle_outbound`: one `message.status` delivery in
+the transaction of the change, as for Meta's events.
 """
 
 from __future__ import annotations
@@ -43,7 +58,7 @@ from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 from django_tasks import task
 
-from common.outbox import UNFINISHED, Outbox
+from common.outbox import UNFINISHED, Outbox, OutboxState
 from whatsapp.exceptions import MetaRefusedError, MetaTimeoutError, MetaUnavailableError
 from whatsapp.meta import MetaClient, never_reached_meta
 from whatsapp.models import WhatsAppAccount, WhatsAppStatus
@@ -59,7 +74,7 @@ from .models import (
 )
 from .pacing import take_send_slot
 from .send_errors import SendAction, send_error
-from .services import messaging_record_outbound
+from .services import messaging_record_outbound, messaging_settle_outbound
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +85,8 @@ UNKNOWN_AFTER = timedelta(minutes=10)
 SEND_LEASE = timedelta(minutes=2)
 # How long a send waits behind an earlier message to the same patient before looking again.
 ORDER_WAIT = timedelta(seconds=1)
+# Meta's code for a text outside the window: the worker's own refusal says the same.
+WINDOW_CLOSED_CODE = 131047
 
 
 class SendRefusedError(Exception):
@@ -292,8 +309,8 @@ def message_send_process(*, send_id: str) -> str:
 def _retry(row: OutboundSend, error: BaseException | str) -> str:
     outcome = SENDS.fail(row, error)
     if outcome == "given up":
-        Message.objects.filter(pk=row.message_id, status=MessageStatus.QUEUED).update(
-            status=MessageStatus.FAILED
+        messaging_settle_outbound(
+            message_id=row.message_id, status=MessageStatus.FAILED, only_from=(MessageStatus.QUEUED,)
         )
     return outcome
 
@@ -311,6 +328,17 @@ def _process(row: OutboundSend) -> str:
     account = WhatsAppAccount.objects.filter(clinic_id=row.clinic_id).first()
     if account is None or account.status != WhatsAppStatus.ACTIVE or not account.access_token:
         return _retry(row, "the number is not active")
+    if message.type == MessageType.TEXT and not conversation.window_is_open(timezone.now()):
+        # The window closed while the text waited: Meta would refuse it (131047) after the call is spent.
+        with transaction.atomic():
+            messaging_settle_outbound(
+                message_id=message.pk,
+                status=MessageStatus.FAILED,
+                error_code=WINDOW_CLOSED_CODE,
+                only_from=(MessageStatus.QUEUED,),
+            )
+            SENDS.succeed(row, last_error="the window closed before sending")
+        return "failed: the window closed"
     earlier = OutboundSend.objects.filter(
         message__conversation_id=conversation.pk,
         message__sequence__lt=message.sequence,
@@ -326,10 +354,11 @@ def _process(row: OutboundSend) -> str:
     if wait:
         SENDS.defer(row, timedelta(seconds=wait))
         return f"paced: {wait:.2f} s"
+    sent_at = timezone.now()
     with transaction.atomic():
         # Committed before the request leaves: from here on the message is never sent again.
         if not OutboundSend.objects.filter(pk=row.pk, request_sent_at__isnull=True).update(
-            request_sent_at=timezone.now()
+            request_sent_at=sent_at
         ):
             return "taken by another worker"
         Message.objects.filter(pk=message.pk, status=MessageStatus.QUEUED).update(
@@ -350,12 +379,37 @@ def _process(row: OutboundSend) -> str:
             # Meta answered that it did not take the message, or no connection was ever made: safe to try again.
             _unsend(row, message)
             return _retry(row, exc)
-        SENDS.succeed(row, last_error=f"answer lost: {type(exc).__name__}")
-        return "answer lost; waiting for Meta's status"
-    # A status event may have recorded the wamid first (matched by our id): keep what is there.
-    Message.objects.filter(pk=message.pk, wamid="").update(wamid=wamid)
-    SENDS.succeed(row)
-    return "accepted"
+        return _answered(row, sent_at, None, "answer lost; waiting for Meta's status", exc)
+    return _answered(row, sent_at, wamid, "accepted")
+
+
+def _answered(
+    row: OutboundSend, sent_at: Any, wamid: str | None, outcome: str, lost: BaseException | None = None
+) -> str:
+    """Meta took the send (its `wamid`, or an answer lost): done, unless Meta's status event was faster.
+
+    That event may have failed this try with a code saying to wait and cleared
+    `request_sent_at` while the request was out: then the row is queued again now,
+    by the worker that held it, after the wait the event set.
+    """
+    with transaction.atomic():
+        # The message's row first, then the send's: the order Meta's status event takes them in.
+        Message.objects.select_for_update().filter(pk=row.message_id).values_list("pk", flat=True).first()
+        current = OutboundSend.objects.select_for_update().filter(pk=row.pk).first()
+        if current is None:
+            return "the message is gone"
+        if current.request_sent_at != sent_at:
+            wait = (current.next_attempt_at or timezone.now()) - timezone.now()
+            SENDS.defer(row, max(wait, timedelta(0)), counts=True)
+            return "Meta failed it meanwhile asking to wait; queued again"
+        if wamid:
+            # A status event may have recorded the wamid first (matched by our id): keep what is there.
+            Message.objects.filter(pk=row.message_id, wamid="").update(wamid=wamid)
+        if lost is not None:
+            SENDS.succeed(row, last_error=f"answer lost: {type(lost).__name__}")
+        else:
+            SENDS.succeed(row)
+    return outcome
 
 
 def _unsend(row: OutboundSend, message: Message) -> None:
@@ -377,22 +431,72 @@ def _refused(row: OutboundSend, message: Message, exc: MetaRefusedError) -> str:
         _unsend(row, message)
         return _retry(row, f"Meta {exc.code}")
     with transaction.atomic():
-        Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING).update(
-            status=MessageStatus.FAILED, error_code=exc.code
+        messaging_settle_outbound(
+            message_id=message.pk,
+            status=MessageStatus.FAILED,
+            error_code=exc.code,
+            only_from=(MessageStatus.SENDING,),
         )
         SENDS.succeed(row, last_error=f"Meta refused: {exc.code}")
     return f"failed: Meta {exc.code}"
 
 
+def message_send_again_after_wait(message: Message, *, code: int | None) -> bool:
+    """Meta failed a send it had taken with a code saying to wait: queue it again instead; whether it did.
+
+    Called in the transaction of Meta's status event, the message's row locked.
+    Only a message Meta has not said `sent` (`sending`, or `unknown` after a lost
+    answer), and only while the row has attempts left; otherwise the `failed` is
+    final. The message goes back to `queued` with no `wamid` (Meta's id of the
+    failed try is kept as superseded), the row's `request_sent_at` is cleared, and
+    the row waits what the code says, longer at each attempt. If a worker still
+    holds the row (the event came before Meta's answer), that worker queues it.
+    """
+    meaning = send_error(code)
+    if meaning.action != SendAction.WAIT or message.status not in (
+        MessageStatus.SENDING,
+        MessageStatus.UNKNOWN,
+    ):
+        return False
+    row = OutboundSend.objects.select_for_update().filter(message_id=message.pk).first()
+    if row is None or row.request_sent_at is None or row.attempts >= settings.TASK_RETRY_ATTEMPTS:
+        return False
+    now = timezone.now()
+    wait = timedelta(seconds=meaning.wait_seconds * max(row.attempts, 1))
+    superseded = "\n".join(filter(None, [row.superseded_wamids, message.wamid]))
+    OutboundSend.objects.filter(pk=row.pk).update(
+        request_sent_at=None, superseded_wamids=superseded, last_error=f"Meta failed it: {code}"
+    )
+    Message.objects.filter(pk=message.pk).update(status=MessageStatus.QUEUED, wamid="", error_code=None)
+    message.status, message.wamid, message.error_code = MessageStatus.QUEUED, "", None
+    in_flight = (
+        row.state == OutboxState.PROCESSING
+        and row.lease_expires_at is not None
+        and row.lease_expires_at > now
+    )
+    if in_flight:
+        # Its worker queues it once Meta's answer is in (`_answered`); if it dies, the sweep does.
+        OutboundSend.objects.filter(pk=row.pk).update(next_attempt_at=now + wait)
+    else:
+        SENDS.defer(row, wait, counts=True)
+    return True
+
+
 def message_sends_sweep(*, now: Any = None) -> int:
     """Sends whose answer was lost 10 minutes ago and that no status event settled become `unknown`.
 
-    Run every few minutes (`manage.py requeue_stalled`). Returns how many changed.
+    Each is one short transaction with its `message.status` delivery. Run every few
+    minutes (`manage.py requeue_stalled`). Returns how many changed.
     """
     cutoff = (now or timezone.now()) - UNKNOWN_AFTER
-    return Message.objects.filter(
-        status=MessageStatus.SENDING, wamid="", send__request_sent_at__lt=cutoff
-    ).update(status=MessageStatus.UNKNOWN)
+    lost: dict[str, Any] = {"wamid": "", "send__request_sent_at__lt": cutoff}
+    changed = 0
+    for pk in Message.objects.filter(status=MessageStatus.SENDING, **lost).values_list("pk", flat=True):
+        settled = messaging_settle_outbound(
+            message_id=pk, status=MessageStatus.UNKNOWN, only_from=(MessageStatus.SENDING,), **lost
+        )
+        changed += settled is not None
+    return changed
 
 
 def message_sends_requeue_stalled() -> int:

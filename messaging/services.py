@@ -20,6 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
+from django.dispatch import Signal
 from django.utils import timezone
 
 from .models import (
@@ -31,6 +32,7 @@ from .models import (
     Message,
     MessageStatus,
     MessageType,
+    OutboundSend,
 )
 from .outbox import BOT_DELIVERIES, webhook_id_for
 
@@ -38,6 +40,11 @@ logger = logging.getLogger(__name__)
 
 # Meta's customer-service window after each patient message.
 WINDOW = timedelta(hours=24)
+
+# Sent with `clinic_id` when our side changes a message's status without a Meta event (whose
+# caller decides `forward`): a receiver answers whether the clinic's bot gets the change now
+# (`clinics.relay`: the bot switched on and its endpoint live or failing). No answer, no delivery.
+bot_forwarding_asked = Signal()
 
 # Inbound types Meta sends that the contract names; anything else is `unsupported`.
 _INBOUND_TYPES = frozenset(MessageType.values) - {MessageType.TEMPLATE}
@@ -248,6 +255,27 @@ def _enqueue(
     return delivery
 
 
+def messaging_bot_forwards(*, clinic_id: Any) -> bool:
+    """Whether the clinic's bot gets its events now (the product answers `bot_forwarding_asked`)."""
+    answers: list[tuple[Any, Any]] = bot_forwarding_asked.send(sender=BotDelivery, clinic_id=clinic_id)
+    return any(answer is True for _receiver, answer in answers)
+
+
+def _enqueue_status(message: Message) -> BotDelivery | None:
+    """The `message.status` delivery of the message's new status, its id derived from our ids and the status.
+
+    A change the bot already has (`unknown` twice, after a send went back to the
+    queue) adds no second row.
+    """
+    key = f"{message.wamid or message.pk}:{message.status}"
+    webhook_id = webhook_id_for(clinic_id=message.clinic_id, event=BotEventType.MESSAGE_STATUS, key=key)
+    if BotDelivery.objects.filter(clinic_id=message.clinic_id, webhook_id=webhook_id).exists():
+        return None
+    return _enqueue(
+        message, BotEventType.MESSAGE_STATUS, key=key, status=message.status, error_code=message.error_code
+    )
+
+
 @transaction.atomic
 def messaging_record_inbound(
     *, clinic_id: Any, phone_number_id: str, value: dict[str, Any], forward: bool
@@ -341,6 +369,12 @@ def _outbound_for_status(clinic_id: Any, phone_number_id: str, entry: dict[str, 
         return None
     found = ours.filter(pk=our_id, wamid="").first()
     if found is not None and wamid:
+        superseded = OutboundSend.objects.filter(message_id=found.pk).values_list(
+            "superseded_wamids", flat=True
+        )
+        if wamid in (superseded.first() or "").split():
+            # A try Meta failed with "wait": the message was sent again since, this says nothing of it.
+            return None
         found.wamid = wamid
     return found
 
@@ -355,6 +389,11 @@ def messaging_record_status(
     keeps Meta's error code. Each actual change, when `forward`, is one
     `message.status` delivery whose `webhook-id` is derived from the `wamid` and
     the status, so Meta's duplicates give the same id and no second row.
+
+    A `failed` whose code says to wait (130429, 131056) for a message Meta has not
+    yet said `sent` is not a change the bot sees: the send goes back to the queue
+    (`messaging.sending.message_send_again_after_wait`), a few times at most; the
+    last one is `failed` like any other.
     """
     new = _META_STATUSES.get(str(status.get("status") or ""))
     if new is None:
@@ -362,22 +401,51 @@ def messaging_record_status(
     message = _outbound_for_status(clinic_id, phone_number_id, status)
     if message is None or not moves_forward(message.status, new):
         return None
-    message.status = new
-    message.meta_timestamp = _meta_time(status.get("timestamp"), timezone.now())
+    code: int | None = None
     if new == MessageStatus.FAILED:
         errors = status.get("errors")
         first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
-        code = first.get("code")
-        message.error_code = code if isinstance(code, int) else None
+        found = first.get("code")
+        code = found if isinstance(found, int) else None
+        # Imported here: sending imports this module to append the messages it queues.
+        from .sending import message_send_again_after_wait
+
+        if message_send_again_after_wait(message, code=code):
+            return message
+    message.status = new
+    message.meta_timestamp = _meta_time(status.get("timestamp"), timezone.now())
+    if new == MessageStatus.FAILED:
+        message.error_code = code
     message.save(update_fields=["wamid", "status", "meta_timestamp", "error_code"])
     if forward:
-        _enqueue(
-            message,
-            BotEventType.MESSAGE_STATUS,
-            key=f"{message.wamid or message.pk}:{new}",
-            status=new,
-            error_code=message.error_code,
-        )
+        _enqueue_status(message)
+    return message
+
+
+@transaction.atomic
+def messaging_settle_outbound(
+    *, message_id: Any, status: str, error_code: int | None = None, only_from: tuple[str, ...], **still: Any
+) -> Message | None:
+    """Our side settles an outbound message that no Meta status event will settle; returns it if it changed.
+
+    `failed` (refused when the worker came to send it, or by Meta's own answer to
+    the send) or `unknown` (its answer lost 10 minutes ago). Applied only while the
+    message is still in one of `only_from` (and matches `still`): a status event
+    that got there first wins. The change and its `message.status` delivery (when
+    the clinic's bot gets its events) commit together, like Meta's changes.
+    """
+    message = (
+        Message.objects.select_for_update(of=("self",))
+        .filter(pk=message_id, direction=Direction.OUT, status__in=only_from, **still)
+        .first()
+    )
+    if message is None:
+        return None
+    message.status = status
+    message.error_code = error_code
+    message.save(update_fields=["status", "error_code"])
+    if messaging_bot_forwards(clinic_id=message.clinic_id):
+        _enqueue_status(message)
     return message
 
 
