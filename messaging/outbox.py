@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
-from django.utils import timezone
+from django.utils import timezone, translation
 from django_tasks import task
 
 from common.outbox import UNFINISHED, Outbox, OutboxState
@@ -44,6 +44,7 @@ from .models import (
     Message,
 )
 from .poster import post_to_bot
+from .send_errors import send_error_detail
 from .signing import webhook_headers
 
 logger = logging.getLogger(__name__)
@@ -93,10 +94,16 @@ def message_body(
         "details": message.details_info,
         "sent_by": message.sent_by,
         "status": status or None,
-        "error": None if code is None else {"code": code},
+        "error": None if code is None else message_error_body(code),
         "created_at": _iso(message.created_at),
         "sequence": message.sequence,
     }
+
+
+def message_error_body(code: int) -> dict[str, Any]:
+    """Meta's code with its sentence, in the product's language (`LANGUAGE_CODE`): a bot has none of its own."""
+    with translation.override(settings.LANGUAGE_CODE):
+        return {"code": code, "detail": send_error_detail(code)}
 
 
 def delivery_body(delivery: BotDelivery) -> dict[str, Any]:

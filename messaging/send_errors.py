@@ -101,6 +101,16 @@ def send_error(code: int | None) -> SendError:
     return SEND_ERRORS.get(code if code is not None else -1, UNKNOWN_ERROR)
 
 
+# A failed message whose code says "wait" or "try again" is one we stopped trying: the table's
+# sentence ("it is sent a little later") would no longer be true.
+GAVE_UP_SENTENCE = _("Meta kept refusing this message for a while (code %(code)s), so it was not sent.")
+
+
 def send_error_detail(code: int | None) -> str:
     """The sentence for a failed message, in the active language."""
-    return str(send_error(code).sentence if code is not None else NOT_ACTIVE_SENTENCE)
+    if code is None:
+        return str(NOT_ACTIVE_SENTENCE)
+    error = send_error(code)
+    if error.action is not SendAction.FAIL:
+        return str(GAVE_UP_SENTENCE) % {"code": code}
+    return str(error.sentence)

@@ -44,6 +44,7 @@ from messaging.selectors import (
     conversations_of,
     last_messages,
 )
+from messaging.send_errors import send_error_detail
 
 VALIDATION_ERROR = OpenApiResponse(
     OpenApiTypes.OBJECT, description='Invalid input: {"field": ["why"]}; nothing was saved.'
@@ -58,11 +59,7 @@ def message_error(message: Message) -> dict[str, Any] | None:
     """Meta's refusal of an outbound message, with a sentence in the reader's language."""
     if message.error_code is None:
         return None
-    return {
-        "code": message.error_code,
-        "detail": _("WhatsApp could not deliver this message (Meta error %(code)s).")
-        % {"code": message.error_code},
-    }
+    return {"code": message.error_code, "detail": send_error_detail(message.error_code)}
 
 
 MESSAGE_SHAPE = OutputShape(

@@ -173,7 +173,13 @@ def test_the_waits_are_bounded_then_the_message_fails_with_metas_code(
     assert len(sent_bodies(graph)) == 2
     assert status_deliveries() == [("failed", 130429)]
     [received] = bot_receives_everything(bot)
-    assert (received["message"]["status"], received["message"]["error"]) == ("failed", {"code": 130429})
+    assert (received["message"]["status"], received["message"]["error"]) == (
+        "failed",
+        {
+            "code": 130429,
+            "detail": "Meta siguió rechazando este mensaje durante un tiempo (código 130429), así que no se envió.",
+        },
+    )
 
 
 # Committed transactions: Meta's answer is faked in the Graph call's own thread (another connection).
@@ -262,7 +268,7 @@ def test_metas_refusal_in_its_answer_reaches_the_bot_once(admin_api, open_window
     assert received["message"] | {"text": None} == received["message"] | {
         "id": str(message.pk),
         "status": "failed",
-        "error": {"code": 131026},
+        "error": {"code": 131026, "detail": received["message"]["error"]["detail"]},
         "text": None,
     }
     assert len(sent_bodies(graph)) == 1
@@ -282,7 +288,9 @@ def test_a_text_whose_window_closed_in_the_queue_fails_before_meta(
     assert not graph.mock.calls
     assert status_deliveries() == [("failed", 131047)]
     [received] = bot_receives_everything(bot)
-    assert received["message"]["error"] == {"code": 131047}
+    # Meta's code with its sentence, in the product's language (Spanish).
+    assert received["message"]["error"]["code"] == 131047
+    assert received["message"]["error"]["detail"].startswith("Han pasado más de 24 horas")
 
 
 def test_a_number_that_stays_inactive_fails_the_send_and_tells_the_bot(
