@@ -20,6 +20,8 @@ from common.fields import EncryptedFieldsQuerySet, EncryptedTextField
 from common.masking import mask_secret
 from common.outbox import OutboxRow, OutboxState
 
+from .send_errors import send_error_detail
+
 # The clinic is named, never imported: messaging sits below the product.
 CLINIC_MODEL = "clinics.Clinic"
 
@@ -188,6 +190,11 @@ class Message(models.Model):
     @property
     def details_info(self) -> dict[str, Any] | None:
         return _json_or_none(self.details)
+
+    @property
+    def failure_detail(self) -> str:
+        """Why a `failed` message was not delivered, in the active language ("" for any other status)."""
+        return send_error_detail(self.error_code) if self.status == MessageStatus.FAILED else ""
 
 
 def _json_or_none(stored: str | None) -> dict[str, Any] | None:

@@ -93,7 +93,9 @@ SEND_ERRORS: dict[int, SendError] = {
 
 UNKNOWN_ERROR = SendError(SendAction.FAIL, _("Meta refused the message."))
 # Our own reasons for a `failed` without Meta's word (no code from Meta).
-NOT_ACTIVE_SENTENCE = _("The clinic's WhatsApp number is not active, so the message was not sent.")
+NOT_SENT_SENTENCE = _(
+    "The message was not sent: the clinic's WhatsApp number was not active or Meta could not be reached."
+)
 
 
 def send_error(code: int | None) -> SendError:
@@ -109,7 +111,7 @@ GAVE_UP_SENTENCE = _("Meta kept refusing this message for a while (code %(code)s
 def send_error_detail(code: int | None) -> str:
     """The sentence for a failed message, in the active language."""
     if code is None:
-        return str(NOT_ACTIVE_SENTENCE)
+        return str(NOT_SENT_SENTENCE)
     error = send_error(code)
     if error.action is not SendAction.FAIL:
         return str(GAVE_UP_SENTENCE) % {"code": code}

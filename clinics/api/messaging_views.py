@@ -44,7 +44,6 @@ from messaging.selectors import (
     conversations_of,
     last_messages,
 )
-from messaging.send_errors import send_error_detail
 
 VALIDATION_ERROR = OpenApiResponse(
     OpenApiTypes.OBJECT, description='Invalid input: {"field": ["why"]}; nothing was saved.'
@@ -59,7 +58,7 @@ def message_error(message: Message) -> dict[str, Any] | None:
     """Meta's refusal of an outbound message, with a sentence in the reader's language."""
     if message.error_code is None:
         return None
-    return {"code": message.error_code, "detail": send_error_detail(message.error_code)}
+    return {"code": message.error_code, "detail": message.failure_detail}
 
 
 MESSAGE_SHAPE = OutputShape(

@@ -12,6 +12,7 @@ import pytest
 import requests
 from django.core.cache import cache
 from django.db import connection
+from django.test import Client
 from django.utils import timezone
 
 from clinics.tests.factories import set_whatsapp
@@ -275,7 +276,7 @@ def test_metas_refusal_in_its_answer_reaches_the_bot_once(admin_api, open_window
 
 
 def test_a_text_whose_window_closed_in_the_queue_fails_before_meta(
-    admin_api, open_window, graph, bot, queued_tasks
+    admin_api, open_window, graph, bot, queued_tasks, clinic_admin
 ):
     post(admin_api, TEXT)
     Conversation.objects.filter(pk=open_window.pk).update(window_open_until=timezone.now())
@@ -287,6 +288,10 @@ def test_a_text_whose_window_closed_in_the_queue_fails_before_meta(
     assert OutboundSend.objects.get().state == "done"
     assert not graph.mock.calls
     assert status_deliveries() == [("failed", 131047)]
+    # The people on the page read why, in their language.
+    page = Client(HTTP_ACCEPT_LANGUAGE="en")
+    page.force_login(clinic_admin)
+    assert "More than 24 hours have passed since the patient" in page.get("/conversations/").content.decode()
     [received] = bot_receives_everything(bot)
     # Meta's code with its sentence, in the product's language (Spanish).
     assert received["message"]["error"]["code"] == 131047
@@ -311,6 +316,28 @@ def test_a_number_that_stays_inactive_fails_the_send_and_tells_the_bot(
     assert status_deliveries() == [("failed", None)]
     [received] = bot_receives_everything(bot)
     assert (received["message"]["status"], received["message"]["error"]) == ("failed", None)
+
+
+def test_metas_try_again_until_the_retries_end_fails_with_its_code_and_says_we_stopped(
+    admin_api, open_window, graph, bot, queued_tasks, settings
+):
+    settings.TASK_RETRY_ATTEMPTS = 2
+    refused(graph, 131000)
+    refused(graph, 131000)
+    post(admin_api, TEXT)
+
+    assert work_the_send().startswith("retrying in")
+    assert work_the_send() == "failed: Meta 131000"
+
+    message = Message.objects.get()
+    assert (message.status, message.error_code) == ("failed", 131000)
+    assert len(sent_bodies(graph)) == 2
+    assert status_deliveries() == [("failed", 131000)]
+    [received] = bot_receives_everything(bot)
+    assert received["message"]["error"] == {
+        "code": 131000,
+        "detail": "Meta siguió rechazando este mensaje durante un tiempo (código 131000), así que no se envió.",
+    }
 
 
 def test_a_lost_answer_made_unknown_reaches_the_bot_once(admin_api, open_window, graph, bot, queued_tasks):
