@@ -202,9 +202,12 @@ def _targets(delivery: WebhookDelivery, event: RoutedEvent) -> list[WhatsAppAcco
     * a phone number id (`metadata.phone_number_id`): the one account holding that number;
     * display digits (name and quality updates, which carry no id): the account holding that
       number in the event's WABA (`entry[].id`, or `waba_info.waba_id`);
-    * a WABA only (`account_update`): the accounts holding a number, in that WABA.
+    * a WABA only (`account_update`, template events): the accounts holding a number that Meta
+      showed to be in that WABA (`proven_business_account_id`: found in it when a code was
+      requested, or by the health check).
 
-    Saving another clinic's WABA id (or number) without verifying a number in it reaches nothing.
+    Saving another clinic's WABA id (or number) reaches nothing: a typed WABA id proves nothing,
+    not even beside a number the clinic verified in another WABA.
     """
     holding = WhatsAppAccount.objects.filter(status__in=HOLDING_STATUSES).exclude(phone_number_id="")
     if event.phone_number_id:
@@ -214,7 +217,7 @@ def _targets(delivery: WebhookDelivery, event: RoutedEvent) -> list[WhatsAppAcco
         if event.waba_ids:
             scope = scope.filter(business_account_id__in=event.waba_ids)
     elif event.waba_ids:
-        scope = holding.filter(business_account_id__in=event.waba_ids)
+        scope = holding.filter(proven_business_account_id__in=event.waba_ids)
     else:
         return []
     if delivery.signed_with_clinic_secret:
