@@ -3,7 +3,8 @@
 A run asks Meta four things at once (``debug_token``, the WABA's numbers, its
 subscribed apps, the number's status fields), reads our own webhook data (the last
 authentic delivery, signature failures in 24 hours), and stores the result on the
-account's `WhatsAppHealth`. The checks are stored as keys, `ok` and parameters; their
+account's `WhatsAppHealth`. Whether the WABA lists the number also proves, or ends, the
+account's `proven_business_account_id` (the WABA whose events reach it). The checks are stored as keys, `ok` and parameters; their
 sentences are rendered when read, in the reader's language (`check_sentences`).
 
 Verdict (the contract's "Health object (13)"): `unknown` before the first check or
