@@ -2,9 +2,13 @@
 
 Synced in full (every page) on demand (at most once a minute per clinic), daily
 (`manage.py sync_templates`), and by Meta's `message_template_status_update` and
-`message_template_quality_update` events (`message_templates_apply_event`, for the
-webhook worker to call with the change's value). The Graph call is made with no
-transaction open; what it returned is written in one short transaction after it.
+`message_template_quality_update` events: the webhook worker applies each once, in
+the event's transaction (`whatsapp.inbound.template_change_received`, for every
+clinic whose number Meta showed in the event's WABA), through
+`message_templates_apply_event`. An event about a template not synced yet queues a
+sync of the clinic's templates (`sync_message_templates`, at most one a minute per
+clinic). The Graph call is made with no transaction open; what it returned is
+written in one short transaction after it.
 """
 
 from __future__ import annotations
@@ -14,8 +18,12 @@ from typing import Any
 
 from django.core.cache import cache
 from django.db import transaction
+from django.dispatch import receiver
 from django.utils import timezone
+from django_tasks import task
 
+from whatsapp.exceptions import MetaError
+from whatsapp.inbound import template_change_received
 from whatsapp.meta import MetaClient, TemplateInfo
 from whatsapp.models import WhatsAppAccount
 
@@ -98,7 +106,8 @@ def message_templates_apply_event(
 
     A status update sets `status` (and `rejected_reason`); a quality update sets
     `quality`. Found by name and language, else by Meta's id. An event about a
-    template we have not synced yet is left for the next sync, which reads it whole.
+    template we have not synced yet queues a sync (`queue_event_sync`), which reads it
+    whole, rather than be dropped.
     """
     name = str(value.get("message_template_name") or "")
     language = str(value.get("message_template_language") or "")
@@ -108,6 +117,8 @@ def message_templates_apply_event(
     if template is None and meta_id:
         template = rows.filter(meta_id=meta_id).first()
     if template is None:
+        if field in (STATUS_EVENT, QUALITY_EVENT) and (name or meta_id):
+            queue_event_sync(clinic_id=clinic_id)
         return None
     if field == STATUS_EVENT:
         event = str(value.get("event") or "").upper()
@@ -126,3 +137,45 @@ def message_templates_apply_event(
     template.synced_at = timezone.now()
     template.save(update_fields=["status", "rejected_reason", "quality", "synced_at"])
     return template
+
+
+# --- from the webhook ------------------------------------------------------------------------------
+
+
+@receiver(template_change_received)
+def _apply_template_change(
+    sender: type, clinic_id: Any, field: str, value: dict[str, Any], **kwargs: Any
+) -> None:
+    """In the transaction that marks Meta's event applied: the template's change commits with it."""
+    message_templates_apply_event(clinic_id=clinic_id, field=field, value=value)
+
+
+def _event_gate_key(clinic_id: Any) -> str:
+    return f"msg:templates:event-sync:{clinic_id}"
+
+
+def queue_event_sync(*, clinic_id: Any) -> bool:
+    """Queue a sync of the clinic's templates for an event about one not synced yet; True when queued.
+
+    In the caller's transaction (with the database task backend the task row commits with
+    the event's marker). At most one a minute per clinic (a cache `add`): a burst of events
+    about new templates, or a clinic signing floods of them with its own app secret, costs
+    one Meta call a minute. An event within that minute is read by the sync already queued
+    when Meta listed its template by then, else by the next event's sync or the daily one.
+    """
+    if not cache.add(_event_gate_key(clinic_id), 1, timeout=SYNC_INTERVAL_SECONDS):
+        return False
+    sync_message_templates.enqueue(clinic_id=str(clinic_id))
+    return True
+
+
+@task()
+def sync_message_templates(clinic_id: str) -> str:
+    """The background task: sync one clinic's templates (queued by a template event); never raises
+    for Meta or a connection without a WABA or token (the daily sync tries again)."""
+    try:
+        templates = message_templates_sync(clinic_id=clinic_id)
+    except (MetaError, TemplateSyncUnavailableError) as exc:
+        logger.warning("template sync for clinic %s failed: %s", clinic_id, type(exc).__name__)
+        return f"not synced: {type(exc).__name__}"
+    return f"{len(templates)} templates synced"

@@ -45,7 +45,7 @@ from common.outbox import Outbox
 
 from . import services
 from .alerts import whatsapp_alert_record
-from .inbound import MESSAGES_FIELD, messages_change_received
+from .inbound import MESSAGES_FIELD, TEMPLATE_FIELDS, messages_change_received, template_change_received
 from .models import (
     AlertKind,
     AppliedWebhookEvent,
@@ -157,7 +157,7 @@ def account_events(payload: Any) -> Iterator[RoutedEvent]:
         )
 
 
-# --- patients' messages: handed upward (whatsapp.inbound) --------------------------------------
+# --- patients' messages and template events: handed upward (whatsapp.inbound) --------------------
 
 
 def messages_events(payload: Any) -> Iterator[RoutedEvent]:
@@ -167,23 +167,48 @@ def messages_events(payload: Any) -> Iterator[RoutedEvent]:
             continue
         value = _mapping(change.get("value"))
         phone_number_id = str(_mapping(value.get("metadata")).get("phone_number_id") or "")
-        if not phone_number_id:
-            continue
-        yield RoutedEvent(
-            event=services.AccountEvent(field=MESSAGES_FIELD, value=value),
-            key=hashlib.sha256(_event_identity(entry, MESSAGES_FIELD, value).encode("utf-8")).hexdigest(),
-            phone_number_id=phone_number_id,
-            waba_ids=(),
-            display_digits=None,
-        )
+        if phone_number_id:
+            yield _upward(entry, MESSAGES_FIELD, value, phone_number_id=phone_number_id, waba_ids=())
 
 
-def _hand_messages_upward(targets: list[WhatsAppAccount], routed: RoutedEvent) -> None:
-    """In the event's transaction: the product records the messages (and their deliveries) with the marker."""
+def template_events(payload: Any) -> Iterator[RoutedEvent]:
+    """The template status and quality updates, routed by their WABA (`entry[].id`) only."""
+    for entry, change in _changes(payload):
+        field = str(change.get("field") or "")
+        waba_id = str(entry.get("id") or "")
+        if field in TEMPLATE_FIELDS and waba_id:
+            yield _upward(
+                entry, field, _mapping(change.get("value")), phone_number_id=None, waba_ids=(waba_id,)
+            )
+
+
+def _upward(
+    entry: dict[str, Any],
+    field: str,
+    value: dict[str, Any],
+    *,
+    phone_number_id: str | None,
+    waba_ids: tuple[str, ...],
+) -> RoutedEvent:
+    return RoutedEvent(
+        event=services.AccountEvent(field=field, value=value),
+        key=hashlib.sha256(_event_identity(entry, field, value).encode("utf-8")).hexdigest(),
+        phone_number_id=phone_number_id,
+        waba_ids=waba_ids,
+        display_digits=None,
+    )
+
+
+def _hand_upward(targets: list[WhatsAppAccount], routed: RoutedEvent) -> None:
+    """In the event's transaction: the product records what the change means with the marker."""
     for target in targets:
-        messages_change_received.send(
-            sender=WhatsAppAccount, clinic_id=target.clinic_id, value=dict(routed.event.value)
-        )
+        value = dict(routed.event.value)  # each clinic's receiver its own copy
+        if routed.event.field == MESSAGES_FIELD:
+            messages_change_received.send(sender=WhatsAppAccount, clinic_id=target.clinic_id, value=value)
+        else:
+            template_change_received.send(
+                sender=WhatsAppAccount, clinic_id=target.clinic_id, field=routed.event.field, value=value
+            )
 
 
 # --- routing -----------------------------------------------------------------------------------
@@ -202,9 +227,12 @@ def _targets(delivery: WebhookDelivery, event: RoutedEvent) -> list[WhatsAppAcco
     * a phone number id (`metadata.phone_number_id`): the one account holding that number;
     * display digits (name and quality updates, which carry no id): the account holding that
       number in the event's WABA (`entry[].id`, or `waba_info.waba_id`);
-    * a WABA only (`account_update`): the accounts holding a number, in that WABA.
+    * a WABA only (`account_update`, template events): the accounts holding a number that Meta
+      showed to be in that WABA (`proven_business_account_id`: found in it when a code was
+      requested, or by the health check).
 
-    Saving another clinic's WABA id (or number) without verifying a number in it reaches nothing.
+    Saving another clinic's WABA id (or number) reaches nothing: a typed WABA id proves nothing,
+    not even beside a number the clinic verified in another WABA.
     """
     holding = WhatsAppAccount.objects.filter(status__in=HOLDING_STATUSES).exclude(phone_number_id="")
     if event.phone_number_id:
@@ -214,7 +242,7 @@ def _targets(delivery: WebhookDelivery, event: RoutedEvent) -> list[WhatsAppAcco
         if event.waba_ids:
             scope = scope.filter(business_account_id__in=event.waba_ids)
     elif event.waba_ids:
-        scope = holding.filter(business_account_id__in=event.waba_ids)
+        scope = holding.filter(proven_business_account_id__in=event.waba_ids)
     else:
         return []
     if delivery.signed_with_clinic_secret:
@@ -309,7 +337,8 @@ def _process(delivery: WebhookDelivery) -> str:
     payload = parse_body(delivery.raw_body)
     if payload is None:
         return _finish(delivery, outcome="invalid JSON")
-    events = [*account_events(payload), *messages_events(payload)]
+    # Template events last: the order of the events already counted in `events_done` stays as it was.
+    events = [*account_events(payload), *messages_events(payload), *template_events(payload)]
     if delivery.events_total != len(events):
         delivery.events_total = len(events)
         WebhookDelivery.objects.filter(pk=delivery.pk).update(events_total=len(events))
@@ -356,8 +385,8 @@ def _apply_chunk(delivery: WebhookDelivery, chunk: list[RoutedEvent]) -> list[st
         ids = (routed.phone_number_id, routed.waba_ids, routed.display_digits)
         if ids not in routes:
             routes[ids] = _targets(delivery, routed)
-        if routed.event.field == MESSAGES_FIELD:
-            _hand_messages_upward(routes[ids], routed)
+        if routed.event.field == MESSAGES_FIELD or routed.event.field in TEMPLATE_FIELDS:
+            _hand_upward(routes[ids], routed)
             markers.append(
                 AppliedWebhookEvent(clinic_id=delivery.clinic_id, key=routed.key, delivery=delivery)
             )

@@ -3,7 +3,8 @@
 A run asks Meta four things at once (``debug_token``, the WABA's numbers, its
 subscribed apps, the number's status fields), reads our own webhook data (the last
 authentic delivery, signature failures in 24 hours), and stores the result on the
-account's `WhatsAppHealth`. The checks are stored as keys, `ok` and parameters; their
+account's `WhatsAppHealth`. Whether the WABA lists the number also proves, or ends, the
+account's `proven_business_account_id` (the WABA whose events reach it). The checks are stored as keys, `ok` and parameters; their
 sentences are rendered when read, in the reader's language (`check_sentences`).
 
 Verdict (the contract's "Health object (13)"): `unknown` before the first check or
@@ -37,6 +38,7 @@ from common import deadline
 from common.workers import work_waiting_without_worker
 
 from .alerts import whatsapp_alert_record
+from .cache import whatsapp_account_changed
 from .details import Detail
 from .exceptions import AttemptsExhaustedError, MetaError, MetaRefusedError, MetaTimeoutError
 from .health_words import name_words
@@ -531,10 +533,38 @@ def whatsapp_health_check(*, account: WhatsAppAccount, read_retries: int = 2) ->
         elif verdict != HealthVerdict.BROKEN:
             health.broken_since = None
         health.save()
+        _record_waba_proof(account, checks)
         if is_connected(account):
             _record_alerts(account, health, checks, now, turned_broken=turned_broken)
     logger.info("whatsapp health clinic=%s verdict=%s", account.clinic_id, verdict)
     return health
+
+
+def _record_waba_proof(account: WhatsAppAccount, checks: list[dict[str, Any]]) -> None:
+    """What Meta just said of the number and the WABA becomes the account's proven WABA (the one
+    whose events reach it, whatsapp.deliveries): listed in the WABA proves it, missing from the
+    list takes the proof away; a refusal or no answer changes nothing.
+
+    A conditional UPDATE on the ids this run read: a change of either meanwhile (which clears
+    the proof) is never given a proof about the old ones. It takes no action lease: it writes
+    only this column, and no action reads it.
+    """
+    found = next((check for check in checks if check["key"] == "number_in_waba"), None)
+    if found is None or not account.phone_number_id or not account.business_account_id:
+        return
+    if found["ok"] is True:
+        proven = account.business_account_id
+    elif found["ok"] is False and found["reason"] == "not_found":
+        proven = ""
+    else:
+        return
+    same_ids = WhatsAppAccount.objects.filter(
+        pk=account.pk,
+        phone_number_id=account.phone_number_id,
+        business_account_id=account.business_account_id,
+    )
+    if same_ids.exclude(proven_business_account_id=proven).update(proven_business_account_id=proven):
+        whatsapp_account_changed(clinic_id=account.clinic_id)
 
 
 def _clear(account: WhatsAppAccount) -> WhatsAppHealth:

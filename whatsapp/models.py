@@ -50,6 +50,13 @@ class WhatsAppAccount(models.Model):
     business_account_id = models.CharField(
         _("WhatsApp Business Account id"), max_length=64, blank=True, db_index=True
     )
+    # The WABA Meta itself showed this number to be in (the number found in, or added to, the WABA
+    # when a code was requested; the health check's `number_in_waba`). Typing a WABA id proves
+    # nothing: events that name only a WABA reach the accounts whose proven WABA it is
+    # (whatsapp.deliveries). Cleared whenever the phone number id or the WABA id changes.
+    proven_business_account_id = models.CharField(
+        _("WhatsApp Business Account id confirmed by Meta"), max_length=64, blank=True, db_index=True
+    )
     access_token = EncryptedTextField(_("access token"), null=True, blank=True)
     verify_token = EncryptedTextField(_("webhook verify token"), null=True, blank=True)
     app_secret = EncryptedTextField(_("app secret"), null=True, blank=True)

@@ -19,7 +19,7 @@ from ..exceptions import MetaError, MetaRefusedError
 from ..health import whatsapp_health_queue_check
 from ..models import WhatsAppAccount
 from .failures import apply_meta_failure
-from .state import acting_on, client_for, ensure_not_owned_elsewhere, save, set_status, snapshot
+from .state import acting_on, all_fields, client_for, ensure_not_owned_elsewhere, save, set_status, snapshot
 from .status import apply_phone_info, subscribe_if_needed
 
 # A secret as a caller may send it: a new value, the masked value it read
@@ -86,6 +86,10 @@ def assign_credentials(
         # A new WhatsApp Business Account needs its own webhook subscription.
         account.subscribed_at = None
         changed.append("subscribed_at")
+    if {"phone_number_id", "business_account_id"} & set(changed) and account.proven_business_account_id:
+        # Meta showed the old number in the old WABA; typed ids prove nothing until Meta shows them.
+        account.proven_business_account_id = ""
+        changed.append("proven_business_account_id")
     return changed, meta_facing
 
 
@@ -101,7 +105,7 @@ def save_credentials(
     for a health check in the same transaction (the check reads its expiry: a 24-hour token is
     flagged on the page)."""
     with transaction.atomic():
-        save(account, None if everything else changed, action=action, before=before)
+        save(account, all_fields(*changed) if everything else changed, action=action, before=before)
         if "access_token" in changed and account.access_token:
             whatsapp_health_queue_check(account=account)
 

@@ -164,6 +164,9 @@ def _register_number(
     account.pin_phone_number_id = number_id
     account.number = number
     account.phone_number_id = number_id
+    # Meta listed the number in this WABA (or added it there): the WABA's events are this number's too.
+    account.proven_business_account_id = waba_id
+    changed.append("proven_business_account_id")
     how = Detail.of("register.by_voice" if otp_method == "voice" else "register.by_sms")
     detail = Detail.of("register.code_sent", how=how, number=number)
     if attempts_left <= 3:

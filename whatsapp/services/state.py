@@ -12,7 +12,8 @@ Webhook events respect the lease without taking it (`between_actions`): one
 that arrives while an action runs is refused with the same 409, and its
 delivery is retried later (whatsapp.deliveries), after the action recorded its
 result. No background task writes the account otherwise (the health check
-writes its own row).
+writes its own row, and of the account only `proven_business_account_id`, with
+a conditional UPDATE on the ids it checked).
 
 Under the lease each save is a short transaction of its own: what Meta has
 done is recorded the moment its answer arrives, so a failure after it never
@@ -179,11 +180,20 @@ def set_status(
     account.meta_code = meta_code
 
 
-def _all_fields() -> list[str]:
+# Saved only when named: the health check writes the proof with an UPDATE of its own, and a save
+# of every field from a copy read before it must not carry an old proof back.
+NAMED_ONLY_FIELDS = frozenset({"proven_business_account_id"})
+
+
+def all_fields(*named: str) -> list[str]:
+    """Every field a save writes by default (not the lease, not NAMED_ONLY_FIELDS), and `named`."""
     return [
         field.name
         for field in WhatsAppAccount._meta.concrete_fields
-        if not field.primary_key and field.name not in LEASE_FIELDS and field.name != "created_at"
+        if not field.primary_key
+        and field.name not in LEASE_FIELDS
+        and field.name != "created_at"
+        and (field.name not in NAMED_ONLY_FIELDS or field.name in named)
     ]
 
 
@@ -230,7 +240,7 @@ def save(
     """
     if fields is not None and "status" in fields and "claim_expires_at" not in fields:
         fields = [*fields, "claim_expires_at"]
-    update_fields = [*fields, "updated_at"] if fields is not None else _all_fields()
+    update_fields = [*fields, "updated_at"] if fields is not None else all_fields()
     try:
         with transaction.atomic():
             stored = WhatsAppAccount.objects.filter(pk=account.pk).values_list(*HEALTH_FIELDS).first()

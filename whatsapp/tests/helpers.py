@@ -412,7 +412,10 @@ def arrange(clinic: Clinic, **fields: Any) -> WhatsAppAccount:
 
 
 def arrange_active(clinic: Clinic, **fields: Any) -> WhatsAppAccount:
+    """A connected number, registered through its WABA: Meta showed it there (the WABA is proven),
+    unless `proven_business_account_id` says otherwise."""
     now = timezone.now()
+    fields.setdefault("proven_business_account_id", fields.get("business_account_id", WABA))
     defaults: dict[str, Any] = {
         "status": "active",
         "phone_number_id": PNID,
