@@ -246,8 +246,14 @@ def settings_page(request: HttpRequest) -> HttpResponse:
 
 
 def _simulated_numbers(account: WhatsAppAccount) -> list[dict[str, Any]]:
+    # A PIN the clinic keeps is its own (never shown), not "from another provider".
+    kept = whatsapp_services.whatsapp_numbers_with_kept_pin(account=account)
     return [
-        {**vars(number), "state": SIMULATED_STATES.get(number.status, number.status.lower())}
+        {
+            **vars(number),
+            "state": SIMULATED_STATES.get(number.status, number.status.lower()),
+            "has_pin": number.has_pin and number.id not in kept,
+        }
         for number in simulated_numbers(account.business_account_id)
     ]
 

@@ -16,7 +16,7 @@ from django.test import Client
 
 from clinics.tests.factories import LONG_TOKEN, fill_clinic, set_whatsapp, snapshot
 from whatsapp import meta
-from whatsapp.models import MetaAttempt, WhatsAppAccount, WhatsAppStatus
+from whatsapp.models import MetaAttempt, NumberPin, WhatsAppAccount, WhatsAppStatus
 
 DATA = Path(__file__).resolve().parents[2] / "whatsapp" / "tests" / "data"
 GRAPH = "https://graph.facebook.com/v26.0"
@@ -597,8 +597,18 @@ def test_the_simulated_numbers_are_listed_in_plain_words(clinic_admin, clinic, s
                 "is_pin_enabled": True,
                 "pin": "123456",
             },
+            # A number this clinic registered before: its PIN is the clinic's own.
+            "3": {
+                "id": "109000000000003",
+                "waba_id": "102290129340398",
+                "display_phone_number": "+503 7000 1111",
+                "status": "DISCONNECTED",
+                "is_pin_enabled": True,
+                "pin": "654321",
+            },
         }
     }
+    NumberPin.objects.create(clinic=clinic, phone_number_id="109000000000003", pin="654321")
     with responses.RequestsMock(assert_all_requests_are_fired=False) as control:
         control.add(responses.GET, "http://127.0.0.1:8765/_fake/state", json=state)
         html = signed_in(clinic_admin, language="es").get(SETTINGS).content.decode()
@@ -606,3 +616,6 @@ def test_the_simulated_numbers_are_listed_in_plain_words(clinic_admin, clinic, s
     assert "ya está en la API de WhatsApp Cloud" in listed
     assert "aún no está en la API de WhatsApp Cloud" in listed
     assert "CONNECTED" not in listed and "PENDING" not in listed
+    # Another provider's PIN is listed (the newcomer needs it); the clinic's own never is.
+    assert listed.count("PIN de dos pasos de otro proveedor") == 1
+    assert "123456" in listed and "654321" not in html

@@ -45,6 +45,7 @@ from .deregistration import whatsapp_deregister
 from .events import ACCOUNT_EVENT_FIELDS, AccountEvent, whatsapp_apply_account_event
 from .limits import META_ATTEMPT_LIMIT, WRONG_CODE_LIMIT, whatsapp_attempts_left
 from .registration import (
+    whatsapp_numbers_with_kept_pin,
     whatsapp_register_number,
     whatsapp_resend_code,
     whatsapp_set_pin,
@@ -67,6 +68,7 @@ __all__ = [
     "whatsapp_check_connection",
     "whatsapp_configure",
     "whatsapp_deregister",
+    "whatsapp_numbers_with_kept_pin",
     "whatsapp_refresh_status",
     "whatsapp_register_number",
     "whatsapp_resend_code",

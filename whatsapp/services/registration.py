@@ -195,6 +195,19 @@ def _pin_for(account: WhatsAppAccount, number_id: str) -> str:
     return f"{secrets.randbelow(1_000_000):06d}"
 
 
+def whatsapp_numbers_with_kept_pin(*, account: WhatsAppAccount) -> set[str]:
+    """The phone number ids whose two-step PIN this clinic keeps (`_pin_for` registers them with it).
+
+    Those PINs are the clinic's own, never shown, and not another provider's.
+    """
+    kept = set(
+        NumberPin.objects.filter(clinic_id=account.clinic_id).values_list("phone_number_id", flat=True)
+    )
+    if account.pin_phone_number_id and account.registration_pin:
+        kept.add(account.pin_phone_number_id)
+    return kept
+
+
 def _pins_to_try(account: WhatsAppAccount) -> list[str]:
     """The number's PINs, newest first: a PIN change whose answer was lost may have reached Meta."""
     kept = NumberPin.objects.filter(
