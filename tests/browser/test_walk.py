@@ -163,7 +163,13 @@ print(json.dumps({
 """
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param("sqlite", marks=pytest.mark.sqlite),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ],
+)
 def stack(request) -> Iterator[Stack]:
     tmp = Path(tempfile.mkdtemp(prefix="clinics-walk-"))
     processes = Processes(tmp)

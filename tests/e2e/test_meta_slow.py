@@ -109,7 +109,12 @@ def _create_clinics(env: dict[str, str], fake: str, count: int) -> list[Clinic]:
     return clinics
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", marks=pytest.mark.sqlite),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ]
+)
 def stack(request, processes, tmp_path):
     db = create_throwaway_database("clinics_slow", tmp_path, postgres=request.param == "postgres")
     try:
