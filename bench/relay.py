@@ -352,6 +352,44 @@ def stage_rows(clinic_id: str, wamids: list[str]) -> dict[str, dict[str, float |
     return rows
 
 
+def worker_queries(target: Target) -> dict[str, dict[str, Any]]:
+    """SQL statements of one message's two tasks, in-process (the task framework's own excluded).
+
+    One delivery stored as the webhook does, then applied (`whatsapp_delivery_process`) and
+    posted to the bot (`bot_delivery_attempt`), each under CaptureQueriesContext.
+    """
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from messaging.models import BotDelivery
+    from messaging.outbox import bot_delivery_attempt
+    from whatsapp.deliveries import whatsapp_delivery_process, whatsapp_delivery_store
+    from whatsapp.models import WhatsAppAccount
+
+    account = WhatsAppAccount.objects.get(clinic_id=target.clinic_id)
+    message = patient_message(target, wa_id="50378000001", wamid="wamid.RELAYinprocess", text="Hola")
+    counted: dict[str, dict[str, Any]] = {}
+    with CaptureQueriesContext(connection) as ctx:
+        stored = whatsapp_delivery_store(
+            account=account, body=message.body.encode(), signed_with_clinic_secret=True
+        )
+    counted["the webhook stores the delivery (its transaction only)"] = _sql(ctx)
+    if stored is None:
+        raise RuntimeError("the in-process delivery was taken for a replay")
+    with CaptureQueriesContext(connection) as ctx:
+        whatsapp_delivery_process(delivery_id=str(stored.pk))
+    counted["a worker applies it (message, bot delivery)"] = _sql(ctx)
+    delivery = BotDelivery.objects.get(clinic_id=target.clinic_id, message__wamid=message.wamid)
+    with CaptureQueriesContext(connection) as ctx:
+        outcome = bot_delivery_attempt(delivery_id=delivery.pk)
+    counted[f"a worker posts it to the bot ({outcome})"] = _sql(ctx)
+    return counted
+
+
+def _sql(ctx: Any) -> dict[str, Any]:
+    return {"queries": len(ctx.captured_queries), "sql": [q["sql"][:200] for q in ctx.captured_queries]}
+
+
 def attempts_by_webhook_id(clinic_id: str) -> dict[str, int]:
     from messaging.models import BotDelivery
 
@@ -380,6 +418,7 @@ class RelayRun:
     accept: dict[str, Any] = field(default_factory=dict)
     phases: list[Phase] = field(default_factory=list)
     goals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    queries: dict[str, dict[str, Any]] = field(default_factory=dict)
     profile: str = ""
     failures: list[str] = field(default_factory=list)
 
@@ -599,6 +638,10 @@ def execute(args: argparse.Namespace) -> RelayRun:
 
         if not bot_endpoint_ping(clinic_id=target.clinic_id).live:
             raise RuntimeError("the counting bot did not answer the ping:\n" + bot_proc.tail())
+        try:
+            run.queries = worker_queries(target)
+        except Exception:  # noqa: BLE001  (reported; the measured phases still run)
+            run.failures.append("counting the SQL per message failed:\n" + traceback.format_exc())
 
         port = free_port()
         gunicorn = start("gunicorn", gunicorn_argv("clinics_project.wsgi", port), env, workdir)
@@ -771,6 +814,15 @@ def write_report(run: RelayRun, stem: str) -> Path:
         ]
         lines += [f"| {name} | {_ms(s)} |" for name, s in phase.stages.items()]
         lines.append("")
+    lines += [
+        "SQL statements per message, in-process (one message stored, applied and posted, each step under "
+        "CaptureQueriesContext; the task framework's own statements, about 4 per task, come on top):",
+        "",
+    ]
+    for step, info in run.queries.items():
+        lines.append(f"- **{step}**: {info['queries']}")
+        lines += [f"  - `{sql}`" for sql in info["sql"]]
+    lines.append("")
     if run.profile:
         lines += ["## Profile of the task workers (cProfile, both merged)", "", "```", run.profile, "```", ""]
     problems = [
