@@ -465,6 +465,19 @@ def wait_drained(bot: Bot, prefix: str, expected: int, workers: list[Proc]) -> N
         time.sleep(0.2)
 
 
+def wait_tasks_done(workers: list[Proc], timeout: float = 300) -> None:
+    """Until no task is left to run: the profiled workers start on an empty queue, not on the
+    tasks left over from the last phase (a bot delivery's task whose row another task took)."""
+    from django_tasks import TaskResultStatus
+    from django_tasks_db.models import DBTaskResult
+
+    deadline = time.monotonic() + timeout
+    while DBTaskResult.objects.filter(status=TaskResultStatus.READY).exists():
+        if time.monotonic() > deadline or not all(w.alive() for w in workers):
+            return
+        time.sleep(0.5)
+
+
 def setup_clinic(target: Target, bot_url: str, secret_path: Path) -> str:
     """The clinic's bot on, its endpoint saved through the service (the secret written for the bot)."""
     from clinics.models import Clinic
@@ -707,6 +720,7 @@ def execute(args: argparse.Namespace) -> RelayRun:
         missed = [name for name, goal in run.goals.items() if not goal["met"]]
         if (missed or args.profile) and not args.smoke:
             log("profile: both task workers under cProfile during one more sustained window")
+            wait_tasks_done(workers)
             for w in workers:
                 w.stop()
             profiles = [workdir / f"worker-{n}.prof" for n in range(TASK_WORKERS)]
