@@ -258,6 +258,25 @@ def refresh_target(target: Target) -> None:
 
 
 def webhook_body(target: Target, n: int, run: str) -> tuple[str, str]:
+    return patient_text(
+        target, wa_id="50370000000", wamid=f"wamid.BENCH{run}{n:08d}", text="Hola, quiero una cita"
+    )
+
+
+def patient_text(
+    target: Target,
+    *,
+    wa_id: str,
+    wamid: str,
+    text: str,
+    name: str = "Paciente",
+    user_id: str | None = None,
+    timestamp: str = "1764000000",
+) -> tuple[str, str]:
+    """One patient's text message as Meta posts it to the webhook, and its `X-Hub-Signature-256`."""
+    contact: dict[str, Any] = {"profile": {"name": name}, "wa_id": wa_id}
+    if user_id is not None:
+        contact["user_id"] = user_id  # the business-scoped id Meta adds since April 2026
     payload = {
         "object": "whatsapp_business_account",
         "entry": [
@@ -271,13 +290,13 @@ def webhook_body(target: Target, n: int, run: str) -> tuple[str, str]:
                                 "display_phone_number": "50377654321",
                                 "phone_number_id": target.phone_number_id,
                             },
-                            "contacts": [{"profile": {"name": "Paciente"}, "wa_id": "50370000000"}],
+                            "contacts": [contact],
                             "messages": [
                                 {
-                                    "from": "50370000000",
-                                    "id": f"wamid.BENCH{run}{n:08d}",
-                                    "timestamp": "1764000000",
-                                    "text": {"body": "Hola, quiero una cita"},
+                                    "from": wa_id,
+                                    "id": wamid,
+                                    "timestamp": timestamp,
+                                    "text": {"body": text},
                                     "type": "text",
                                 }
                             ],
@@ -649,6 +668,45 @@ def _ratios(part: WrkResult, before: WrkResult, after: WrkResult) -> float:
     return part.rps / base if base else 0.0
 
 
+def outside_env() -> dict[str, str]:
+    """This process's environment without what would point our app elsewhere."""
+    return {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CACHE_URL", "META_APP_SECRET")}
+
+
+def app_env(database_url: str, graph_url: str) -> dict[str, str]:
+    """Our app's environment in a bench run: production settings, served on 127.0.0.1."""
+    return {
+        **outside_env(),
+        "DJANGO_SETTINGS_MODULE": "clinics_project.settings",
+        "DEBUG": "false",
+        "SECURE_SSL_REDIRECT": "false",
+        "SECRET_KEY": "bench-" + secrets.token_urlsafe(40),
+        "ALLOWED_HOSTS": "127.0.0.1,testserver",
+        "FIELD_ENCRYPTION_KEYS": new_key(),
+        "DATABASE_URL": database_url,
+        "CONN_MAX_AGE": "600",
+        "META_GRAPH_URL": graph_url,
+        "META_GRAPH_ALLOW_ANY_HOST": "true",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+        # The bench drives one clinic's webhook far past its per-clinic ingress limits (600 a
+        # minute, 50 MB an hour): it measures the path's throughput, not the abuse guard's 429.
+        "WHATSAPP_WEBHOOK_DELIVERIES_PER_MINUTE": "100000000",
+        "WHATSAPP_WEBHOOK_BYTES_PER_HOUR": str(1 << 50),
+    }
+
+
+def clean_up(procs: list[Proc], db: ThrowawayDatabase, workdir: Path, failures: list[str]) -> None:
+    """Whatever happened: the processes stopped, the database dropped, the work directory removed."""
+    for proc in procs:
+        proc.stop()
+    try:
+        db.drop()
+    except Exception:  # noqa: BLE001
+        failures.append("could not drop " + db.name + ":\n" + traceback.format_exc())
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
 def execute(args: argparse.Namespace, clinics: int) -> Run:
     product_env = dict(item.split("=", 1) for item in args.env)
     run = Run(
@@ -663,29 +721,9 @@ def execute(args: argparse.Namespace, clinics: int) -> Run:
     db = ThrowawayDatabase()
     procs: list[Proc] = []
     fake_port = free_port()
-    base_env = {
-        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CACHE_URL", "META_APP_SECRET")
-    }
+    base_env = outside_env()
     # Ours and the baseline run with these; `--env` is for ours alone.
-    shared_env = {
-        **base_env,
-        "DJANGO_SETTINGS_MODULE": "clinics_project.settings",
-        "DEBUG": "false",
-        "SECURE_SSL_REDIRECT": "false",
-        "SECRET_KEY": "bench-" + secrets.token_urlsafe(40),
-        "ALLOWED_HOSTS": "127.0.0.1,testserver",
-        "FIELD_ENCRYPTION_KEYS": new_key(),
-        "DATABASE_URL": db.url,
-        "CONN_MAX_AGE": "600",
-        "META_GRAPH_URL": f"http://127.0.0.1:{fake_port}/v26.0",
-        "META_GRAPH_ALLOW_ANY_HOST": "true",
-        "LOG_LEVEL": "WARNING",
-        "PYTHONUNBUFFERED": "1",
-        # The bench drives one clinic's webhook far past its per-clinic ingress limits (600 a
-        # minute, 50 MB an hour): it measures the path's throughput, not the abuse guard's 429.
-        "WHATSAPP_WEBHOOK_DELIVERIES_PER_MINUTE": "100000000",
-        "WHATSAPP_WEBHOOK_BYTES_PER_HOUR": str(1 << 50),
-    }
+    shared_env = app_env(db.url, f"http://127.0.0.1:{fake_port}/v26.0")
     env = {**shared_env, **product_env}
     floor_env = {**base_env, "DJANGO_SETTINGS_MODULE": "bench.floor.settings", "FLOOR_DATABASE_URL": db.url}
     log(f"{clinics:,} clinics: database {db.name}, workdir {workdir}")
@@ -910,13 +948,7 @@ def execute(args: argparse.Namespace, clinics: int) -> Run:
     except Exception:  # noqa: BLE001  (any failure is reported and fails the run)
         run.failures.append(traceback.format_exc())
     finally:
-        for proc in procs:
-            proc.stop()
-        try:
-            db.drop()
-        except Exception:  # noqa: BLE001
-            run.failures.append("could not drop " + db.name + ":\n" + traceback.format_exc())
-        shutil.rmtree(workdir, ignore_errors=True)
+        clean_up(procs, db, workdir, run.failures)
     return run
 
 

@@ -18,7 +18,7 @@ from django.utils.translation import gettext_lazy as _
 from common import audit
 from common.fields import EncryptedFieldsQuerySet, EncryptedTextField
 from common.masking import mask_secret
-from common.outbox import OutboxRow, OutboxState
+from common.outbox import UNFINISHED, OutboxRow, OutboxState
 
 from .send_errors import send_error_detail
 
@@ -341,6 +341,13 @@ class BotDelivery(OutboxRow):
             models.Index(fields=["state", "lease_expires_at"], name="msg_botdelivery_lease"),
             # One conversation's deliveries in order, one at a time.
             models.Index(fields=["conversation", "state"], name="msg_botdelivery_conv_state"),
+            # The claim's next clinic in turn and its oldest waiting delivery, read from the
+            # unfinished rows in order: a backlog of queued deliveries is not read at each claim.
+            models.Index(
+                fields=["clinic", "created_at", "id"],
+                condition=models.Q(state__in=UNFINISHED),
+                name="msg_botdelivery_unfinished",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -12,7 +12,7 @@ from django.utils.translation import gettext_lazy as _
 from common import audit
 from common.fields import EncryptedFieldsQuerySet, EncryptedTextField
 from common.masking import mask_secret
-from common.outbox import OutboxRow
+from common.outbox import UNFINISHED, OutboxRow
 
 from .details import Detail
 from .meta_errors import PIN_MISMATCH
@@ -333,6 +333,13 @@ class WebhookDelivery(OutboxRow):
             models.Index(fields=["clinic", "received_at"], name="wa_delivery_clinic_time"),
             # The requeue sweep looks only at unfinished deliveries.
             models.Index(fields=["state", "lease_expires_at"], name="wa_delivery_state_lease"),
+            # The claim's next clinic in turn and its oldest waiting delivery, read from the
+            # unfinished rows in order: a backlog of queued deliveries is not read at each claim.
+            models.Index(
+                fields=["clinic", "received_at", "id"],
+                condition=models.Q(state__in=UNFINISHED),
+                name="wa_delivery_unfinished",
+            ),
         ]
 
     def __str__(self) -> str:
