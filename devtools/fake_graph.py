@@ -61,7 +61,8 @@ Control API (JSON, no auth; under ``/_fake``)
                                      after a register), ``code`` (fixed OTP or null), ``register_limit``
                                      (10), ``page_size`` (25), ``status_overrides`` ({"190": 400}),
                                      ``clock_offset_seconds`` / ``advance_seconds`` (move the clock),
-                                     ``removed_fields`` (number fields this version refuses)
+                                     ``removed_fields`` (number fields this version refuses),
+                                     ``request_log_limit`` (5000 requests kept in the log)
 ``GET|POST|DELETE /_fake/faults``    inject a fault on the next ``times`` (1) requests whose method
                                      (``"*"``) and path (regex searched in e.g. ``/v26.0/123/register``)
                                      match. ``kind``: ``delay`` (``seconds``, then answer normally),
@@ -73,7 +74,9 @@ Control API (JSON, no auth; under ``/_fake``)
                                      first, then fails the answer ("Meta did it, we never heard").
 ``GET|DELETE /_fake/requests``       the Graph requests received: method, path, query params, body
                                      keys, ``auth`` = presence, source and a sha256 prefix of the
-                                     token (never the token), status, fault. ``?method=&path=`` filter.
+                                     token (never the token), status, fault, ``at`` (arrival, Unix
+                                     seconds), ``reference`` (a send's ``biz_opaque_callback_data``).
+                                     ``?method=&path=`` filter.
 ``GET|POST /_fake/templates``        ``{"waba_id", "templates": [...]}``: a WABA's template list
 ``GET|POST /_fake/status_webhooks``  ``{"url", "app_secret", "delays": [s, s, s], "fault": "fail" |
                                      "reversed"}``: each accepted message then gets signed ``sent``,
@@ -265,6 +268,8 @@ _DEFAULT_SETTINGS: dict[str, Any] = {
     "clock_offset_seconds": 0.0,
     # Number fields this "version" no longer has (asking for one fails the call, §1.4).
     "removed_fields": [],
+    # How many Graph requests the log keeps (the oldest go first); a bench of sends raises it.
+    "request_log_limit": _REQUEST_LOG_LIMIT,
 }
 # What debug_token says about a token nobody configured: a system user's, never expiring (§2.9).
 _DEFAULT_SCOPES = ["whatsapp_business_management", "whatsapp_business_messaging", "business_management"]
@@ -578,7 +583,12 @@ class FakeGraph:
                     ):
                         raise ControlError("code must be 4 to 8 digits (a string) or null")
                     self._settings["code"] = value
-                elif key in ("pending_reads_after_register", "register_limit", "page_size"):
+                elif key in (
+                    "pending_reads_after_register",
+                    "register_limit",
+                    "page_size",
+                    "request_log_limit",
+                ):
                     if not isinstance(value, int) or value < 0:
                         raise ControlError(f"{key} must be a non-negative integer")
                     self._settings[key] = value
@@ -663,7 +673,7 @@ class FakeGraph:
             entry["id"] = self._next_request_id
             self._next_request_id += 1
             self._requests.append(entry)
-            del self._requests[:-_REQUEST_LOG_LIMIT]
+            del self._requests[: max(0, len(self._requests) - int(self._settings["request_log_limit"]))]
 
     def annotate(self, entry: dict[str, Any], **fields: Any) -> None:
         with self._lock:
@@ -1386,8 +1396,10 @@ class _Handler(BaseHTTPRequestHandler):
     # -- Graph requests -------------------------------------------------------------
 
     def _graph(self, method: str, path: str, query: str) -> None:
+        arrived = time.time()
         entry: dict[str, Any] = {
-            "time": _iso(time.time()),
+            "time": _iso(arrived),
+            "at": arrived,
             "method": method,
             "path": path,
             "params": {},
@@ -1405,6 +1417,9 @@ class _Handler(BaseHTTPRequestHandler):
                 entry["params"]["input_token"] = "sha256:" + token_fingerprint(str(params["input_token"]))
             body = self._body_params(self._read_body())
             entry["body_keys"] = sorted(key for key in body if key != "access_token")
+            if "biz_opaque_callback_data" in body:
+                # The sender's own reference (our message id), so a test can count each message's sends.
+                entry["reference"] = str(body["biz_opaque_callback_data"])
             if token is None:
                 token, via = self._token(body, "body")
             else:

@@ -168,3 +168,24 @@ def test_without_a_target_nothing_is_posted_and_a_forgotten_target_gets_nothing(
 
     time.sleep(0.3)
     assert received == []
+
+
+def test_the_request_log_names_each_send_by_our_reference_and_keeps_what_it_is_told(
+    fake, session, client, number
+):
+    control(fake, session, "POST", "settings", {"request_log_limit": 3})
+    before = time.time()
+    for n in range(4):
+        client.send_message(
+            number["id"],
+            {
+                "to": "+50370001111",
+                "type": "text",
+                "text": {"body": "x"},
+                "biz_opaque_callback_data": f"ours-{n}",
+            },
+        )
+
+    logged = control(fake, session, "GET", "requests?method=POST&path=/messages")
+    assert [entry["reference"] for entry in logged] == ["ours-1", "ours-2", "ours-3"]  # the oldest went first
+    assert all(before <= entry["at"] <= time.time() for entry in logged)
