@@ -104,6 +104,16 @@ class ThrowawayDatabase:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
+def stop_and_drop(procs: list[Proc], db: ThrowawayDatabase, failures: list[str]) -> None:
+    """The end of a run, whatever happened: its servers stopped, its database dropped."""
+    for proc in procs:
+        proc.stop()
+    try:
+        db.drop()
+    except Exception:  # noqa: BLE001
+        failures.append("could not drop " + db.name + ":\n" + traceback.format_exc())
+
+
 # --- processes -------------------------------------------------------------------------------
 
 
@@ -595,6 +605,34 @@ class Run:
     failures: list[str] = field(default_factory=list)
 
 
+def outside_env() -> dict[str, str]:
+    """This process's environment without what would point an app at another database, cache or secret."""
+    return {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CACHE_URL", "META_APP_SECRET")}
+
+
+def app_env(database_url: str, graph_url: str) -> dict[str, str]:
+    """Our app's environment on the bench (production settings, DEBUG off), on that database and fake Meta."""
+    return {
+        **outside_env(),
+        "DJANGO_SETTINGS_MODULE": "clinics_project.settings",
+        "DEBUG": "false",
+        "SECURE_SSL_REDIRECT": "false",
+        "SECRET_KEY": "bench-" + secrets.token_urlsafe(40),
+        "ALLOWED_HOSTS": "127.0.0.1,testserver",
+        "FIELD_ENCRYPTION_KEYS": new_key(),
+        "DATABASE_URL": database_url,
+        "CONN_MAX_AGE": "600",
+        "META_GRAPH_URL": graph_url,
+        "META_GRAPH_ALLOW_ANY_HOST": "true",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+        # The bench drives one clinic's webhook far past its per-clinic ingress limits (600 a
+        # minute, 50 MB an hour): it measures the path's throughput, not the abuse guard's 429.
+        "WHATSAPP_WEBHOOK_DELIVERIES_PER_MINUTE": "100000000",
+        "WHATSAPP_WEBHOOK_BYTES_PER_HOUR": str(1 << 50),
+    }
+
+
 def configure_django(env: dict[str, str]) -> None:
     os.environ.update(env)
     for key in ("CACHE_URL", "META_APP_SECRET"):
@@ -663,29 +701,9 @@ def execute(args: argparse.Namespace, clinics: int) -> Run:
     db = ThrowawayDatabase()
     procs: list[Proc] = []
     fake_port = free_port()
-    base_env = {
-        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CACHE_URL", "META_APP_SECRET")
-    }
+    base_env = outside_env()
     # Ours and the baseline run with these; `--env` is for ours alone.
-    shared_env = {
-        **base_env,
-        "DJANGO_SETTINGS_MODULE": "clinics_project.settings",
-        "DEBUG": "false",
-        "SECURE_SSL_REDIRECT": "false",
-        "SECRET_KEY": "bench-" + secrets.token_urlsafe(40),
-        "ALLOWED_HOSTS": "127.0.0.1,testserver",
-        "FIELD_ENCRYPTION_KEYS": new_key(),
-        "DATABASE_URL": db.url,
-        "CONN_MAX_AGE": "600",
-        "META_GRAPH_URL": f"http://127.0.0.1:{fake_port}/v26.0",
-        "META_GRAPH_ALLOW_ANY_HOST": "true",
-        "LOG_LEVEL": "WARNING",
-        "PYTHONUNBUFFERED": "1",
-        # The bench drives one clinic's webhook far past its per-clinic ingress limits (600 a
-        # minute, 50 MB an hour): it measures the path's throughput, not the abuse guard's 429.
-        "WHATSAPP_WEBHOOK_DELIVERIES_PER_MINUTE": "100000000",
-        "WHATSAPP_WEBHOOK_BYTES_PER_HOUR": str(1 << 50),
-    }
+    shared_env = app_env(db.url, f"http://127.0.0.1:{fake_port}/v26.0")
     env = {**shared_env, **product_env}
     floor_env = {**base_env, "DJANGO_SETTINGS_MODULE": "bench.floor.settings", "FLOOR_DATABASE_URL": db.url}
     log(f"{clinics:,} clinics: database {db.name}, workdir {workdir}")
@@ -910,12 +928,7 @@ def execute(args: argparse.Namespace, clinics: int) -> Run:
     except Exception:  # noqa: BLE001  (any failure is reported and fails the run)
         run.failures.append(traceback.format_exc())
     finally:
-        for proc in procs:
-            proc.stop()
-        try:
-            db.drop()
-        except Exception:  # noqa: BLE001
-            run.failures.append("could not drop " + db.name + ":\n" + traceback.format_exc())
+        stop_and_drop(procs, db, run.failures)
         shutil.rmtree(workdir, ignore_errors=True)
     return run
 
@@ -1199,4 +1212,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{run['clinics']:,} clinics, {key}: {ratio:.2f} of the floor (goal {goal}) "
                 f"{'ok' if ratio >= goal else 'MISSES'}"
             )
+    if args.smoke:  # and the sends' (bench/sends.py): 16 and the task workers, checked for a duplicate send
+        failed = (
+            subprocess.run([PYTHON, "-m", "bench.sends", "--smoke"], cwd=ROOT, check=False).returncode != 0
+            or failed
+        )
     return 1 if failed else 0
