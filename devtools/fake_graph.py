@@ -81,7 +81,9 @@ Control API (JSON, no auth; under ``/_fake``)
 ``GET|POST /_fake/status_webhooks``  ``{"url", "app_secret", "delays": [s, s, s], "fault": "fail" |
                                      "reversed"}``: each accepted message then gets signed ``sent``,
                                      ``delivered`` and ``read`` status events at ``url`` (with its
-                                     ``biz_opaque_callback_data``); a fault changes the next one's
+                                     ``biz_opaque_callback_data``; posted again after 1, 2, 4... 32 s
+                                     while unanswered or answered 429/5xx, as Meta does); a fault
+                                     changes the next one's
 ``GET|POST /_fake/webhook_target``   ``{"phone_number_id", "url", "app_secret"}``: where that number's
                                      app receives Meta's webhooks; each message the number sends then
                                      gets its status events there (with ``status_webhooks``' delays and
@@ -1228,11 +1230,26 @@ class FakeGraph:
             timer.start()
 
 
-def _post_status(url: str, secret: str, payload: dict[str, Any]) -> None:
+# Meta delivers a webhook again when it got no answer or a 429/5xx; the fake does so a few times.
+STATUS_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+
+
+def _post_status(url: str, secret: str, payload: dict[str, Any], attempt: int = 0) -> None:
     try:
-        send_webhook(url, secret, payload)
+        status = send_webhook(url, secret, payload)["status"]
+        failure = f"HTTP {status}" if status == 429 or status >= 500 else ""
     except ControlError as exc:
-        logger.warning("fake Graph: status webhook not delivered: %s", exc)
+        failure = str(exc)
+    if not failure:
+        return
+    if attempt >= len(STATUS_RETRY_DELAYS):
+        logger.warning("fake Graph: status webhook not delivered: %s", failure)
+        return
+    timer = threading.Timer(
+        STATUS_RETRY_DELAYS[attempt], _post_status, args=(url, secret, payload, attempt + 1)
+    )
+    timer.daemon = True
+    timer.start()
 
 
 def _demo_template(
