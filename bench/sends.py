@@ -366,6 +366,7 @@ class SendsRun:
     replays: dict[str, Any] = field(default_factory=dict)
     outcome: dict[str, Any] = field(default_factory=dict)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
+    tasks: dict[str, int] = field(default_factory=dict)  # tasks the workers ran, by task
     goals: dict[str, bool] = field(default_factory=dict)
     profile: str = ""
     failures: list[str] = field(default_factory=list)
@@ -432,6 +433,15 @@ def backlog_count() -> int:
     from messaging.models import OutboundSend
 
     return OutboundSend.objects.filter(state__in=UNFINISHED, request_sent_at__isnull=True).count()
+
+
+def tasks_run() -> dict[str, int]:
+    """How many tasks the workers ran (or are running), by task: the work behind the sends."""
+    from django.db.models import Count
+    from django_tasks_db.models import DBTaskResult
+
+    rows = DBTaskResult.objects.exclude(status="READY").values("task_path").annotate(n=Count("id"))
+    return {row["task_path"].rsplit(".", 1)[-1]: row["n"] for row in rows}
 
 
 def outbound_messages(clinic_id: str) -> list[tuple[str, str, bool]]:
@@ -684,11 +694,19 @@ def execute(args: argparse.Namespace) -> SendsRun:
         }
 
         entries = fake_sends(fake_origin)
-        ok_times = [e["at"] for e in entries if e.get("status") == 200]
-        run.meta_errors = sum(1 for e in entries if e.get("status") != 200)
-        # The sends before the sweep are the run's delivery; the sweep's come minutes later.
+        replays = replay_result[0] if replay_result else Replays()
+        ok = [e for e in entries if e.get("status") == 200]
+        ok_times = [e["at"] for e in ok]
+        run.meta_errors = len(entries) - len(ok)
+        # The sustained rate is the backlog's, wrk's messages: the replay thread's (slowed by the
+        # same server) may trickle in after them, and a sweep's sends come minutes later.
         swept_after = started + run.requeue_swept_at if run.requeue_swept_at is not None else None
-        main = [t for t in ok_times if swept_after is None or t < swept_after]
+        replayed = set(replays.message_ids)
+        main = [
+            e["at"]
+            for e in ok
+            if e.get("reference") not in replayed and (swept_after is None or e["at"] < swept_after)
+        ]
         run.delivered = len(ok_times)
         run.sustained_rate = sustained_rate(main)
         run.delivery_seconds = (max(main) - min(main)) if main else 0.0
@@ -698,7 +716,7 @@ def execute(args: argparse.Namespace) -> SendsRun:
         run.per_second = per_second(ok_times, started)
         outcome = check_outcome((e.get("reference") for e in entries), outbound_messages(clinic_id))
         run.outcome = {**asdict(outcome), "ok": outcome.ok}
-        replays = replay_result[0] if replay_result else Replays()
+        run.tasks = tasks_run()
         run.replays = asdict(replays)
         log(
             f"delivered {run.delivered} sends; sustained {run.sustained_rate:.1f}/s over {run.delivery_seconds:.1f}s "
@@ -729,7 +747,12 @@ def execute(args: argparse.Namespace) -> SendsRun:
     except Exception:  # noqa: BLE001 (any failure is reported and fails the run)
         run.failures.append(traceback.format_exc())
     finally:
-        stop_and_drop(procs, db, run.failures)
+        if args.keep_database:
+            for proc in procs:
+                proc.stop()
+            log(f"database kept: {db.url}")
+        else:
+            stop_and_drop(procs, db, run.failures)
         if args.keep_logs:
             log(f"logs kept in {workdir}")
         else:
@@ -790,7 +813,7 @@ def write_report(run: dict[str, Any], stem: str) -> Path:
         + ("never" if run["backlog_ran_dry_at"] is None else f"{run['backlog_ran_dry_at']:.1f}")
         + " |",
         f"| sends received by the fake Meta | {run['delivered']:,} |",
-        f"| delivery: sustained per second (first to last send before any sweep) | {run['sustained_rate']:.1f} |",
+        f"| delivery: sustained per second (wrk's messages, first to last send before any sweep) | {run['sustained_rate']:.1f} |",
         f"| delivery: over how many seconds | {run['delivery_seconds']:.1f} |",
         "| delivery: lowest 5-second rate | "
         + ("-" if run["lowest_5s_rate"] is None else f"{run['lowest_5s_rate']:.1f}")
@@ -836,6 +859,10 @@ def write_report(run: dict[str, Any], stem: str) -> Path:
         "|---|---:|",
         *[f"| {name} | {seconds:.1f} |" for name, seconds in run["cpu_seconds"].items()],
         "",
+        "Tasks the task workers ran: "
+        + (", ".join(f"`{name}` {count:,}" for name, count in sorted(run["tasks"].items())) or "none")
+        + ".",
+        "",
     ]
     if run.get("profile"):
         lines += ["## Profile", "", "```", run["profile"], "```", ""]
@@ -873,6 +900,9 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds after a send before the fake posts sent, delivered, read (default 0.3,0.8,1.5)",
     )
     parser.add_argument("--drain-timeout", type=float, default=300.0, help="seconds to wait for every send")
+    parser.add_argument(
+        "--keep-database", action="store_true", help="keep the throwaway database (drop it yourself)"
+    )
     parser.add_argument(
         "--profile", action="store_true", help="run task worker 1 under cProfile and add it to the report"
     )
