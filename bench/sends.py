@@ -359,6 +359,7 @@ class SendsRun:
     meta_errors: int = 0
     # Retries and the killed worker
     workers_resumed_at: float | None = None
+    queued_before_workers: int = 0  # accepted by 16 (wrk's and the replays') while the workers were held
     backlog_ran_dry_at: float | None = None  # the workers caught up with 16 before the POSTs ended
     killed_at: float | None = None
     restarted_after: float | None = None
@@ -597,7 +598,10 @@ def execute(args: argparse.Namespace) -> SendsRun:
                 for worker in workers:
                     os.killpg(worker.popen.pid, signal.SIGCONT)
                 run.workers_resumed_at = time.time() - started
-                log(f"task workers resumed at {run.workers_resumed_at:.1f}s, {backlog_count()} sends waiting")
+                run.queued_before_workers = backlog_count()
+                log(
+                    f"task workers resumed at {run.workers_resumed_at:.1f}s, {run.queued_before_workers} sends waiting"
+                )
             if kill_at is not None and run.killed_at is None and time.time() >= kill_at:
                 victim = workers[1]
                 worker_cpu += cpu_seconds(victim.popen.pid)
@@ -789,8 +793,13 @@ def write_report(run: dict[str, Any], stem: str) -> Path:
         f"shared by all (the pace per number lives there). wrk -t{run['threads']} -c{run['connections']} "
         f"posted texts for {run['duration']:g} s, each with its own `Idempotency-Key`, to the patients in turn "
         "(the task workers held with SIGSTOP for the first part, so a backlog waits for them); "
-        "during it a thread posted some keys again, and one task worker was killed with SIGKILL and restarted. "
-        "Seeding took " + f"{run['seed_seconds']:.1f} s.",
+        "during it a thread posted some keys again"
+        + (
+            ", and one task worker was killed with SIGKILL and restarted. "
+            if run["killed_at"] is not None
+            else ". "
+        )
+        + f"Seeding took {run['seed_seconds']:.1f} s.",
         "",
         f"Machine before: `{run['uptime_before']}`",
         f"Machine after: `{run['uptime_after']}`",
@@ -808,6 +817,8 @@ def write_report(run: dict[str, Any], stem: str) -> Path:
         f"| 16: accepted per second | {run['accept_rate']:.1f} |",
         f"| 16: p50 / p99 ms | {run['post_p50_ms']:.0f} / {run['post_p99_ms']:.0f} |",
         f"| task workers started (SIGCONT) at, s from the first POST | {run['workers_resumed_at']:.1f} |",
+        f"| 16: accepted while the workers were held (wrk's and the replays') | {run['queued_before_workers']:,} "
+        f"({run['queued_before_workers'] / run['workers_resumed_at']:.1f}/s) |",
         f"| sends waiting when the POSTs ended | {run['backlog_at_post_end']:,} |",
         "| the workers caught up with 16 (nothing waiting) during the POSTs, at s | "
         + ("never" if run["backlog_ran_dry_at"] is None else f"{run['backlog_ran_dry_at']:.1f}")
