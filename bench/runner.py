@@ -104,6 +104,16 @@ class ThrowawayDatabase:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
+def stop_and_drop(procs: list[Proc], db: ThrowawayDatabase, failures: list[str]) -> None:
+    """The end of a run, whatever happened: its servers stopped, its database dropped."""
+    for proc in procs:
+        proc.stop()
+    try:
+        db.drop()
+    except Exception:  # noqa: BLE001
+        failures.append("could not drop " + db.name + ":\n" + traceback.format_exc())
+
+
 # --- processes -------------------------------------------------------------------------------
 
 
@@ -614,6 +624,34 @@ class Run:
     failures: list[str] = field(default_factory=list)
 
 
+def outside_env() -> dict[str, str]:
+    """This process's environment without what would point an app at another database, cache or secret."""
+    return {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CACHE_URL", "META_APP_SECRET")}
+
+
+def app_env(database_url: str, graph_url: str) -> dict[str, str]:
+    """Our app's environment on the bench (production settings, DEBUG off), on that database and fake Meta."""
+    return {
+        **outside_env(),
+        "DJANGO_SETTINGS_MODULE": "clinics_project.settings",
+        "DEBUG": "false",
+        "SECURE_SSL_REDIRECT": "false",
+        "SECRET_KEY": "bench-" + secrets.token_urlsafe(40),
+        "ALLOWED_HOSTS": "127.0.0.1,testserver",
+        "FIELD_ENCRYPTION_KEYS": new_key(),
+        "DATABASE_URL": database_url,
+        "CONN_MAX_AGE": "600",
+        "META_GRAPH_URL": graph_url,
+        "META_GRAPH_ALLOW_ANY_HOST": "true",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+        # The bench drives one clinic's webhook far past its per-clinic ingress limits (600 a
+        # minute, 50 MB an hour): it measures the path's throughput, not the abuse guard's 429.
+        "WHATSAPP_WEBHOOK_DELIVERIES_PER_MINUTE": "100000000",
+        "WHATSAPP_WEBHOOK_BYTES_PER_HOUR": str(1 << 50),
+    }
+
+
 def configure_django(env: dict[str, str]) -> None:
     os.environ.update(env)
     for key in ("CACHE_URL", "META_APP_SECRET"):
@@ -668,42 +706,9 @@ def _ratios(part: WrkResult, before: WrkResult, after: WrkResult) -> float:
     return part.rps / base if base else 0.0
 
 
-def outside_env() -> dict[str, str]:
-    """This process's environment without what would point our app elsewhere."""
-    return {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CACHE_URL", "META_APP_SECRET")}
-
-
-def app_env(database_url: str, graph_url: str) -> dict[str, str]:
-    """Our app's environment in a bench run: production settings, served on 127.0.0.1."""
-    return {
-        **outside_env(),
-        "DJANGO_SETTINGS_MODULE": "clinics_project.settings",
-        "DEBUG": "false",
-        "SECURE_SSL_REDIRECT": "false",
-        "SECRET_KEY": "bench-" + secrets.token_urlsafe(40),
-        "ALLOWED_HOSTS": "127.0.0.1,testserver",
-        "FIELD_ENCRYPTION_KEYS": new_key(),
-        "DATABASE_URL": database_url,
-        "CONN_MAX_AGE": "600",
-        "META_GRAPH_URL": graph_url,
-        "META_GRAPH_ALLOW_ANY_HOST": "true",
-        "LOG_LEVEL": "WARNING",
-        "PYTHONUNBUFFERED": "1",
-        # The bench drives one clinic's webhook far past its per-clinic ingress limits (600 a
-        # minute, 50 MB an hour): it measures the path's throughput, not the abuse guard's 429.
-        "WHATSAPP_WEBHOOK_DELIVERIES_PER_MINUTE": "100000000",
-        "WHATSAPP_WEBHOOK_BYTES_PER_HOUR": str(1 << 50),
-    }
-
-
 def clean_up(procs: list[Proc], db: ThrowawayDatabase, workdir: Path, failures: list[str]) -> None:
     """Whatever happened: the processes stopped, the database dropped, the work directory removed."""
-    for proc in procs:
-        proc.stop()
-    try:
-        db.drop()
-    except Exception:  # noqa: BLE001
-        failures.append("could not drop " + db.name + ":\n" + traceback.format_exc())
+    stop_and_drop(procs, db, failures)
     shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -1231,4 +1236,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{run['clinics']:,} clinics, {key}: {ratio:.2f} of the floor (goal {goal}) "
                 f"{'ok' if ratio >= goal else 'MISSES'}"
             )
+    if args.smoke:  # and the sends' (bench/sends.py): 16 and the task workers, checked for a duplicate send
+        failed = (
+            subprocess.run([PYTHON, "-m", "bench.sends", "--smoke"], cwd=ROOT, check=False).returncode != 0
+            or failed
+        )
     return 1 if failed else 0

@@ -61,7 +61,8 @@ Control API (JSON, no auth; under ``/_fake``)
                                      after a register), ``code`` (fixed OTP or null), ``register_limit``
                                      (10), ``page_size`` (25), ``status_overrides`` ({"190": 400}),
                                      ``clock_offset_seconds`` / ``advance_seconds`` (move the clock),
-                                     ``removed_fields`` (number fields this version refuses)
+                                     ``removed_fields`` (number fields this version refuses),
+                                     ``request_log_limit`` (5000 requests kept in the log)
 ``GET|POST|DELETE /_fake/faults``    inject a fault on the next ``times`` (1) requests whose method
                                      (``"*"``) and path (regex searched in e.g. ``/v26.0/123/register``)
                                      match. ``kind``: ``delay`` (``seconds``, then answer normally),
@@ -73,12 +74,16 @@ Control API (JSON, no auth; under ``/_fake``)
                                      first, then fails the answer ("Meta did it, we never heard").
 ``GET|DELETE /_fake/requests``       the Graph requests received: method, path, query params, body
                                      keys, ``auth`` = presence, source and a sha256 prefix of the
-                                     token (never the token), status, fault. ``?method=&path=`` filter.
+                                     token (never the token), status, fault, ``at`` (arrival, Unix
+                                     seconds), ``reference`` (a send's ``biz_opaque_callback_data``).
+                                     ``?method=&path=`` filter.
 ``GET|POST /_fake/templates``        ``{"waba_id", "templates": [...]}``: a WABA's template list
 ``GET|POST /_fake/status_webhooks``  ``{"url", "app_secret", "delays": [s, s, s], "fault": "fail" |
                                      "reversed"}``: each accepted message then gets signed ``sent``,
                                      ``delivered`` and ``read`` status events at ``url`` (with its
-                                     ``biz_opaque_callback_data``); a fault changes the next one's
+                                     ``biz_opaque_callback_data``; posted again after 1, 2, 4... 32 s
+                                     while unanswered or answered 429/5xx, as Meta does); a fault
+                                     changes the next one's
 ``GET|POST /_fake/webhook_target``   ``{"phone_number_id", "url", "app_secret"}``: where that number's
                                      app receives Meta's webhooks; each message the number sends then
                                      gets its status events there (with ``status_webhooks``' delays and
@@ -265,6 +270,8 @@ _DEFAULT_SETTINGS: dict[str, Any] = {
     "clock_offset_seconds": 0.0,
     # Number fields this "version" no longer has (asking for one fails the call, §1.4).
     "removed_fields": [],
+    # How many Graph requests the log keeps (the oldest go first); a bench of sends raises it.
+    "request_log_limit": _REQUEST_LOG_LIMIT,
 }
 # What debug_token says about a token nobody configured: a system user's, never expiring (§2.9).
 _DEFAULT_SCOPES = ["whatsapp_business_management", "whatsapp_business_messaging", "business_management"]
@@ -578,7 +585,12 @@ class FakeGraph:
                     ):
                         raise ControlError("code must be 4 to 8 digits (a string) or null")
                     self._settings["code"] = value
-                elif key in ("pending_reads_after_register", "register_limit", "page_size"):
+                elif key in (
+                    "pending_reads_after_register",
+                    "register_limit",
+                    "page_size",
+                    "request_log_limit",
+                ):
                     if not isinstance(value, int) or value < 0:
                         raise ControlError(f"{key} must be a non-negative integer")
                     self._settings[key] = value
@@ -663,7 +675,7 @@ class FakeGraph:
             entry["id"] = self._next_request_id
             self._next_request_id += 1
             self._requests.append(entry)
-            del self._requests[:-_REQUEST_LOG_LIMIT]
+            del self._requests[: max(0, len(self._requests) - int(self._settings["request_log_limit"]))]
 
     def annotate(self, entry: dict[str, Any], **fields: Any) -> None:
         with self._lock:
@@ -1218,11 +1230,26 @@ class FakeGraph:
             timer.start()
 
 
-def _post_status(url: str, secret: str, payload: dict[str, Any]) -> None:
+# Meta delivers a webhook again when it got no answer or a 429/5xx; the fake does so a few times.
+STATUS_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+
+
+def _post_status(url: str, secret: str, payload: dict[str, Any], attempt: int = 0) -> None:
     try:
-        send_webhook(url, secret, payload)
+        status = send_webhook(url, secret, payload)["status"]
+        failure = f"HTTP {status}" if status == 429 or status >= 500 else ""
     except ControlError as exc:
-        logger.warning("fake Graph: status webhook not delivered: %s", exc)
+        failure = str(exc)
+    if not failure:
+        return
+    if attempt >= len(STATUS_RETRY_DELAYS):
+        logger.warning("fake Graph: status webhook not delivered: %s", failure)
+        return
+    timer = threading.Timer(
+        STATUS_RETRY_DELAYS[attempt], _post_status, args=(url, secret, payload, attempt + 1)
+    )
+    timer.daemon = True
+    timer.start()
 
 
 def _demo_template(
@@ -1386,8 +1413,10 @@ class _Handler(BaseHTTPRequestHandler):
     # -- Graph requests -------------------------------------------------------------
 
     def _graph(self, method: str, path: str, query: str) -> None:
+        arrived = time.time()
         entry: dict[str, Any] = {
-            "time": _iso(time.time()),
+            "time": _iso(arrived),
+            "at": arrived,
             "method": method,
             "path": path,
             "params": {},
@@ -1405,6 +1434,9 @@ class _Handler(BaseHTTPRequestHandler):
                 entry["params"]["input_token"] = "sha256:" + token_fingerprint(str(params["input_token"]))
             body = self._body_params(self._read_body())
             entry["body_keys"] = sorted(key for key in body if key != "access_token")
+            if "biz_opaque_callback_data" in body:
+                # The sender's own reference (our message id), so a test can count each message's sends.
+                entry["reference"] = str(body["biz_opaque_callback_data"])
             if token is None:
                 token, via = self._token(body, "body")
             else:

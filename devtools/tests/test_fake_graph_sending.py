@@ -168,3 +168,58 @@ def test_without_a_target_nothing_is_posted_and_a_forgotten_target_gets_nothing(
 
     time.sleep(0.3)
     assert received == []
+
+
+def test_the_request_log_names_each_send_by_our_reference_and_keeps_what_it_is_told(
+    fake, session, client, number
+):
+    control(fake, session, "POST", "settings", {"request_log_limit": 3})
+    before = time.time()
+    for n in range(4):
+        client.send_message(
+            number["id"],
+            {
+                "to": "+50370001111",
+                "type": "text",
+                "text": {"body": "x"},
+                "biz_opaque_callback_data": f"ours-{n}",
+            },
+        )
+
+    logged = control(fake, session, "GET", "requests?method=POST&path=/messages")
+    assert [entry["reference"] for entry in logged] == ["ours-1", "ours-2", "ours-3"]  # the oldest went first
+    assert all(before <= entry["at"] <= time.time() for entry in logged)
+
+
+def test_a_status_event_answered_503_is_posted_again(fake, client, number):
+    answers = [503]  # the first delivery fails, the next ones are taken
+    received: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            status = answers.pop(0) if answers else 200
+            received.append({"status": status, "body": body})
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/webhook"
+        # A fault makes it one event (`failed`), so the retry is the only second POST.
+        fake.graph.set_status_webhooks(
+            {"url": url, "app_secret": APP_SECRET, "delays": [0.05, 0.05, 0.05], "fault": "fail"}
+        )
+        client.send_message(number["id"], {"to": "+50370001111", "type": "text", "text": {"body": "Hola"}})
+        _wait_for(received, 2)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert [event["status"] for event in received] == [503, 200]
+    assert received[0]["body"] == received[1]["body"]  # the same event, again
+    assert _statuses(received)[0]["status"] == "failed"

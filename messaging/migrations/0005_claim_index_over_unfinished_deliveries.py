@@ -7,7 +7,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('clinics', '0010_invitations_and_outgoing_emails'),
-        ('messaging', '0003_templates_and_send_outbox'),
+        ('messaging', '0004_send_superseded_wamids'),
     ]
 
     operations = [

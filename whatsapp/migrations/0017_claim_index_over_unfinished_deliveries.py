@@ -7,7 +7,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('clinics', '0010_invitations_and_outgoing_emails'),
-        ('whatsapp', '0015_health_checked_number_and_on_demand_gate'),
+        ('whatsapp', '0016_waba_proven_by_meta'),
     ]
 
     operations = [
