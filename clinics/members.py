@@ -84,9 +84,11 @@ def user_save_edited(*, user: User) -> None:
     """
     adding = user._state.adding
     with transaction.atomic():
-        stored = None if adding else User.objects.select_for_update().get(pk=user.pk)
-        for clinic_id in sorted({str(c) for c in (user.clinic_id, stored and stored.clinic_id) if c}):
+        # The teams' locks first, then the member's row: the order member_update takes them in.
+        was_in = None if adding else User.objects.values_list("clinic_id", flat=True).get(pk=user.pk)
+        for clinic_id in sorted({str(c) for c in (user.clinic_id, was_in) if c}):
             _lock_team(clinic_id)
+        stored = None if adding else User.objects.select_for_update().get(pk=user.pk)
         after = {name: getattr(user, name) for name in USER_FORM_FIELDS}
         if stored is None:
             user.save()
