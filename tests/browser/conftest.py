@@ -99,3 +99,19 @@ def fake_graph(settings):
         yield server, FakeControl(server.control_url)
     finally:
         server.stop()
+
+
+# The demo clinic's WABA and access token, as scripts/run gives them to the simulated Meta.
+DEMO_WABA = "102290129340398"
+DEMO_TOKEN = "EAADEMOsimulatedACCESStokenFORtheDEMOclinic0001"
+
+
+@pytest.fixture
+def simulated(settings, fake_graph):
+    """Meta simulated with the demo numbers, as scripts/run starts it."""
+    from devtools.fake_graph import seed_demo
+
+    server, control = fake_graph
+    seed_demo(server.graph, DEMO_WABA)
+    settings.META_SIMULATED = True
+    return control

@@ -11,26 +11,15 @@ from playwright.sync_api import Browser, Page, expect
 
 from clinics import services
 from clinics.models import Clinic, User
+from tests.browser.conftest import DEMO_TOKEN, DEMO_WABA
 from whatsapp.models import WhatsAppAccount
 from whatsapp.services import whatsapp_store_credentials
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "correct-horse-battery-9"
-WABA = "102290129340398"
-TOKEN = "EAADEMOsimulatedACCESStokenFORtheDEMOclinic0001"
+WABA, TOKEN = DEMO_WABA, DEMO_TOKEN
 TIMEOUT = 20_000
-
-
-@pytest.fixture
-def simulated(settings, fake_graph):
-    """Meta simulated with the demo numbers, as scripts/run starts it."""
-    from devtools.fake_graph import seed_demo
-
-    server, control = fake_graph
-    seed_demo(server.graph, WABA)
-    settings.META_SIMULATED = True
-    return control
 
 
 @pytest.fixture
