@@ -13,6 +13,10 @@ task that works one row. The loop around the work is written once, here:
   the oldest row that is due of the next tenant in turn, which need not be its own row
   (a task is a turn of work, the row it names one that is waiting), so one tenant's
   backlog delays another's row by one piece of work per busy tenant, not by the backlog;
+* `Outbox.claim_batch(pk, limit)` takes up to `limit` due rows of the tenant in turn at
+  once (rows locked and skipped by other workers where the database can, else one
+  conditional UPDATE each): a worker that talks to one remote service per tenant (the
+  sends to Meta) then pays for the choice and the claim once per batch, not per row;
 * `Outbox.renew(row)` extends the lease of a long piece of work, `Outbox.hand_over(row)`
   queues the rest of it as a new task behind whatever else is queued;
 * `Outbox.defer(row, delay)` puts it back to wait (a pace to keep) without counting the attempt;
@@ -40,7 +44,7 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -192,31 +196,76 @@ class Outbox(Generic[R]):
         if following is not None:
             self._enqueue_task(following)
 
-    def _next_in_turn(self) -> Any:
-        """The oldest due row of the first tenant after the one served last (wrapping round)."""
+    def _due(self) -> models.QuerySet[R]:
+        """Rows a worker may take now: waiting and due, or held under a lease that ran out."""
         now = timezone.now()
-        tenant = self._tenant_attname()
-        due = self._rows().filter(
+        return self._rows().filter(
             Q(state=OutboxState.QUEUED)
             | Q(state=OutboxState.RETRYING, next_attempt_at__lte=now)
             | Q(state=OutboxState.PROCESSING, lease_expires_at__lt=now),
             self._heads(),
         )
+
+    def _tenant_in_turn(self) -> Any:
+        """The first tenant after the one served last (wrapping round) that has a due row."""
+        tenant = self._tenant_attname()
         # The smallest tenant id (after the last one served) among the due rows: no DISTINCT,
         # so with an index on (tenant, oldest_first) over unfinished rows the database stops at
         # the first due row instead of reading every queued one.
-        tenants = due.order_by(tenant).values_list(tenant, flat=True)
+        tenants = self._due().order_by(tenant).values_list(tenant, flat=True)
         last = self._turn.get("last")
         following = tenants.filter(**{f"{tenant}__gt": last}).first() if last is not None else None
-        turn = following if following is not None else tenants.first()
+        return following if following is not None else tenants.first()
+
+    def _next_in_turn(self) -> Any:
+        """The oldest due row of the first tenant after the one served last (wrapping round)."""
+        turn = self._tenant_in_turn()
         if turn is None:
             return None
         return (
-            due.filter(**{tenant: turn})
+            self._due()
+            .filter(**{self._tenant_attname(): turn})
             .order_by(self.oldest_first, "pk")
             .values_list("pk", flat=True)
             .first()
         )
+
+    def claim_batch(self, pk: Any, *, limit: int) -> list[R]:
+        """Take up to `limit` due rows of the tenant whose turn it is, oldest first (see `claim`).
+
+        Each row counts an attempt, as `claim` does. Without tenants, or when no tenant has
+        a due row, it is `claim` of the row named (a list of one, or empty).
+        """
+        if self.tenant is not None and limit > 1:
+            turn = self._tenant_in_turn()
+            if turn is not None:
+                rows = self._take_due_of(turn, limit)
+                if rows:
+                    self._turn["last"] = turn
+                    return rows
+        row = self.claim(pk)
+        return [row] if row is not None else []
+
+    def _take_due_of(self, turn: Any, limit: int) -> list[R]:
+        """Claim up to `limit` of the tenant's due rows, oldest first; those another worker took are left."""
+        due = self._due().filter(**{self._tenant_attname(): turn}).order_by(self.oldest_first, "pk")
+        if not connection.features.has_select_for_update_skip_locked:
+            # One conditional UPDATE each (SQLite): a row another worker took is simply not ours.
+            taken = (self._take(pk, continuation=False) for pk in due.values_list("pk", flat=True)[:limit])
+            return [row for row in taken if row is not None]
+        now = timezone.now()
+        with transaction.atomic():
+            # Locked until this transaction ends; rows other workers hold locked are skipped.
+            pks = list(due.select_for_update(skip_locked=True).values_list("pk", flat=True)[:limit])
+            if not pks:
+                return []
+            self._rows().filter(pk__in=pks).update(
+                state=OutboxState.PROCESSING,
+                lease_expires_at=now + self.lease(),
+                next_attempt_at=None,
+                attempts=F("attempts") + 1,
+            )
+            return list(self._rows().filter(pk__in=pks).order_by(self.oldest_first, "pk"))
 
     def _take(self, pk: Any, *, continuation: bool) -> R | None:
         """The conditional UPDATE that claims one row (see `claim`)."""
@@ -258,6 +307,21 @@ class Outbox(Generic[R]):
         with transaction.atomic():
             self._rows().filter(pk=row.pk).update(**{**done, **fields})
             self._queue_next_in_lane(row)
+
+    def succeed_all(self, rows: list[R], **fields: Any) -> None:
+        """`succeed` for several rows at once (with the same `fields`)."""
+        if not rows:
+            return
+        done: dict[str, Any] = {
+            "state": OutboxState.DONE,
+            "last_error": "",
+            "lease_expires_at": None,
+            "next_attempt_at": None,
+        }
+        with transaction.atomic():
+            self._rows().filter(pk__in=[row.pk for row in rows]).update(**{**done, **fields})
+            for row in rows:
+                self._queue_next_in_lane(row)
 
     def defer(self, row: R, delay: timedelta, *, counts: bool = False) -> None:
         """Not now: the row waits `delay` (a pace to keep, a wait the other side asked for).

@@ -9,11 +9,13 @@ send outbox, `common.outbox`) keyed by the caller's `Idempotency-Key` (kept 24
 hours, per clinic): the same key with the same body answers with the same
 message; with another body, `IdempotencyConflictError`.
 
-The worker (`message_send_process`) takes the row, keeps one patient's messages
-in order, keeps the pace (`messaging.pacing`), then marks the row
+The worker (`message_send_process`) takes a batch of the clinic's due rows (up to
+`SEND_BATCH`, oldest first, with one claim), keeps one patient's messages in
+order, and for each send keeps the pace (`messaging.pacing`), marks the row
 `request_sent_at` in its own committed transaction *before* the request to Meta
-leaves, and calls Meta with no transaction open. Our message id goes to Meta as
-`biz_opaque_callback_data`. Afterwards:
+leaves, and calls Meta with no transaction open, over one connection for the
+batch. Our message id goes to Meta as `biz_opaque_callback_data`. The answers
+of the batch are recorded together once its requests are done. Afterwards:
 
 * accepted: the `wamid` is recorded, the message stays `sending` until Meta's
   status events move it (`messaging.services.messaging_record_status`);
@@ -44,15 +46,18 @@ the transaction of the change, as for Meta's events.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
@@ -72,7 +77,7 @@ from .models import (
     OutboundSend,
     TemplateStatus,
 )
-from .pacing import take_send_slot
+from .pacing import release_patient_slot, take_number_slot, take_patient_slot
 from .send_errors import SendAction, send_error
 from .services import messaging_record_outbound, messaging_settle_outbound
 
@@ -85,6 +90,8 @@ UNKNOWN_AFTER = timedelta(minutes=10)
 SEND_LEASE = timedelta(minutes=2)
 # How long a send waits behind an earlier message to the same patient before looking again.
 ORDER_WAIT = timedelta(seconds=1)
+# Sends one task works at most: a batch shares its claim, its loads and its connection to Meta.
+SEND_BATCH = 10
 # Meta's code for a text outside the window: the worker's own refusal says the same.
 WINDOW_CLOSED_CODE = 131047
 
@@ -295,15 +302,76 @@ def meta_payload(message: Message, wa_id: str) -> dict[str, Any]:
 
 
 def message_send_process(*, send_id: str) -> str:
-    """Work one send of the outbox (the clinic's turn may give another than the one named); never raises."""
-    row = SENDS.claim(send_id)
-    if row is None:
+    """Work a batch of the outbox's sends (the clinic's turn may give others than the one named); never raises.
+
+    The batch shares its claim, its loads, one connection to Meta and the recording of
+    Meta's answers; each send in it is still paced, marked sent and sent on its own.
+    """
+    rows = SENDS.claim_batch(send_id, limit=SEND_BATCH)
+    if not rows:
         return "nothing to do"
-    try:
-        return _process(row)
-    except Exception as exc:  # noqa: BLE001 - recorded on the row and retried (only before the request left)
-        logger.warning("send %s failed before reaching Meta (attempt %d): %r", row.pk, row.attempts, exc)
-        return _retry(row, exc)
+    outcomes: Counter[str] = Counter()
+    account = WhatsAppAccount.objects.filter(clinic_id=rows[0].clinic_id).first()
+    # The token to send with, empty unless the number is active: then every send of the batch waits.
+    token = ""
+    if account is not None and account.status == WhatsAppStatus.ACTIVE:
+        token = account.access_token or ""
+    messages = Message.objects.select_related("conversation").in_bulk([row.message_id for row in rows])
+    unsent = _unsent_sequences({message.conversation_id for message in messages.values()})
+    accepted: list[_Answer] = []
+    number_wait = 0.0
+    with contextlib.ExitStack() as stack:
+        client: MetaClient | None = None
+        for row in rows:
+            try:
+                if number_wait:
+                    # The number had no slot left for an earlier send of the batch: none for this one either.
+                    SENDS.defer(row, timedelta(seconds=number_wait))
+                    outcomes["paced"] += 1
+                    continue
+                ready = _ready(row, messages.get(row.message_id), bool(token), unsent)
+                if isinstance(ready, str):
+                    outcomes[ready] += 1
+                    continue
+                message, wait, for_number = ready
+                if wait:
+                    SENDS.defer(row, timedelta(seconds=wait))
+                    number_wait = wait if for_number else 0.0
+                    outcomes["paced"] += 1
+                    continue
+                sent_at = _mark_sent(row, message)
+                if sent_at is None:
+                    outcomes["taken by another worker"] += 1
+                    continue
+                unsent.get(message.conversation_id, set()).discard(message.sequence)
+            except Exception as exc:  # noqa: BLE001 - recorded on the row and retried (the request never left)
+                logger.warning(
+                    "send %s failed before reaching Meta (attempt %d): %r", row.pk, row.attempts, exc
+                )
+                outcomes[_retry(row, exc)] += 1
+                continue
+            if client is None:
+                client = stack.enter_context(MetaClient(token))
+            answer = _send(client, row, message, sent_at)
+            if isinstance(answer, str):
+                outcomes[answer] += 1
+            else:
+                accepted.append(answer)
+    for outcome in _answered(accepted):
+        outcomes[outcome] += 1
+    if sum(outcomes.values()) == 1:
+        return next(iter(outcomes))
+    return "; ".join(f"{outcome}: {count}" for outcome, count in sorted(outcomes.items()))
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A send Meta took (its `wamid`), or whose answer was lost (`lost`): recorded with the batch's others."""
+
+    row: OutboundSend
+    sent_at: Any
+    wamid: str | None
+    lost: BaseException | None = None
 
 
 def _retry(row: OutboundSend, error: BaseException | str) -> str:
@@ -315,18 +383,39 @@ def _retry(row: OutboundSend, error: BaseException | str) -> str:
     return outcome
 
 
-def _process(row: OutboundSend) -> str:
+def _unsent_sequences(conversation_ids: set[Any]) -> dict[Any, set[int]]:
+    """Per conversation, the sequences of its messages still waiting to be sent (the batch's own too).
+
+    The batch takes a message out once its request is leaving or it left the queue, so a
+    later message of the same patient in the batch is not held behind it.
+    """
+    unsent: dict[Any, set[int]] = {}
+    rows = OutboundSend.objects.filter(
+        message__conversation_id__in=conversation_ids, request_sent_at__isnull=True, state__in=UNFINISHED
+    ).values_list("message__conversation_id", "message__sequence")
+    for conversation_id, sequence in rows:
+        unsent.setdefault(conversation_id, set()).add(sequence)
+    return unsent
+
+
+def _ready(
+    row: OutboundSend,
+    message: Message | None,
+    active: bool,
+    unsent: dict[Any, set[int]],
+) -> tuple[Message, float, bool] | str:
+    """Whether the send may go now: the message, and the wait its pace asks (whether the number's); or the outcome."""
     if row.request_sent_at is not None:
         # A worker died after the request left (or may have): never send it again.
         SENDS.succeed(row)
         return "sent before; waiting for Meta's status"
-    message = Message.objects.select_related("conversation").get(pk=row.message_id)
-    if message.status != MessageStatus.QUEUED:
+    if message is None or message.status != MessageStatus.QUEUED:
         SENDS.succeed(row)
-        return f"message already {message.status}"
+        if message is not None:
+            unsent.get(message.conversation_id, set()).discard(message.sequence)
+        return f"message already {message.status if message else 'gone'}"
     conversation = message.conversation
-    account = WhatsAppAccount.objects.filter(clinic_id=row.clinic_id).first()
-    if account is None or account.status != WhatsAppStatus.ACTIVE or not account.access_token:
+    if not active:
         return _retry(row, "the number is not active")
     if message.type == MessageType.TEXT and not conversation.window_is_open(timezone.now()):
         # The window closed while the text waited: Meta would refuse it (131047) after the call is spent.
@@ -338,36 +427,41 @@ def _process(row: OutboundSend) -> str:
                 only_from=(MessageStatus.QUEUED,),
             )
             SENDS.succeed(row, last_error="the window closed before sending")
+        unsent.get(conversation.pk, set()).discard(message.sequence)
         return "failed: the window closed"
-    earlier = OutboundSend.objects.filter(
-        message__conversation_id=conversation.pk,
-        message__sequence__lt=message.sequence,
-        request_sent_at__isnull=True,
-        state__in=UNFINISHED,
-    )
-    if earlier.exists():
+    if any(sequence < message.sequence for sequence in unsent.get(conversation.pk, ())):
         SENDS.defer(row, ORDER_WAIT)
         return "waiting behind an earlier message to the patient"
-    wait = take_send_slot(
-        phone_number_id=conversation.phone_number_id, conversation_id=conversation.pk, now=timezone.now()
-    )
+    now = timezone.now()
+    wait = take_patient_slot(conversation.pk, now)
     if wait:
-        SENDS.defer(row, timedelta(seconds=wait))
-        return f"paced: {wait:.2f} s"
+        return message, wait, False
+    wait = take_number_slot(conversation.phone_number_id, now)
+    if wait:
+        release_patient_slot(conversation.pk)
+    return message, wait, bool(wait)
+
+
+def _mark_sent(row: OutboundSend, message: Message) -> Any:
+    """Commit that the request is leaving (from here on it is never sent again); its time, or None if not ours."""
     sent_at = timezone.now()
     with transaction.atomic():
-        # Committed before the request leaves: from here on the message is never sent again.
         if not OutboundSend.objects.filter(pk=row.pk, request_sent_at__isnull=True).update(
             request_sent_at=sent_at
         ):
-            return "taken by another worker"
+            return None
         Message.objects.filter(pk=message.pk, status=MessageStatus.QUEUED).update(
             status=MessageStatus.SENDING
         )
+    return sent_at
+
+
+def _send(client: MetaClient, row: OutboundSend, message: Message, sent_at: Any) -> _Answer | str:
+    """The request to Meta, with no transaction open: its answer, or the outcome of a refusal or a retry."""
+    conversation = message.conversation
     payload = meta_payload(message, conversation.wa_id)
     try:
-        with MetaClient(account.access_token) as client:
-            wamid = client.send_message(conversation.phone_number_id, payload)
+        wamid = client.send_message(conversation.phone_number_id, payload)
     except MetaRefusedError as exc:
         return _refused(row, message, exc)
     except (MetaTimeoutError, MetaUnavailableError) as exc:
@@ -379,37 +473,58 @@ def _process(row: OutboundSend) -> str:
             # Meta answered that it did not take the message, or no connection was ever made: safe to try again.
             _unsend(row, message)
             return _retry(row, exc)
-        return _answered(row, sent_at, None, "answer lost; waiting for Meta's status", exc)
-    return _answered(row, sent_at, wamid, "accepted")
+        return _Answer(row, sent_at, None, exc)
+    return _Answer(row, sent_at, wamid)
 
 
-def _answered(
-    row: OutboundSend, sent_at: Any, wamid: str | None, outcome: str, lost: BaseException | None = None
-) -> str:
-    """Meta took the send (its `wamid`, or an answer lost): done, unless Meta's status event was faster.
+def _answered(answers: list[_Answer]) -> list[str]:
+    """Meta took these sends (a `wamid`, or an answer lost): done, unless Meta's status event was faster.
 
-    That event may have failed this try with a code saying to wait and cleared
+    That event may have failed a try with a code saying to wait and cleared
     `request_sent_at` while the request was out: then the row is queued again now,
     by the worker that held it, after the wait the event set.
     """
+    if not answers:
+        return []
+    outcomes: list[str] = []
     with transaction.atomic():
-        # The message's row first, then the send's: the order Meta's status event takes them in.
-        Message.objects.select_for_update().filter(pk=row.message_id).values_list("pk", flat=True).first()
-        current = OutboundSend.objects.select_for_update().filter(pk=row.pk).first()
-        if current is None:
-            return "the message is gone"
-        if current.request_sent_at != sent_at:
-            wait = (current.next_attempt_at or timezone.now()) - timezone.now()
-            SENDS.defer(row, max(wait, timedelta(0)), counts=True)
-            return "Meta failed it meanwhile asking to wait; queued again"
-        if wamid:
-            # A status event may have recorded the wamid first (matched by our id): keep what is there.
-            Message.objects.filter(pk=row.message_id, wamid="").update(wamid=wamid)
-        if lost is not None:
-            SENDS.succeed(row, last_error=f"answer lost: {type(lost).__name__}")
-        else:
-            SENDS.succeed(row)
-    return outcome
+        # The messages' rows first, then the sends': the order Meta's status events take them in.
+        list(
+            Message.objects.select_for_update()
+            .filter(pk__in=[answer.row.message_id for answer in answers])
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        current = OutboundSend.objects.select_for_update().order_by("pk").in_bulk([a.row.pk for a in answers])
+        wamids: dict[Any, str] = {}
+        done: list[OutboundSend] = []
+        lost: dict[str, list[OutboundSend]] = {}
+        for answer in answers:
+            row = current.get(answer.row.pk)
+            if row is None:
+                outcomes.append("the message is gone")
+            elif row.request_sent_at != answer.sent_at:
+                wait = (row.next_attempt_at or timezone.now()) - timezone.now()
+                SENDS.defer(row, max(wait, timedelta(0)), counts=True)
+                outcomes.append("Meta failed it meanwhile asking to wait; queued again")
+            elif answer.lost is not None:
+                lost.setdefault(f"answer lost: {type(answer.lost).__name__}", []).append(row)
+                outcomes.append("answer lost; waiting for Meta's status")
+            else:
+                wamids[row.message_id] = answer.wamid or ""
+                done.append(row)
+                outcomes.append("accepted")
+        if wamids:
+            # A status event may have recorded a wamid first (matched by our id): keep what is there.
+            Message.objects.filter(pk__in=wamids, wamid="").update(
+                wamid=Case(
+                    *(When(pk=pk, then=Value(wamid)) for pk, wamid in wamids.items()), default=F("wamid")
+                )
+            )
+        SENDS.succeed_all(done)
+        for error, rows in lost.items():
+            SENDS.succeed_all(rows, last_error=error)
+    return outcomes
 
 
 def _unsend(row: OutboundSend, message: Message) -> None:

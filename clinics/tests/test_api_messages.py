@@ -14,6 +14,7 @@ from django.utils import timezone
 from clinics.tests.factories import set_whatsapp
 from clinics.tests.test_api_bot_keys import KEYS_URL, bot_client
 from messaging.models import Conversation, Message, MessageTemplate, OutboundSend
+from messaging.pacing import NUMBER_RATE_PER_SECOND, take_number_slot
 from messaging.send_errors import SendAction, send_error
 from messaging.sending import SENDS, message_send_process, message_sends_sweep
 from messaging.services import messaging_apply_messages_change
@@ -400,17 +401,89 @@ def test_a_patients_second_message_waits_in_the_queue(admin_api, open_window, gr
     post(admin_api, {**TEXT, "text": "Y traiga su carné."}, key="two")
     first, second = OutboundSend.objects.order_by("message__sequence")
 
-    # A task takes the clinic's oldest due send, whichever it was queued for: the first goes first.
-    assert message_send_process(send_id=str(second.pk)) == "accepted"
+    # A task takes the clinic's due sends oldest first, whichever it was queued for: the first goes
+    # first; the second then waits for the patient's 6 seconds, in the queue, without counting an attempt.
+    assert message_send_process(send_id=str(second.pk)) == "accepted: 1; paced: 1"
     assert sent_bodies(graph)[0]["biz_opaque_callback_data"] == str(first.message_id)
-    # The second then waits for the patient's 6 seconds, in the queue, without counting an attempt.
-    assert message_send_process(send_id=str(second.pk)).startswith("paced: ")
+    # Its own task, run early, finds it still paced: nothing more goes.
+    assert message_send_process(send_id=str(second.pk)) == "paced"
 
     second.refresh_from_db()
     assert second.state == "retrying" and second.attempts == 0
     assert 4 <= (second.next_attempt_at - timezone.now()).total_seconds() <= 6
     assert Message.objects.get(pk=second.message_id).status == "queued"
     assert len(sent_bodies(graph)) == 1
+
+
+def wamid_per_message(graph):
+    """Meta's answer to each send, with a wamid of its own (made from our id, to check each landed on its message)."""
+
+    def answer(request):
+        ours = json.loads(request.body)["biz_opaque_callback_data"]
+        body = {"messaging_product": "whatsapp", "contacts": [], "messages": [{"id": f"wamid.{ours}"}]}
+        return 200, {}, json.dumps(body)
+
+    graph.callback("POST", f"{PNID}/messages", answer)
+
+
+def patients_writing(clinic, count):
+    """`count` patients whose window is open, and a text queued for each through 16."""
+    for index in range(count):
+        Conversation.objects.create(
+            clinic=clinic,
+            phone_number_id=PNID,
+            wa_id=f"5037100{index:04d}",
+            window_open_until=timezone.now() + timedelta(hours=3),
+        )
+
+
+def test_a_task_sends_a_batch_of_the_clinics_due_sends_oldest_first(admin_api, active, graph):
+    wamid_per_message(graph)
+    patients_writing(active, 12)
+    for index in range(12):
+        response = post(admin_api, {"to": f"5037100{index:04d}", "text": f"Hola {index}"}, key=f"k{index}")
+        assert response.status_code == 202
+    queued = list(OutboundSend.objects.order_by("created_at"))
+
+    # Named for the last send, the task takes the clinic's ten oldest: one connection, ten requests.
+    assert message_send_process(send_id=str(queued[-1].pk)) == "accepted: 10"
+
+    first_ten = [str(send.message_id) for send in queued[:10]]
+    assert [body["biz_opaque_callback_data"] for body in sent_bodies(graph)] == first_ten
+    for send in queued[:10]:
+        send.refresh_from_db()
+        message = Message.objects.get(pk=send.message_id)
+        assert (send.state, send.attempts, message.status) == ("done", 1, "sending")
+        assert message.wamid == f"wamid.{message.pk}"  # each answer on its own message
+    for send in queued[10:]:
+        send.refresh_from_db()
+        assert (send.state, send.attempts, send.request_sent_at) == ("queued", 0, None)
+        assert Message.objects.get(pk=send.message_id).status == "queued"
+
+    # The next task takes the two left.
+    assert message_send_process(send_id=str(queued[0].pk)) == "accepted: 2"
+    assert len(sent_bodies(graph)) == 12
+    assert set(Message.objects.values_list("status", flat=True)) == {"sending"}
+
+
+def test_a_batch_stops_at_the_numbers_pace_and_queues_the_rest_without_an_attempt(
+    admin_api, active, graph, settings
+):
+    wamid_per_message(graph)
+    patients_writing(active, 10)
+    for index in range(10):
+        post(admin_api, {"to": f"5037100{index:04d}", "text": f"Hola {index}"}, key=f"k{index}")
+    # The number's second is spent by other workers: none of the batch may go now.
+    for _ in range(NUMBER_RATE_PER_SECOND):
+        assert take_number_slot(PNID, timezone.now()) == 0.0
+
+    assert message_send_process(send_id=str(OutboundSend.objects.first().pk)) == "paced: 10"
+
+    assert not sent_bodies(graph)
+    for send in OutboundSend.objects.all():
+        assert (send.state, send.attempts, send.request_sent_at) == ("retrying", 0, None)
+        assert 0 < (send.next_attempt_at - timezone.now()).total_seconds() <= 1.1
+    assert set(Message.objects.values_list("status", flat=True)) == {"queued"}
 
 
 def test_the_five_minute_sweep_makes_lost_answers_unknown(admin_api, open_window, graph, capsys):
