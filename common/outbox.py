@@ -298,15 +298,7 @@ class Outbox(Generic[R]):
 
     def succeed(self, row: R, **fields: Any) -> None:
         """The work is done: the row leaves the loop (with `fields`, the outbox's own columns)."""
-        done: dict[str, Any] = {
-            "state": OutboxState.DONE,
-            "last_error": "",
-            "lease_expires_at": None,
-            "next_attempt_at": None,
-        }
-        with transaction.atomic():
-            self._rows().filter(pk=row.pk).update(**{**done, **fields})
-            self._queue_next_in_lane(row)
+        self.succeed_all([row], **fields)
 
     def succeed_all(self, rows: list[R], **fields: Any) -> None:
         """`succeed` for several rows at once (with the same `fields`)."""
