@@ -264,12 +264,14 @@ def conversations_page(request: HttpRequest) -> HttpResponse:
 def _answer_request(
     conversation: Conversation, form: AnswerForm, params: list[str], language: str
 ) -> SendRequest:
+    # By phone when Meta gave it, else by the BSUID it names the patient with.
+    patient = conversation.wa_id or conversation.user_id
     if form.cleaned_data["text"].strip():
-        return SendRequest(to=conversation.wa_id, text=form.cleaned_data["text"])
+        return SendRequest(to=patient, text=form.cleaned_data["text"])
     while params and not params[-1].strip():
         params.pop()  # the inputs the template does not need
     return SendRequest(
-        to=conversation.wa_id,
+        to=patient,
         template_name=form.cleaned_data["template"],
         template_language=language,
         template_params=tuple(params),
@@ -282,8 +284,6 @@ def _answer(
     """Send the member's answer; the sentence and HTTP status of a refusal, or `(None, 202)`."""
     if not form.is_valid():
         return " ".join(str(error) for errors in form.errors.values() for error in errors), 400
-    if not conversation.wa_id:
-        return _("This patient's phone number is not known yet, so they cannot be answered here."), 422
     params = [value[:1024] for value in request.POST.getlist("param")[:TEMPLATE_PARAM_INPUTS]]
     try:
         message_send(

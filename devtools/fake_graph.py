@@ -1072,16 +1072,19 @@ class FakeGraph:
     def _send_message(self, number: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         if number["status"] != "CONNECTED" or number["pending_reads"] > 0:
             raise GraphError(133010)
+        # A phone in `to`, or (2026) a BSUID in `recipient`; Meta takes `to` when both are there.
         to = _text_param(params, "to") or _text_param(params, "recipient")
         if not to:
             raise GraphError(131008, details="The parameter to is required.")
+        by_bsuid = not _text_param(params, "to")
         message_id = "wamid." + base64.b64encode(secrets.token_bytes(27)).decode()
         number["messages"].append({"id": message_id, "to": to, "type": _text_param(params, "type")})
         del number["messages"][:-100]
-        self._after_send(number, message_id, to, _text_param(params, "biz_opaque_callback_data"))
+        recipient = {"user_id": to} if by_bsuid else {"wa_id": re.sub(r"\D", "", to)}
+        self._after_send(number, message_id, recipient, _text_param(params, "biz_opaque_callback_data"))
         return {
             "messaging_product": "whatsapp",
-            "contacts": [{"input": to, "wa_id": re.sub(r"\D", "", to)}],
+            "contacts": [{"input": to, **recipient}],
             "messages": [{"id": message_id}],
         }
 
@@ -1177,8 +1180,14 @@ class FakeGraph:
                 raise ControlError("url (http or https) and app_secret are required, or url null")
         return self.webhook_targets()
 
-    def _after_send(self, number: dict[str, Any], message_id: str, to: str, reference: str | None) -> None:
-        """Schedule the accepted message's status events, when the number's webhook (or a URL) is known."""
+    def _after_send(
+        self, number: dict[str, Any], message_id: str, recipient: dict[str, str], reference: str | None
+    ) -> None:
+        """Schedule the accepted message's status events, when the number's webhook (or a URL) is known.
+
+        ``recipient`` is ``{"wa_id"}`` for a send to a phone, ``{"user_id"}`` for one to a
+        BSUID: Meta's events then name the patient by ``recipient_user_id`` only.
+        """
         target = self._webhook_targets.get(number["id"])
         if target is not None:
             url, secret = target["url"], target["app_secret"]
@@ -1196,8 +1205,11 @@ class FakeGraph:
                 "id": message_id,
                 "status": step,
                 "timestamp": str(int(self.now())),
-                "recipient_id": re.sub(r"\D", "", to),
             }
+            if "wa_id" in recipient:
+                status["recipient_id"] = recipient["wa_id"]
+            else:
+                status["recipient_user_id"] = recipient["user_id"]
             if reference:
                 status["biz_opaque_callback_data"] = reference
             if step == "failed":

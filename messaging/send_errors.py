@@ -62,6 +62,14 @@ SEND_ERRORS: dict[int, SendError] = {
     131050: SendError(SendAction.FAIL, _("The patient has stopped receiving marketing messages.")),
     131021: SendError(SendAction.FAIL, _("The patient's number is the clinic's own number.")),
     131051: SendError(SendAction.FAIL, _("Meta does not support this type of message.")),
+    # Sent by `recipient` (a BSUID, no phone known): Meta refuses some types of message that way.
+    131062: SendError(
+        SendAction.FAIL,
+        _(
+            "Meta does not send this type of message to a patient known only by BSUID, "
+            "without their phone number."
+        ),
+    ),
     132000: SendError(SendAction.FAIL, _TEMPLATE_PARAMS),
     132012: SendError(SendAction.FAIL, _TEMPLATE_PARAMS),
     132001: SendError(

@@ -50,6 +50,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
@@ -94,6 +95,8 @@ ORDER_WAIT = timedelta(seconds=1)
 SEND_BATCH = 10
 # Meta's code for a text outside the window: the worker's own refusal says the same.
 WINDOW_CLOSED_CODE = 131047
+# A wa_id is digits; a BSUID (`US.13491208655302741918`) never is.
+_DIGITS_RE = re.compile(r"[0-9]+")
 
 
 class SendRefusedError(Exception):
@@ -116,13 +119,27 @@ class IdempotencyConflictError(Exception):
 
 @dataclass(frozen=True)
 class SendRequest:
-    """What a caller asks to send: a text, or a template with its params, to `to` (digits of a wa_id)."""
+    """What a caller asks to send: a text, or a template with its params, to `to`.
+
+    `to` is the digits of the patient's wa_id, or (anything else) their BSUID, the
+    business-scoped user id Meta names a patient with when it withholds their phone.
+    """
 
     to: str
     text: str | None = None
     template_name: str | None = None
     template_language: str | None = None
     template_params: tuple[str, ...] = ()
+
+    @property
+    def user_id(self) -> str:
+        """`to` when it is a BSUID (the conversation's `user_id`), else empty."""
+        return "" if _DIGITS_RE.fullmatch(self.to) else self.to
+
+    @property
+    def wa_id(self) -> str:
+        """`to` when it is a wa_id (the conversation's `wa_id`), else empty."""
+        return "" if self.user_id else self.to
 
     @property
     def digest(self) -> str:
@@ -199,8 +216,9 @@ def _check(clinic_id: Any, account: WhatsAppAccount | None, request: SendRequest
             409, "number_not_active", _("The clinic's WhatsApp number is not active, so nothing can be sent.")
         )
     if request.text is not None:
+        patient = {"user_id": request.user_id} if request.user_id else {"wa_id": request.wa_id}
         conversation = Conversation.objects.filter(
-            clinic_id=clinic_id, phone_number_id=account.phone_number_id, wa_id=request.to
+            clinic_id=clinic_id, phone_number_id=account.phone_number_id, **patient
         ).first()
         if conversation is None or not conversation.window_is_open(timezone.now()):
             raise SendRefusedError(
@@ -251,7 +269,8 @@ def _queue(
         message = messaging_record_outbound(
             clinic_id=clinic_id,
             phone_number_id=phone_number_id,
-            wa_id=request.to,
+            wa_id=request.wa_id,
+            user_id=request.user_id,
             type=MessageType.TEXT,
             text=request.text,
             sent_by=sent_by,
@@ -260,7 +279,8 @@ def _queue(
         message = messaging_record_outbound(
             clinic_id=clinic_id,
             phone_number_id=phone_number_id,
-            wa_id=request.to,
+            wa_id=request.wa_id,
+            user_id=request.user_id,
             type=MessageType.TEMPLATE,
             text=None,
             sent_by=sent_by,
@@ -287,8 +307,14 @@ def _queue(
 
 
 def meta_payload(message: Message, wa_id: str) -> dict[str, Any]:
-    """The message object for `POST /{pnid}/messages`, with our id as `biz_opaque_callback_data`."""
-    payload: dict[str, Any] = {"to": f"+{wa_id}", "biz_opaque_callback_data": str(message.pk)}
+    """The message object for `POST /{pnid}/messages`, with our id as `biz_opaque_callback_data`.
+
+    Addressed `to` the patient's `+wa_id`; without one (a patient Meta names only by
+    BSUID), to the conversation's `user_id` as `recipient`. Never both: Meta would
+    take `to`.
+    """
+    patient = {"to": f"+{wa_id}"} if wa_id else {"recipient": message.conversation.user_id}
+    payload: dict[str, Any] = {**patient, "biz_opaque_callback_data": str(message.pk)}
     if message.type == MessageType.TEMPLATE:
         template = (message.details_info or {}).get("template") or {}
         parameters = [{"type": "text", "text": str(value)} for value in template.get("params") or []]

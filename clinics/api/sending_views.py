@@ -30,8 +30,10 @@ from whatsapp.exceptions import MetaError
 
 # 1-255 visible ASCII characters (no spaces): the contract's Idempotency-Key.
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
-# E.164 with its "+", or a wa_id: the digits of the patient's number.
-TO_RE = re.compile(r"^\+?[0-9]{6,15}$")
+# E.164 with its "+", or a wa_id (the digits of the patient's number), or - beyond the contract,
+# which names only those two - the patient's BSUID when Meta withholds their phone: an ISO
+# country code, a dot, up to 128 letters and digits (`US.13491208655302741918`).
+TO_RE = re.compile(r"^(?:\+?[0-9]{6,15}|[A-Z]{2}\.[A-Za-z0-9]{1,128})$")
 
 
 class _ClinicView(NoStoreMixin, APIView):
@@ -161,8 +163,13 @@ class TemplateInputSerializer(serializers.Serializer[Any]):
 class MessageInputSerializer(serializers.Serializer[Any]):
     to = serializers.RegexField(
         TO_RE,
+        help_text="The patient's number in E.164 (with or without its +), its wa_id, or its BSUID "
+        "(business-scoped user id, such as US.13491208655302741918) when Meta gave no phone.",
         error_messages={
-            "invalid": gettext_lazy("Give the patient's number with its country code, or its wa_id.")
+            "invalid": gettext_lazy(
+                "Give the patient's number with its country code (or its wa_id), or the patient's BSUID "
+                "such as US.13491208655302741918."
+            )
         },
     )
     text = serializers.CharField(min_length=1, max_length=4096, required=False, trim_whitespace=False)

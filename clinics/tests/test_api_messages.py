@@ -25,6 +25,8 @@ URL = "/api/clinics/messages/"
 PATIENT = "50370001111"
 TEXT = {"to": f"+{PATIENT}", "text": "Su cita es mañana a las 10."}
 TEMPLATE = {"to": PATIENT, "template": {"name": "cita", "language": "es", "params": ["Ana", "10:00"]}}
+# A patient Meta names only by their business-scoped user id (no phone).
+BSUID = "US.13491208655302741918"
 
 
 @pytest.fixture
@@ -33,6 +35,17 @@ def open_window(active):
         clinic=active,
         phone_number_id=PNID,
         wa_id=PATIENT,
+        window_open_until=timezone.now() + timedelta(hours=3),
+    )
+
+
+@pytest.fixture
+def bsuid_window(active):
+    """A patient known only by BSUID (Meta withheld the phone), who wrote 21 hours ago."""
+    return Conversation.objects.create(
+        clinic=active,
+        phone_number_id=PNID,
+        user_id=BSUID,
         window_open_until=timezone.now() + timedelta(hours=3),
     )
 
@@ -134,6 +147,48 @@ def test_it_rejects_bad_bodies(admin_api, open_window, graph, body):
     assert not graph.mock.calls
 
 
+@pytest.mark.parametrize(
+    "to",
+    [
+        "us.13491208655302741918",  # the country code is in capitals
+        "USA.13491208655302741918",
+        "US.",
+        "US13491208655302741918",
+        "US.1349-1208",
+        "US.1349 1208",
+        "US." + "1" * 129,
+        "+US.13491208655302741918",
+    ],
+)
+def test_it_rejects_a_malformed_bsuid_with_a_sentence_naming_both_forms(admin_api, bsuid_window, graph, to):
+    response = post(admin_api, {"to": to, "text": "hola"})
+
+    assert response.status_code == 400
+    assert response.json()["to"] == [
+        "Give the patient's number with its country code (or its wa_id), or the patient's BSUID "
+        "such as US.13491208655302741918."
+    ]
+    assert not Message.objects.exists() and not OutboundSend.objects.exists()
+    assert Conversation.objects.count() == 1
+    assert not graph.mock.calls
+
+
+def test_the_sentence_for_a_bad_to_is_in_the_readers_language(admin_api, active, graph):
+    response = admin_api.post(
+        URL,
+        {"to": "hola", "text": "hola"},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="k",
+        HTTP_ACCEPT_LANGUAGE="es",
+    )
+
+    assert response.status_code == 400
+    assert response.json()["to"] == [
+        "Indique el número del paciente con su código de país (o su wa_id), o el BSUID del paciente, "
+        "como US.13491208655302741918."
+    ]
+
+
 def test_it_refuses_when_the_number_is_not_active(admin_api, open_window, graph):
     set_whatsapp(open_window.clinic, status=WhatsAppStatus.DISCONNECTED)
 
@@ -163,6 +218,28 @@ def test_it_refuses_text_outside_the_window(admin_api, open_window, graph):
 
 def test_it_refuses_text_to_a_patient_who_never_wrote(admin_api, active, graph):
     assert post(admin_api, TEXT).json()["code"] == "window_closed"
+    assert not graph.mock.calls
+
+
+def test_it_refuses_text_to_a_bsuid_whose_window_closed(admin_api, bsuid_window, graph):
+    Conversation.objects.filter(pk=bsuid_window.pk).update(
+        window_open_until=timezone.now() - timedelta(seconds=1)
+    )
+
+    response = post(admin_api, {"to": BSUID, "text": "Hola"})
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "window_closed"
+    assert not Message.objects.exists() and not OutboundSend.objects.exists()
+    assert Conversation.objects.count() == 1
+    assert not graph.mock.calls
+
+
+def test_it_refuses_text_to_a_bsuid_that_never_wrote(admin_api, active, graph):
+    response = post(admin_api, {"to": BSUID, "text": "Hola"})
+
+    assert response.json()["code"] == "window_closed"
+    assert not Conversation.objects.exists() and not Message.objects.exists()
     assert not graph.mock.calls
 
 
@@ -262,6 +339,105 @@ def test_it_sends_a_template_with_its_params(admin_api, cita, graph):
             }
         ],
     }
+
+
+def accepted_for_bsuid(graph, wamid="wamid.HBgLQlNVSUQVAgARGBI1"):
+    """Meta's answer to a send by `recipient`: the BSUID echoed as `user_id`, no `wa_id`."""
+    graph.add(
+        "POST",
+        f"{PNID}/messages",
+        json_body={
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": BSUID, "user_id": BSUID}],
+            "messages": [{"id": wamid}],
+        },
+    )
+
+
+def test_a_text_to_a_bsuid_goes_to_meta_as_recipient_never_to(admin_api, bsuid_window, graph):
+    accepted_for_bsuid(graph)
+
+    response = post(admin_api, {"to": BSUID, "text": "Le esperamos."})
+
+    assert response.status_code == 202
+    message = Message.objects.get()
+    assert (message.conversation_id, message.status) == (bsuid_window.pk, "queued")
+    assert message_send_process(send_id=str(OutboundSend.objects.get().pk)) == "accepted"
+    assert sent_bodies(graph) == [
+        {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "recipient": BSUID,
+            "type": "text",
+            "text": {"preview_url": False, "body": "Le esperamos."},
+            "biz_opaque_callback_data": str(message.pk),
+        }
+    ]
+    message.refresh_from_db()
+    assert (message.status, message.wamid) == ("sending", "wamid.HBgLQlNVSUQVAgARGBI1")
+
+
+def test_a_template_to_a_new_bsuid_makes_its_conversation(admin_api, cita, graph):
+    accepted_for_bsuid(graph)
+
+    response = post(admin_api, {**TEMPLATE, "to": BSUID})
+
+    assert response.status_code == 202
+    conversation = Conversation.objects.get()
+    assert (conversation.wa_id, conversation.user_id) == ("", BSUID)
+    message_send_process(send_id=str(OutboundSend.objects.get().pk))
+    [body] = sent_bodies(graph)
+    assert (body["recipient"], "to" in body, body["type"]) == (BSUID, False, "template")
+
+
+def test_a_bsuid_whose_phone_meta_gave_since_is_sent_to_the_phone(admin_api, bsuid_window, graph):
+    Conversation.objects.filter(pk=bsuid_window.pk).update(wa_id=PATIENT)
+    accepted(graph)
+
+    assert post(admin_api, {"to": BSUID, "text": "Hola"}).status_code == 202
+    message_send_process(send_id=str(OutboundSend.objects.get().pk))
+
+    # Never both: Meta would take `to` anyway.
+    [body] = sent_bodies(graph)
+    assert (body["to"], "recipient" in body) == (f"+{PATIENT}", False)
+    assert Conversation.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("language", "sentence"),
+    [
+        ("en", "Meta does not send this type of message to a patient known only by BSUID"),
+        ("es", "Meta no envía este tipo de mensaje a un paciente conocido solo por su BSUID"),
+    ],
+)
+def test_metas_refusal_of_a_bsuid_recipient_fails_with_its_sentence(
+    admin_api, bsuid_window, graph, language, sentence
+):
+    graph.add(
+        "POST",
+        f"{PNID}/messages",
+        status=400,
+        json_body={
+            "error": {
+                "message": "BSUID recipient not supported for this message type",
+                "type": "OAuthException",
+                "code": 131062,
+                "fbtrace_id": "Ab1",
+            }
+        },
+    )
+    post(admin_api, {"to": BSUID, "text": "Hola"})
+
+    assert message_send_process(send_id=str(OutboundSend.objects.get().pk)) == "failed: Meta 131062"
+
+    listed = admin_api.get(
+        f"/api/clinics/conversations/{bsuid_window.pk}/messages/", HTTP_ACCEPT_LANGUAGE=language
+    ).json()
+    [message] = listed["results"]
+    assert message["status"] == "failed"
+    assert message["error"]["code"] == 131062
+    assert message["error"]["detail"].startswith(sentence)
+    assert len(graph.mock.calls) == 1
 
 
 # --- idempotency ----------------------------------------------------------------------------------
@@ -534,6 +710,7 @@ def test_a_later_message_never_overtakes_one_being_sent(admin_api, open_window, 
 
 def test_every_code_the_contract_names_has_its_action():
     fail = [
+        131062,
         131047,
         131026,
         131048,

@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from clinics.tests.test_api_messages import PATIENT, accepted, sent_bodies
+from clinics.tests.test_api_messages import BSUID, PATIENT, accepted, accepted_for_bsuid, sent_bodies
 from messaging.models import Conversation, Message, MessageTemplate, OutboundSend
 from messaging.sending import message_send_process
 from whatsapp.models import WhatsAppStatus
@@ -197,17 +197,39 @@ def test_an_empty_answer_is_refused_next_to_the_form(active, clinic_staff, graph
     assert not Message.objects.exists() and not graph.mock.calls
 
 
-def test_a_patient_known_only_by_bsuid_cannot_be_answered_here(active, clinic_staff, graph):
+def test_a_patient_known_only_by_bsuid_is_answered_by_recipient(active, clinic_staff, graph):
     chat = Conversation.objects.create(
         clinic=active,
         phone_number_id=PNID,
-        user_id="US.13491208655302741918",
+        user_id=BSUID,
         window_open_until=timezone.now() + timedelta(hours=3),
     )
     client = signed_in(clinic_staff)
 
     response = answer(client, chat, idempotency_key=form_key(client, chat), text="Hola")
 
-    assert response.status_code == 422
-    assert "phone number is not known yet" in response.content.decode()
-    assert not Message.objects.exists() and not graph.mock.calls
+    assert response.status_code == 302
+    message = Message.objects.get()
+    assert (message.conversation_id, message.text, message.status) == (chat.pk, "Hola", "queued")
+    assert Conversation.objects.count() == 1
+    accepted_for_bsuid(graph)
+    run_worker()
+    [body] = sent_bodies(graph)
+    assert (body["recipient"], "to" in body, body["text"]["body"]) == (BSUID, False, "Hola")
+
+
+def test_a_patient_known_only_by_bsuid_gets_a_template_outside_the_window(active, clinic_staff, graph):
+    chat = Conversation.objects.create(clinic=active, phone_number_id=PNID, user_id=BSUID)
+    template(active)
+    client = signed_in(clinic_staff)
+
+    response = answer(
+        client, chat, idempotency_key=form_key(client, chat), template="cita", param=["Ana", "10:00"]
+    )
+
+    assert response.status_code == 302
+    assert Message.objects.get().conversation_id == chat.pk
+    accepted_for_bsuid(graph)
+    run_worker()
+    [body] = sent_bodies(graph)
+    assert (body["recipient"], "to" in body, body["template"]["name"]) == (BSUID, False, "cita")

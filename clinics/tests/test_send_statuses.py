@@ -16,7 +16,17 @@ from django.test import Client
 from django.utils import timezone
 
 from clinics.tests.factories import set_whatsapp
-from clinics.tests.test_api_messages import PATIENT, TEXT, accepted, open_window, post, sent_bodies
+from clinics.tests.test_api_messages import (
+    BSUID,
+    PATIENT,
+    TEXT,
+    accepted,
+    accepted_for_bsuid,
+    bsuid_window,
+    open_window,
+    post,
+    sent_bodies,
+)
 from messaging.models import BotDelivery, BotEndpoint, Conversation, Message, OutboundSend
 from messaging.outbox import bot_delivery_attempt, webhook_id_for
 from messaging.sending import message_send_process, message_sends_sweep
@@ -27,7 +37,7 @@ from whatsapp.deliveries import whatsapp_delivery_process, whatsapp_delivery_sto
 from whatsapp.models import WhatsAppStatus
 from whatsapp.tests.helpers import PNID, account_of, meta_bytes
 
-__all__ = ["open_window"]
+__all__ = ["bsuid_window", "open_window"]
 
 pytestmark = pytest.mark.django_db
 
@@ -239,6 +249,63 @@ def test_a_wait_after_meta_said_sent_is_final(admin_api, open_window, graph, bot
     assert status_deliveries() == [("sent", None), ("failed", 131056)]
     assert work_the_send() == "nothing to do"
     assert len(sent_bodies(graph)) == 1
+
+
+# --- a patient known only by BSUID ------------------------------------------------------------------
+
+
+def meta_says_to_bsuid(clinic, name: str, *, wamid: str = "", our_id) -> None:
+    """Meta's status event of a send to a BSUID (2026 form): the patient named by `recipient_user_id`
+    alone, no `recipient_id` (Meta withholds the phone), and a contact with no `wa_id`."""
+    entry = status(wamid, name, our_id=our_id)
+    del entry["recipient_id"]
+    entry["recipient_user_id"] = BSUID
+    payload = load("webhook_messages_status_sent.json")
+    value = payload["entry"][0]["changes"][0]["value"]
+    value["metadata"]["phone_number_id"] = PNID
+    value["contacts"] = [{"profile": {"name": "Pablo M.", "username": "pablomorales"}, "user_id": BSUID}]
+    value["statuses"] = [entry]
+    delivery = whatsapp_delivery_store(
+        account=account_of(clinic), body=meta_bytes(payload), signed_with_clinic_secret=True
+    )
+    assert delivery is not None
+    whatsapp_delivery_process(delivery_id=str(delivery.pk))
+
+
+def test_a_send_to_a_bsuid_is_moved_by_metas_events_that_name_no_phone(
+    admin_api, bsuid_window, graph, bot, queued_tasks
+):
+    accepted_for_bsuid(graph, "wamid.BSUID")
+    assert post(admin_api, {"to": BSUID, "text": "Le esperamos."}).status_code == 202
+    message = Message.objects.get()
+    assert work_the_send() == "accepted"
+    [body] = sent_bodies(graph)
+    assert (body["recipient"], "to" in body) == (BSUID, False)
+
+    meta_says_to_bsuid(bsuid_window.clinic, "sent", wamid="wamid.BSUID", our_id=message.pk)
+    message.refresh_from_db()
+    assert (message.status, message.wamid) == ("sent", "wamid.BSUID")
+    meta_says_to_bsuid(bsuid_window.clinic, "delivered", wamid="wamid.BSUID", our_id=message.pk)
+
+    message.refresh_from_db()
+    assert message.status == "delivered"
+    assert status_deliveries() == [("sent", None), ("delivered", None)]
+    assert [(r["message"]["id"], r["message"]["status"]) for r in bot_receives_everything(bot)] == [
+        (str(message.pk), "sent"),
+        (str(message.pk), "delivered"),
+    ]
+
+
+def test_a_lost_answer_to_a_bsuid_is_settled_by_our_id_in_metas_event(admin_api, bsuid_window, graph):
+    graph.add("POST", f"{PNID}/messages", body=requests.exceptions.ReadTimeout("slow"))
+    post(admin_api, {"to": BSUID, "text": "Le esperamos."})
+    message = Message.objects.get()
+    assert work_the_send() == "answer lost; waiting for Meta's status"
+
+    meta_says_to_bsuid(bsuid_window.clinic, "delivered", wamid="wamid.LATE", our_id=message.pk)
+
+    message.refresh_from_db()
+    assert (message.status, message.wamid) == ("delivered", "wamid.LATE")
 
 
 # --- statuses our side settles reach the bot too ----------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from devtools.tests.conftest import WABA, control
+from devtools.tests.conftest import TOKEN, WABA, control
 
 APP_SECRET = "fake-app-secret-for-statuses"
 
@@ -93,6 +93,41 @@ def test_it_accepts_a_message_and_posts_signed_statuses(fake, client, number, re
     assert all(event["signed"] for event in received)
     assert sorted(status["status"] for status in statuses) == ["delivered", "read", "sent"]
     assert {(status["id"], status["biz_opaque_callback_data"]) for status in statuses} == {(wamid, "ours-1")}
+    assert {(status["recipient_id"], "recipient_user_id" in status) for status in statuses} == {
+        ("50370001111", False)
+    }
+
+
+def test_a_message_to_a_bsuid_is_answered_and_followed_by_the_bsuid_alone(fake, session, number, receiver):
+    url, received = receiver
+    fake.graph.set_status_webhooks({"url": url, "app_secret": APP_SECRET, "delays": [0.05, 0.1, 0.15]})
+    bsuid = "US.13491208655302741918"
+
+    answer = session.post(
+        f"{fake.base_url}/{number['id']}/messages",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        json={
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "recipient": bsuid,
+            "type": "text",
+            "text": {"body": "Hola"},
+            "biz_opaque_callback_data": "ours-1",
+        },
+        timeout=10,
+    )
+
+    assert answer.status_code == 200, answer.text
+    wamid = answer.json()["messages"][0]["id"]
+    # Meta's answer for a BSUID: the input echoed as user_id, no wa_id.
+    assert answer.json()["contacts"] == [{"input": bsuid, "user_id": bsuid}]
+    _wait_for(received, 3)
+    statuses = [event["body"]["entry"][0]["changes"][0]["value"]["statuses"][0] for event in received]
+    assert sorted(status["status"] for status in statuses) == ["delivered", "read", "sent"]
+    # The patient is named by the BSUID alone: no recipient_id (no phone) in any event.
+    assert [(s["id"], s["recipient_user_id"], "recipient_id" in s) for s in statuses] == [
+        (wamid, bsuid, False)
+    ] * 3
 
 
 def test_a_fault_makes_the_next_message_fail(fake, client, number, receiver):
