@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -660,6 +661,33 @@ def test_a_batch_stops_at_the_numbers_pace_and_queues_the_rest_without_an_attemp
         assert (send.state, send.attempts, send.request_sent_at) == ("retrying", 0, None)
         assert 0 < (send.next_attempt_at - timezone.now()).total_seconds() <= 1.1
     assert set(Message.objects.values_list("status", flat=True)) == {"queued"}
+
+
+def test_a_batch_that_runs_long_gives_its_unsent_rows_back_to_the_queue(
+    admin_api, active, graph, monkeypatch
+):
+    monkeypatch.setattr("messaging.sending.BATCH_SECONDS", 0.2)
+
+    def slow_answer(request):
+        time.sleep(0.3)  # Meta slow today: the first send alone outlasts the batch's time
+        ours = json.loads(request.body)["biz_opaque_callback_data"]
+        return 200, {}, json.dumps({"messages": [{"id": f"wamid.{ours}"}]})
+
+    graph.callback("POST", f"{PNID}/messages", slow_answer)
+    patients_writing(active, 3)
+    for index in range(3):
+        post(admin_api, {"to": f"5037100{index:04d}", "text": f"Hola {index}"}, key=f"k{index}")
+    first, *rest = OutboundSend.objects.order_by("created_at")
+
+    assert message_send_process(send_id=str(first.pk)) == "accepted: 1; given back: the batch ran long: 2"
+
+    assert len(sent_bodies(graph)) == 1
+    for send in rest:
+        send.refresh_from_db()
+        # Due at once for any worker, the attempt given back, nothing marked sent.
+        assert (send.state, send.attempts, send.request_sent_at) == ("retrying", 0, None)
+        assert send.next_attempt_at <= timezone.now()
+        assert Message.objects.get(pk=send.message_id).status == "queued"
 
 
 def test_the_five_minute_sweep_makes_lost_answers_unknown(admin_api, open_window, graph, capsys):
