@@ -104,7 +104,9 @@ import copy
 import email.parser
 import email.policy
 import hashlib
+import heapq
 import hmac
+import itertools
 import json
 import logging
 import re
@@ -1237,31 +1239,68 @@ class FakeGraph:
                     }
                 ],
             }
-            timer = threading.Timer(delay, _post_status, args=(url, secret, payload))
-            timer.daemon = True
-            timer.start()
+            STATUS_POSTS.post_after(delay, url, secret, payload)
 
 
 # Meta delivers a webhook again when it got no answer or a 429/5xx; the fake does so a few times.
 STATUS_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+# Status events posted at once, at most: Meta holds its own concurrency to an endpoint, and a
+# thread per event (thousands when the app answers slower than the sends go) would starve the
+# fake's own API of the CPU it needs to answer the sends.
+STATUS_POSTERS = 8
 
 
-def _post_status(url: str, secret: str, payload: dict[str, Any], attempt: int = 0) -> None:
-    try:
-        status = send_webhook(url, secret, payload)["status"]
-        failure = f"HTTP {status}" if status == 429 or status >= 500 else ""
-    except ControlError as exc:
-        failure = str(exc)
-    if not failure:
-        return
-    if attempt >= len(STATUS_RETRY_DELAYS):
-        logger.warning("fake Graph: status webhook not delivered: %s", failure)
-        return
-    timer = threading.Timer(
-        STATUS_RETRY_DELAYS[attempt], _post_status, args=(url, secret, payload, attempt + 1)
-    )
-    timer.daemon = True
-    timer.start()
+class StatusPosts:
+    """The status events waiting to be posted, each when it is due, by a few poster threads.
+
+    A slow or failing webhook makes the events wait (and be retried after
+    `STATUS_RETRY_DELAYS`), as at Meta; it never makes the fake spawn more threads.
+    """
+
+    def __init__(self, posters: int = STATUS_POSTERS) -> None:
+        self._posters = posters
+        self._due: list[tuple[float, int, str, str, dict[str, Any], int]] = []
+        self._order = itertools.count()
+        self._changed = threading.Condition()
+        self._started = 0
+
+    def post_after(
+        self, delay: float, url: str, secret: str, payload: dict[str, Any], attempt: int = 0
+    ) -> None:
+        with self._changed:
+            heapq.heappush(
+                self._due, (time.monotonic() + delay, next(self._order), url, secret, payload, attempt)
+            )
+            while self._started < self._posters:
+                self._started += 1
+                threading.Thread(target=self._post_forever, name="fake-status-poster", daemon=True).start()
+            self._changed.notify()
+
+    def _next_due(self) -> tuple[float, int, str, str, dict[str, Any], int]:
+        with self._changed:
+            while True:
+                wait = self._due[0][0] - time.monotonic() if self._due else None
+                if wait is not None and wait <= 0:
+                    return heapq.heappop(self._due)
+                self._changed.wait(wait)
+
+    def _post_forever(self) -> None:
+        while True:
+            _due, _order, url, secret, payload, attempt = self._next_due()
+            try:
+                status = send_webhook(url, secret, payload)["status"]
+                failure = f"HTTP {status}" if status == 429 or status >= 500 else ""
+            except ControlError as exc:
+                failure = str(exc)
+            if not failure:
+                continue
+            if attempt >= len(STATUS_RETRY_DELAYS):
+                logger.warning("fake Graph: status webhook not delivered: %s", failure)
+                continue
+            self.post_after(STATUS_RETRY_DELAYS[attempt], url, secret, payload, attempt + 1)
+
+
+STATUS_POSTS = StatusPosts()
 
 
 def _demo_template(

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
+from devtools.fake_graph import STATUS_POSTERS
 from devtools.tests.conftest import TOKEN, WABA, control
 
 APP_SECRET = "fake-app-secret-for-statuses"
@@ -54,6 +57,18 @@ def receiver():
     yield f"http://127.0.0.1:{server.server_address[1]}/webhook", received
     server.shutdown()
     server.server_close()
+
+
+@contextlib.contextmanager
+def _webhook_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A webhook endpoint on 127.0.0.1 answered by `handler`: its URL, while the block runs."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/webhook"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _wait_for(received: list[Any], count: int) -> None:
@@ -241,20 +256,48 @@ def test_a_status_event_answered_503_is_posted_again(fake, client, number):
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/webhook"
+    with _webhook_server(Handler) as url:
         # A fault makes it one event (`failed`), so the retry is the only second POST.
         fake.graph.set_status_webhooks(
             {"url": url, "app_secret": APP_SECRET, "delays": [0.05, 0.05, 0.05], "fault": "fail"}
         )
         client.send_message(number["id"], {"to": "+50370001111", "type": "text", "text": {"body": "Hola"}})
         _wait_for(received, 2)
-    finally:
-        server.shutdown()
-        server.server_close()
 
     assert [event["status"] for event in received] == [503, 200]
     assert received[0]["body"] == received[1]["body"]  # the same event, again
     assert _statuses(received)[0]["status"] == "failed"
+
+
+def test_a_slow_webhook_gets_every_status_from_a_few_posters_at_a_time(fake, client, number):
+    at_once = {"now": 0, "most": 0}
+    received: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            with lock:
+                at_once["now"] += 1
+                at_once["most"] = max(at_once["most"], at_once["now"])
+            time.sleep(0.05)  # an app slower than the events come
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with lock:
+                at_once["now"] -= 1
+                received.append(body)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with _webhook_server(Handler) as url:
+        fake.graph.set_status_webhooks({"url": url, "app_secret": APP_SECRET, "delays": [0.0, 0.0, 0.0]})
+        for index in range(20):
+            client.send_message(
+                number["id"], {"to": f"+5037000{index:04d}", "type": "text", "text": {"body": "Hola"}}
+            )
+        _wait_for(received, 60)
+
+    assert len(received) == 60  # each message's sent, delivered and read
+    assert at_once["most"] <= STATUS_POSTERS
+    assert len([t for t in threading.enumerate() if t.name == "fake-status-poster"]) <= STATUS_POSTERS
