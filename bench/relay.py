@@ -543,6 +543,19 @@ def worker_profile(paths: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def analyze_database() -> None:
+    """Statistics for the planner, as autovacuum keeps them in a database in service.
+
+    The throwaway database's tables were filled (and emptied) seconds ago; before
+    autovacuum's first pass the planner takes them for a few rows and may read a
+    backlog of thousands of tasks whole for each one it takes.
+    """
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+
+
 def run_phase(
     name: str,
     number: int,
@@ -558,6 +571,7 @@ def run_phase(
 ) -> Phase:
     count = max(1, int(rate * seconds))
     phase = Phase(name, rate, seconds, min(patients, count))
+    analyze_database()
     deliveries = phase_deliveries(target, phase=number, count=count, patients=patients, tag=tag)
     log(f"{name}: {count} deliveries at {rate:g}/s over {phase.patients} patients")
     posted = post_paced("127.0.0.1", port, f"/whatsapp/webhook/{target.clinic_id}/", deliveries, rate)
