@@ -497,11 +497,14 @@ def _number_slot(phone_number_id: str) -> float:
     last second frees up); the worker sleeps through one that short instead of
     queueing the send again, which would cost a task and a claim per row.
     """
+    slept = 0.0
     while True:
         wait = take_number_slot(phone_number_id, timezone.now())
-        if not wait or wait > SLEEP_THROUGH_PACE:
+        if not wait or wait > SLEEP_THROUGH_PACE or slept >= SLEEP_THROUGH_PACE * 4:
+            # Many workers racing for the same slots: past a second of naps the send queues instead.
             return wait
         time.sleep(wait)
+        slept += wait
 
 
 def _mark_sent(row: OutboundSend, message: Message) -> Any:
