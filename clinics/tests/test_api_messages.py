@@ -30,25 +30,22 @@ TEMPLATE = {"to": PATIENT, "template": {"name": "cita", "language": "es", "param
 BSUID = "US.13491208655302741918"
 
 
+def wrote_lately(clinic, **patient):
+    """The conversation of a patient (`wa_id=` or `user_id=`) who wrote 21 hours ago: the window is open."""
+    return Conversation.objects.create(
+        clinic=clinic, phone_number_id=PNID, window_open_until=timezone.now() + timedelta(hours=3), **patient
+    )
+
+
 @pytest.fixture
 def open_window(active):
-    return Conversation.objects.create(
-        clinic=active,
-        phone_number_id=PNID,
-        wa_id=PATIENT,
-        window_open_until=timezone.now() + timedelta(hours=3),
-    )
+    return wrote_lately(active, wa_id=PATIENT)
 
 
 @pytest.fixture
 def bsuid_window(active):
     """A patient known only by BSUID (Meta withheld the phone), who wrote 21 hours ago."""
-    return Conversation.objects.create(
-        clinic=active,
-        phone_number_id=PNID,
-        user_id=BSUID,
-        window_open_until=timezone.now() + timedelta(hours=3),
-    )
+    return wrote_lately(active, user_id=BSUID)
 
 
 @pytest.fixture
@@ -604,14 +601,9 @@ def wamid_per_message(graph):
 
 
 def patients_writing(clinic, count):
-    """`count` patients whose window is open, and a text queued for each through 16."""
+    """`count` patients whose window is open (wa_ids 5037100 and four digits)."""
     for index in range(count):
-        Conversation.objects.create(
-            clinic=clinic,
-            phone_number_id=PNID,
-            wa_id=f"5037100{index:04d}",
-            window_open_until=timezone.now() + timedelta(hours=3),
-        )
+        wrote_lately(clinic, wa_id=f"5037100{index:04d}")
 
 
 def test_a_task_sends_a_batch_of_the_clinics_due_sends_oldest_first(admin_api, active, graph):
